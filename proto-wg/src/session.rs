@@ -1,0 +1,157 @@
+//! One transport session (a "keypair" in wireguard-go): the keys a
+//! handshake produced, the send counter and the receive replay window.
+
+use std::time::Instant;
+
+use crate::crypto::AeadKey;
+use crate::noise::TransportKeys;
+use crate::replay::ReplayWindow;
+use crate::timers::{
+    REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME, REKEY_AFTER_MESSAGES, REKEY_AFTER_TIME,
+};
+use crate::wire::{write_data_header, DATA_HEADER_LEN, DATA_TAG_LEN};
+
+pub(crate) struct Session {
+    pub(crate) local_index: u32,
+    pub(crate) remote_index: u32,
+    send: AeadKey,
+    recv: AeadKey,
+    send_counter: u64,
+    replay: ReplayWindow,
+    pub(crate) created: Instant,
+    /// Only the initiator renews a session by time (whitepaper §6.2).
+    pub(crate) initiator: bool,
+}
+
+/// Why a session could not seal or open a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionError {
+    Expired,
+    Replayed,
+    Decrypt,
+}
+
+/// Bytes of padding that bring `len` to a multiple of 16 without going
+/// past `mtu` (whitepaper §5.4.6; a zero MTU means "no limit").
+pub fn padded_len(len: usize, mtu: usize) -> usize {
+    let padded = len.div_ceil(16) * 16;
+    if mtu == 0 || len > mtu {
+        padded
+    } else {
+        padded.min(mtu)
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        local_index: u32,
+        remote_index: u32,
+        keys: &TransportKeys,
+        now: Instant,
+        initiator: bool,
+    ) -> Self {
+        Self {
+            local_index,
+            remote_index,
+            send: AeadKey::new(&keys.send),
+            recv: AeadKey::new(&keys.recv),
+            send_counter: 0,
+            replay: ReplayWindow::default(),
+            created: now,
+            initiator,
+        }
+    }
+
+    fn age_ok(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.created) < REJECT_AFTER_TIME
+    }
+
+    /// Can this session still send?
+    pub(crate) fn can_send(&self, now: Instant) -> bool {
+        self.age_ok(now) && self.send_counter < REJECT_AFTER_MESSAGES
+    }
+
+    /// Should the initiator start a new handshake after sending on this?
+    pub(crate) fn wants_rekey_on_send(&self, now: Instant) -> bool {
+        self.initiator
+            && (now.saturating_duration_since(self.created) >= REKEY_AFTER_TIME
+                || self.send_counter >= REKEY_AFTER_MESSAGES)
+    }
+
+    /// Seals the packet at `buf[DATA_HEADER_LEN..][..len]` in place: pads it
+    /// with zeros, writes the header and tag. Returns the message length.
+    /// The caller checked `buf` has room for padding and tag.
+    pub(crate) fn seal(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        len: usize,
+        mtu: usize,
+    ) -> Result<usize, SessionError> {
+        if !self.can_send(now) {
+            return Err(SessionError::Expired);
+        }
+        let counter = self.send_counter;
+        self.send_counter += 1;
+        let padded = padded_len(len, mtu);
+        let body = &mut buf[DATA_HEADER_LEN..];
+        body[len..padded].fill(0);
+        let sealed = self.send.seal(counter, &[], body, padded);
+        write_data_header(buf, self.remote_index, counter);
+        Ok(DATA_HEADER_LEN + sealed)
+    }
+
+    /// Opens a data message in place. Returns the padded plaintext length,
+    /// which sits at `buf[DATA_HEADER_LEN..]`.
+    pub(crate) fn open(
+        &mut self,
+        now: Instant,
+        counter: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, SessionError> {
+        if !self.age_ok(now) {
+            return Err(SessionError::Expired);
+        }
+        if !self.replay.may_accept(counter) {
+            return Err(SessionError::Replayed);
+        }
+        let len = self
+            .recv
+            .open(counter, &[], &mut buf[DATA_HEADER_LEN..])
+            .map_err(|_| SessionError::Decrypt)?;
+        if !self.replay.accept(counter) {
+            return Err(SessionError::Replayed);
+        }
+        Ok(len)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_send_counter(&mut self, counter: u64) {
+        self.send_counter = counter;
+    }
+}
+
+/// Bytes a sealed packet of `len` plaintext bytes needs in the caller's buffer.
+pub fn sealed_len(len: usize, mtu: usize) -> usize {
+    DATA_HEADER_LEN + padded_len(len, mtu) + DATA_TAG_LEN
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_rules() {
+        assert_eq!(padded_len(0, 1420), 0);
+        assert_eq!(padded_len(1, 1420), 16);
+        assert_eq!(padded_len(16, 1420), 16);
+        assert_eq!(padded_len(1419, 1420), 1420);
+        assert_eq!(padded_len(1415, 1418), 1418, "never pads past the MTU");
+        assert_eq!(
+            padded_len(1500, 1420),
+            1504,
+            "oversize packets still pad to 16"
+        );
+        assert_eq!(padded_len(17, 0), 32);
+    }
+}
