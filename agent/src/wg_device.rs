@@ -1,0 +1,416 @@
+//! `cvlan-wg`'s runtime: one [`Device`] state machine driven by a TUN
+//! interface, a UDP socket and the UAPI socket, the way wireguard-go runs.
+//!
+//! Threads: TUN reader (encapsulate, send), UDP reader (decapsulate, write
+//! TUN), timers, and the UAPI listener. The device sits behind one mutex;
+//! each thread holds it only for the state machine call and sends after
+//! releasing it.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use netstack::Tun;
+use proto_wg::{Device, Encapsulated, Event, Received, Transmit, DATA_HEADER_LEN};
+use tracing::{debug, info, warn};
+
+use crate::uapi::{self, Sockets, UapiError};
+
+/// Largest IP packet a TUN read returns, plus room for header, padding, tag.
+const BUF_LEN: usize = DATA_HEADER_LEN + 65_535 + 64;
+/// Socket buffers large enough to absorb bursts at line rate.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// How often blocking reads wake up to notice shutdown or a rebind.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// More handshake messages than this per second switch on cookie replies.
+const UNDER_LOAD_HANDSHAKES_PER_SEC: u32 = 1000;
+/// Longest UAPI line we accept (keys are 64 hex digits; this is generous).
+const MAX_UAPI_LINE: usize = 4096;
+const DEFAULT_MTU: u32 = 1420;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub ifname: String,
+    pub socket_dir: PathBuf,
+}
+
+struct Shared {
+    device: Mutex<Device>,
+    tun: Tun,
+    udp: RwLock<Arc<UdpSocket>>,
+    fwmark: AtomicU32,
+    handshakes_this_second: AtomicU32,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn device(&self) -> MutexGuard<'_, Device> {
+        // A panic while holding the lock is a bug, but the state machine is
+        // still consistent between calls: keep serving rather than die.
+        self.device.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn socket(&self) -> Arc<UdpSocket> {
+        self.udp.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn send(&self, to: SocketAddr, bytes: &[u8]) {
+        if let Err(e) = self.socket().send_to(bytes, to) {
+            debug!(%to, error = %e, "udp send failed");
+        }
+    }
+
+    fn send_all(&self, transmits: &mut Vec<Transmit>) {
+        for t in transmits.drain(..) {
+            self.send(t.to, &t.payload);
+        }
+    }
+}
+
+/// Takes what the device produced while the lock is held.
+fn drain(device: &mut Device, out: &mut Vec<Transmit>) {
+    while let Some(t) = device.poll_transmit() {
+        out.push(t);
+    }
+    while let Some(e) = device.poll_event() {
+        match e {
+            Event::HandshakeCompleted { peer, initiator } => info!(?peer, initiator, "handshake completed"),
+            Event::HandshakeGaveUp { peer } => info!(?peer, "handshake gave up after 90 s"),
+            Event::KeysZeroed { peer } => debug!(?peer, "keys zeroed"),
+            Event::EndpointChanged { peer, endpoint } => debug!(?peer, %endpoint, "endpoint changed"),
+            other => debug!(?other, "event"),
+        }
+    }
+}
+
+fn bind_udp(port: u16, mark: u32) -> io::Result<UdpSocket> {
+    // One dual-stack socket carries IPv4 (as mapped addresses) and IPv6.
+    let sock = UdpSocket::bind(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))
+        .or_else(|_| UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], port))))?;
+    sock.set_read_timeout(Some(POLL_INTERVAL))?;
+    if let Err(e) = netstack::sockopt::set_buffer_sizes(&sock, SOCKET_BUFFER) {
+        debug!(error = %e, "could not enlarge socket buffers");
+    }
+    if mark != 0 {
+        netstack::sockopt::set_mark(&sock, mark)?;
+    }
+    Ok(sock)
+}
+
+/// A datagram from a dual-stack socket: IPv4 peers appear as
+/// `::ffff:a.b.c.d`; report them as plain IPv4 so endpoints read naturally.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// The UAPI's view of the socket settings.
+struct SocketControl<'a>(&'a Shared);
+
+impl Sockets for SocketControl<'_> {
+    fn listen_port(&self) -> Option<u16> {
+        self.0.socket().local_addr().ok().map(|a| a.port())
+    }
+
+    fn set_listen_port(&mut self, port: u16) -> Result<(), UapiError> {
+        if port != 0 && self.listen_port() == Some(port) {
+            return Ok(());
+        }
+        let sock = bind_udp(port, self.fwmark()).map_err(|_| UapiError::PortInUse(port))?;
+        *self.0.udp.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(sock);
+        Ok(())
+    }
+
+    fn fwmark(&self) -> u32 {
+        self.0.fwmark.load(Ordering::Relaxed)
+    }
+
+    fn set_fwmark(&mut self, mark: u32) -> Result<(), UapiError> {
+        netstack::sockopt::set_mark(&*self.0.socket(), mark).map_err(|_| UapiError::Io)?;
+        self.0.fwmark.store(mark, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn tun_loop(shared: &Shared) -> io::Result<()> {
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut pending = Vec::new();
+    loop {
+        let n = match shared.tun.recv(&mut buf[DATA_HEADER_LEN..BUF_LEN - 64]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let now = Instant::now();
+        let result = {
+            let mut device = shared.device();
+            let r = device.encapsulate(now, &mut buf, n);
+            drain(&mut device, &mut pending);
+            r
+        };
+        match result {
+            Ok(Encapsulated::Send { to, len }) => shared.send(to, &buf[..len]),
+            Ok(Encapsulated::Queued) => {}
+            Err(e) => debug!(error = %e, "dropped outbound packet"),
+        }
+        shared.send_all(&mut pending);
+    }
+}
+
+fn udp_loop(shared: &Shared) -> io::Result<()> {
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut pending = Vec::new();
+    let mut window_start = Instant::now();
+    loop {
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let sock = shared.socket();
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+                continue
+            }
+            Err(e) => {
+                // ICMP errors surface here as ECONNREFUSED etc.: not fatal.
+                debug!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        let under_load = count_handshake(shared, &buf[..n], now, &mut window_start);
+        let result = {
+            let mut device = shared.device();
+            device.set_under_load(under_load);
+            let r = device.handle_datagram(now, canonical(from), &mut buf[..n]);
+            drain(&mut device, &mut pending);
+            r
+        };
+        match result {
+            Ok(Received::Packet { range, .. }) => {
+                if let Err(e) = shared.tun.send(&buf[range]) {
+                    debug!(error = %e, "tun write failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => debug!(%from, error = %e, "dropped datagram"),
+        }
+        shared.send_all(&mut pending);
+    }
+}
+
+/// Counts handshake messages per second; true while the rate is high
+/// enough that responders should demand cookies.
+fn count_handshake(shared: &Shared, datagram: &[u8], now: Instant, window_start: &mut Instant) -> bool {
+    let is_handshake = matches!(datagram.first(), Some(1 | 2));
+    if now.duration_since(*window_start) >= Duration::from_secs(1) {
+        *window_start = now;
+        let last = shared.handshakes_this_second.swap(0, Ordering::Relaxed);
+        return last > UNDER_LOAD_HANDSHAKES_PER_SEC;
+    }
+    let count = if is_handshake {
+        shared.handshakes_this_second.fetch_add(1, Ordering::Relaxed) + 1
+    } else {
+        shared.handshakes_this_second.load(Ordering::Relaxed)
+    };
+    count > UNDER_LOAD_HANDSHAKES_PER_SEC
+}
+
+fn timer_loop(shared: &Shared) {
+    let mut pending = Vec::new();
+    let mut last_mtu_check = Instant::now();
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let next = {
+            let mut device = shared.device();
+            device.handle_timeout(now);
+            drain(&mut device, &mut pending);
+            device.poll_timeout()
+        };
+        shared.send_all(&mut pending);
+        if now.duration_since(last_mtu_check) >= Duration::from_secs(1) {
+            last_mtu_check = now;
+            if let Ok(mtu) = shared.tun.mtu() {
+                shared.device().set_mtu(mtu as usize);
+            }
+        }
+        let wait = next.map_or(POLL_INTERVAL, |t| t.saturating_duration_since(Instant::now()));
+        // Bounded so that deadlines set by the other threads are noticed.
+        std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(100)));
+    }
+}
+
+fn uapi_loop(shared: &Shared, listener: &UnixListener) {
+    for conn in listener.incoming() {
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        match conn {
+            Ok(stream) => {
+                if let Err(e) = serve_uapi(shared, stream) {
+                    debug!(error = %e, "uapi connection ended");
+                }
+            }
+            Err(e) => warn!(error = %e, "uapi accept failed"),
+        }
+    }
+}
+
+fn read_line(reader: &mut impl BufRead, line: &mut String) -> io::Result<bool> {
+    line.clear();
+    let n = io::Read::take(&mut *reader, MAX_UAPI_LINE as u64 + 1).read_line(line)?;
+    if n > MAX_UAPI_LINE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "uapi line too long"));
+    }
+    while line.ends_with('\n') || line.ends_with('\r') {
+        line.pop();
+    }
+    Ok(n > 0)
+}
+
+fn serve_uapi(shared: &Shared, stream: UnixStream) -> io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut line = String::new();
+    while read_line(&mut reader, &mut line)? {
+        match line.as_str() {
+            "get=1" => {
+                // The request ends with a blank line.
+                while read_line(&mut reader, &mut line)? && !line.is_empty() {}
+                let text = uapi::get(&shared.device(), &SocketControl(shared));
+                writer.write_all(text.as_bytes())?;
+                writer.write_all(b"errno=0\n\n")?;
+            }
+            "set=1" => {
+                let mut body = Vec::new();
+                while read_line(&mut reader, &mut line)? && !line.is_empty() {
+                    body.push(line.clone());
+                }
+                let result = {
+                    let mut pending = Vec::new();
+                    let mut device = shared.device();
+                    let r = uapi::set(&mut device, &mut SocketControl(shared), Instant::now(), body.iter().map(String::as_str));
+                    drain(&mut device, &mut pending);
+                    drop(device);
+                    shared.send_all(&mut pending);
+                    r
+                };
+                let errno = match result {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        warn!(error = %e, "uapi set rejected");
+                        e.errno()
+                    }
+                };
+                writeln!(writer, "errno={errno}\n")?;
+            }
+            "" => {}
+            _ => {
+                writeln!(writer, "errno={}\n", UapiError::Protocol.errno())?;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Binds the UAPI socket, refusing to steal one a live daemon still serves.
+fn bind_uapi(dir: &Path, ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let path = dir.join(format!("{ifname}.sock"));
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is served by a running daemon", path.display())));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    // `get` returns the private key: only root may talk to the socket.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok((listener, path))
+}
+
+fn os_seed() -> io::Result<[u8; 32]> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(seed)
+}
+
+/// Runs the device until SIGTERM/SIGINT or until the interface goes away.
+/// `ready` is called once the interface and socket exist.
+pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
+    let tun = Tun::create(&opts.ifname)?;
+    if let Err(e) = tun.set_mtu(DEFAULT_MTU) {
+        warn!(error = %e, "could not set MTU");
+    }
+    let now = Instant::now();
+    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut device = Device::new(os_seed()?, now, unix_now);
+    device.set_mtu(tun.mtu().unwrap_or(DEFAULT_MTU) as usize);
+    let udp = bind_udp(0, 0)?;
+    let shared = Arc::new(Shared {
+        device: Mutex::new(device),
+        tun,
+        udp: RwLock::new(Arc::new(udp)),
+        fwmark: AtomicU32::new(0),
+        handshakes_this_second: AtomicU32::new(0),
+        shutdown: AtomicBool::new(false),
+    });
+    let (listener, socket_path) = bind_uapi(&opts.socket_dir, &opts.ifname)?;
+    info!(interface = %opts.ifname, socket = %socket_path.display(), "cvlan-wg up");
+
+    let (stop_tx, stop_rx) = mpsc::channel::<String>();
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new().name(name.into()).spawn(f)
+    };
+    {
+        let (s, tx) = (shared.clone(), stop_tx.clone());
+        spawn("tun", Box::new(move || {
+            let e = tun_loop(&s).err().map_or_else(|| "tun closed".into(), |e| format!("tun: {e}"));
+            let _ = tx.send(e);
+        }))?;
+    }
+    {
+        let (s, tx) = (shared.clone(), stop_tx.clone());
+        spawn("udp", Box::new(move || {
+            if let Err(e) = udp_loop(&s) {
+                let _ = tx.send(format!("udp: {e}"));
+            }
+        }))?;
+    }
+    {
+        let s = shared.clone();
+        spawn("timers", Box::new(move || timer_loop(&s)))?;
+    }
+    {
+        let s = shared.clone();
+        spawn("uapi", Box::new(move || uapi_loop(&s, &listener)))?;
+    }
+    {
+        let tx = stop_tx;
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
+        spawn("signals", Box::new(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = tx.send(format!("signal {sig}"));
+            }
+        }))?;
+    }
+    ready();
+
+    let reason = stop_rx.recv().unwrap_or_else(|_| "all threads ended".into());
+    info!(%reason, "shutting down");
+    shared.shutdown.store(true, Ordering::Relaxed);
+    let _ = std::fs::remove_file(&socket_path);
+    let stats = shared.device().stats().clone();
+    info!(?stats, "final counters");
+    // The TUN interface disappears when the process exits and its file
+    // descriptor closes; the reader threads are blocked in syscalls, so the
+    // caller exits the process rather than joining them.
+    Ok(())
+}

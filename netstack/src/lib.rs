@@ -1,0 +1,9 @@
+//! Everything between the protocol state machines and the operating
+//! system. This is the only crate with `unsafe`: each block is a single
+//! syscall on memory we own, with a `// SAFETY:` line saying why it is sound.
+
+pub mod netns;
+pub mod sockopt;
+pub mod tun;
+
+pub use tun::Tun;
