@@ -1,0 +1,292 @@
+//! A two-namespace lab for tests against real WireGuard peers.
+//!
+//! Needs root, iproute2, wireguard-tools (`wg`) and, for the peer,
+//! wireguard-go: tests using it are `#[ignore]`d with that reason and run
+//! by CI with `--include-ignored`. Every name is unique per process and
+//! per lab, and `Drop` tears everything down even when a test fails.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+
+static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
+
+/// Which implementation runs a side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Impl {
+    Cvlan,
+    WireguardGo,
+}
+
+pub struct Side {
+    pub ns: String,
+    pub ifname: String,
+    pub underlay: Ipv4Addr,
+    pub overlay: Ipv4Addr,
+    pub public_b64: String,
+    key_file: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+pub struct Lab {
+    pub sides: [Side; 2],
+    dir: PathBuf,
+}
+
+/// Runs a command; panics with its output if it fails.
+pub fn run(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tool_exists(name: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success())
+}
+
+/// Fails loudly (never skips) when the environment cannot run the lab.
+pub fn require(tools: &[&str]) {
+    // SAFETY-free check of root: /proc/self/status Uid line.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(root, "this test needs root (network namespaces); run as root or leave it ignored");
+    for t in tools {
+        assert!(tool_exists(t), "this test needs `{t}` (apt-get install wireguard-go wireguard-tools iproute2)");
+    }
+}
+
+pub fn cvlan_wg() -> &'static str {
+    env!("CARGO_BIN_EXE_cvlan-wg")
+}
+
+fn genkey(path: &Path) -> String {
+    let mut sk = [0u8; 32];
+    getrandom::getrandom(&mut sk).expect("random");
+    let key = proto_wg::PrivateKey::from_bytes(sk);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    std::fs::write(path, b64.encode(*key.to_bytes())).expect("write key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    b64.encode(key.public_key().as_bytes())
+}
+
+impl Lab {
+    /// Two namespaces on a veth pair, underlay 10.x.y.1/.2, no devices yet.
+    pub fn new() -> Self {
+        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{}", std::process::id() % 100_000, n);
+        let dir = std::env::temp_dir().join(format!("cvlan-lab-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("lab dir");
+        // Underlay/overlay subnets differ per lab so parallel labs never meet.
+        let octet = 100 + (n % 100) as u8;
+        let make = |side: &str, host: u8| Side {
+            ns: format!("cvt{tag}{side}"),
+            ifname: format!("cw{tag}{side}"),
+            underlay: Ipv4Addr::new(10, 201, octet, host),
+            overlay: Ipv4Addr::new(10, 202, octet, host),
+            public_b64: genkey(&dir.join(format!("{side}.key"))),
+            key_file: dir.join(format!("{side}.key")),
+            child: None,
+            log: dir.join(format!("{side}.log")),
+        };
+        let lab = Self { sides: [make("a", 1), make("b", 2)], dir };
+        let (va, vb) = (format!("cv{tag}va"), format!("cv{tag}vb"));
+        for s in &lab.sides {
+            let _ = Command::new("ip").args(["netns", "del", &s.ns]).output();
+            run(&["ip", "netns", "add", &s.ns]);
+            run(&["ip", "-n", &s.ns, "link", "set", "lo", "up"]);
+        }
+        run(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        for (s, v) in lab.sides.iter().zip([&va, &vb]) {
+            run(&["ip", "link", "set", v, "netns", &s.ns]);
+            run(&["ip", "-n", &s.ns, "addr", "add", &format!("{}/24", s.underlay), "dev", v]);
+            run(&["ip", "-n", &s.ns, "link", "set", v, "up"]);
+        }
+        lab
+    }
+
+    pub fn socket_path(&self, i: usize) -> PathBuf {
+        PathBuf::from(format!("/var/run/wireguard/{}.sock", self.sides[i].ifname))
+    }
+
+    /// Starts implementation `which` on side `i` and waits for its socket.
+    pub fn start(&mut self, i: usize, which: Impl) {
+        let s = &self.sides[i];
+        let log = std::fs::File::create(&s.log).expect("log");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &s.ns]);
+        match which {
+            Impl::Cvlan => cmd.args([cvlan_wg(), "-f", &s.ifname]),
+            Impl::WireguardGo => cmd.args(["wireguard-go", "-f", &s.ifname]),
+        };
+        cmd.env("WG_PROCESS_FOREGROUND", "1").env("LOG_LEVEL", "debug");
+        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn");
+        self.sides[i].child = Some(child);
+        let sock = self.socket_path(i);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sock.exists() {
+            assert!(Instant::now() < deadline, "{which:?} did not come up: {}", self.log(i));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Side `i`'s private key, base64, as `wg` and wg-quick configs take it.
+    pub fn private_b64(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.sides[i].key_file).expect("key file").trim().to_owned()
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.sides[i].log).unwrap_or_default()
+    }
+
+    /// Configures side `i` with `wg` only: key, port, the other side as peer
+    /// (with its endpoint only if `with_endpoint`), and the overlay address.
+    pub fn configure(&self, i: usize, with_endpoint: bool) {
+        let (me, other) = (&self.sides[i], &self.sides[1 - i]);
+        let key = me.key_file.to_string_lossy().into_owned();
+        let allowed = format!("{}/32", other.overlay);
+        let endpoint = format!("{}:51820", other.underlay);
+        let mut args = vec!["ip", "netns", "exec", &me.ns, "wg", "set", &me.ifname, "private-key", &key, "listen-port", "51820"];
+        args.extend(["peer", &other.public_b64, "allowed-ips", &allowed]);
+        if with_endpoint {
+            args.extend(["endpoint", &endpoint]);
+        }
+        run(&args);
+        let addr = format!("{}/24", me.overlay);
+        run(&["ip", "-n", &me.ns, "addr", "add", &addr, "dev", &me.ifname]);
+        run(&["ip", "-n", &me.ns, "link", "set", &me.ifname, "mtu", "1420", "up"]);
+    }
+
+    pub fn wg(&self, i: usize, args: &[&str]) -> String {
+        let s = &self.sides[i];
+        let mut full = vec!["ip", "netns", "exec", &s.ns, "wg"];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    pub fn ping(&self, from: usize, count: u32) -> Result<String, String> {
+        let (me, other) = (&self.sides[from], &self.sides[1 - from]);
+        let out = Command::new("ip")
+            .args(["netns", "exec", &me.ns, "ping", "-c", &count.to_string(), "-i", "0.2", "-W", "3"])
+            .arg(other.overlay.to_string())
+            .output()
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() {
+            Ok(text)
+        } else {
+            Err(format!("{text}\n--- a ---\n{}\n--- b ---\n{}", self.log(0), self.log(1)))
+        }
+    }
+
+    /// Sends `len` pseudo-random bytes over TCP from side `from` to the
+    /// other side's overlay address; the receiver checks every byte.
+    /// Returns the throughput in Mbit/s.
+    pub fn tcp_transfer(&self, from: usize, len: usize, port: u16) -> f64 {
+        let (src_ns, dst_ns) = (self.sides[from].ns.clone(), self.sides[1 - from].ns.clone());
+        let dst = SocketAddr::from((self.sides[1 - from].overlay, port));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || -> Result<usize, String> {
+            netstack::netns::enter(&dst_ns).map_err(|e| format!("enter {dst_ns}: {e}"))?;
+            let listener = TcpListener::bind(dst).map_err(|e| format!("bind {dst}: {e}"))?;
+            ready_tx.send(()).map_err(|e| e.to_string())?;
+            let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
+            conn.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+            let mut expected = Stream::new(7);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut want = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            loop {
+                let n = conn.read(&mut buf).map_err(|e| format!("read after {got} bytes: {e}"))?;
+                if n == 0 {
+                    return Ok(got);
+                }
+                expected.fill(&mut want[..n]);
+                if let Some(i) = buf[..n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
+                    return Err(format!("byte {} differs", got + i));
+                }
+                got += n;
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("server ready");
+        let started = Instant::now();
+        let client = std::thread::spawn(move || -> Result<(), String> {
+            netstack::netns::enter(&src_ns).map_err(|e| format!("enter {src_ns}: {e}"))?;
+            let mut conn = TcpStream::connect_timeout(&dst, Duration::from_secs(10)).map_err(|e| format!("connect: {e}"))?;
+            let mut stream = Stream::new(7);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(buf.len());
+                stream.fill(&mut buf[..n]);
+                conn.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
+                left -= n;
+            }
+            conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())
+        });
+        client.join().expect("client thread").unwrap_or_else(|e| panic!("client: {e}"));
+        let got = server.join().expect("server thread").unwrap_or_else(|e| panic!("server: {e}"));
+        assert_eq!(got, len, "bytes received");
+        (len as f64 * 8.0) / started.elapsed().as_secs_f64() / 1e6
+    }
+
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.sides[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for i in 0..2 {
+            self.stop(i);
+            let _ = std::fs::remove_file(self.socket_path(i));
+            let _ = Command::new("ip").args(["netns", "del", &self.sides[i].ns]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A reproducible byte stream (xorshift), so the receiver can check every
+/// byte without the sender's copy, however TCP splits the reads.
+pub struct Stream {
+    state: u64,
+    word: [u8; 8],
+    used: usize,
+}
+
+impl Stream {
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, word: [0; 8], used: 8 }
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for b in buf {
+            if self.used == 8 {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+                self.word = self.state.to_le_bytes();
+                self.used = 0;
+            }
+            *b = self.word[self.used];
+            self.used += 1;
+        }
+    }
+}
