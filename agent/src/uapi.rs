@@ -54,8 +54,16 @@ pub fn get(device: &Device, sockets: &dyn Sockets) -> String {
         let _ = writeln!(out, "fwmark={}", sockets.fwmark());
     }
     for peer in device.peers() {
-        let _ = writeln!(out, "public_key={}", hex::encode(peer.public_key.as_bytes()));
-        let _ = writeln!(out, "preshared_key={}", hex::encode(peer.preshared_key.as_bytes()));
+        let _ = writeln!(
+            out,
+            "public_key={}",
+            hex::encode(peer.public_key.as_bytes())
+        );
+        let _ = writeln!(
+            out,
+            "preshared_key={}",
+            hex::encode(peer.preshared_key.as_bytes())
+        );
         let _ = writeln!(out, "protocol_version=1");
         if let Some(e) = peer.endpoint {
             let _ = writeln!(out, "endpoint={e}");
@@ -65,7 +73,11 @@ pub fn get(device: &Device, sockets: &dyn Sockets) -> String {
         let _ = writeln!(out, "last_handshake_time_nsec={}", hs.subsec_nanos());
         let _ = writeln!(out, "tx_bytes={}", peer.tx_bytes);
         let _ = writeln!(out, "rx_bytes={}", peer.rx_bytes);
-        let _ = writeln!(out, "persistent_keepalive_interval={}", peer.persistent_keepalive);
+        let _ = writeln!(
+            out,
+            "persistent_keepalive_interval={}",
+            peer.persistent_keepalive
+        );
         for net in peer.allowed_ips {
             let _ = writeln!(out, "allowed_ip={net}");
         }
@@ -88,7 +100,9 @@ fn is_true(value: &str, what: &'static str) -> Result<bool, UapiError> {
 }
 
 fn parse_net(value: &str) -> Result<IpNet, UapiError> {
-    let (addr, len) = value.split_once('/').ok_or(UapiError::Invalid("allowed_ip"))?;
+    let (addr, len) = value
+        .split_once('/')
+        .ok_or(UapiError::Invalid("allowed_ip"))?;
     let addr = addr.parse().map_err(|_| UapiError::Invalid("allowed_ip"))?;
     let len = len.parse().map_err(|_| UapiError::Invalid("allowed_ip"))?;
     IpNet::new(addr, len).map_err(|_| UapiError::Invalid("allowed_ip"))
@@ -142,10 +156,14 @@ pub fn set<'a>(
             Section::Ignored => {}
             Section::Device => set_device_key(device, sockets, key, value)?,
             Section::Peer { id, created } => {
-                if key == "update_only" && is_true(value, "update_only")? && created {
-                    device.remove_peer(id);
-                    section = Section::Ignored;
-                } else if key == "remove" && is_true(value, "remove")? {
+                // update_only on a key this section created, or remove:
+                // the peer goes, and the rest of its section is ignored.
+                let drop_peer = match key {
+                    "update_only" => is_true(value, "update_only")? && created,
+                    "remove" => is_true(value, "remove")?,
+                    _ => false,
+                };
+                if drop_peer {
                     device.remove_peer(id);
                     section = Section::Ignored;
                 } else {
@@ -157,14 +175,23 @@ pub fn set<'a>(
     Ok(())
 }
 
-fn set_device_key(device: &mut Device, sockets: &mut dyn Sockets, key: &str, value: &str) -> Result<(), UapiError> {
+fn set_device_key(
+    device: &mut Device,
+    sockets: &mut dyn Sockets,
+    key: &str,
+    value: &str,
+) -> Result<(), UapiError> {
     match key {
         "private_key" => {
             let bytes = zeroize::Zeroizing::new(key32(value, "private_key")?);
             let k = (*bytes != [0u8; 32]).then(|| PrivateKey::from_bytes(*bytes));
             device.set_private_key(k);
         }
-        "listen_port" => sockets.set_listen_port(value.parse().map_err(|_| UapiError::Invalid("listen_port"))?)?,
+        "listen_port" => sockets.set_listen_port(
+            value
+                .parse()
+                .map_err(|_| UapiError::Invalid("listen_port"))?,
+        )?,
         "fwmark" => sockets.set_fwmark(value.parse().map_err(|_| UapiError::Invalid("fwmark"))?)?,
         "replace_peers" => {
             if is_true(value, "replace_peers")? {
@@ -176,13 +203,23 @@ fn set_device_key(device: &mut Device, sockets: &mut dyn Sockets, key: &str, val
     Ok(())
 }
 
-fn set_peer_key(device: &mut Device, now: Instant, id: PeerId, key: &str, value: &str) -> Result<(), UapiError> {
+fn set_peer_key(
+    device: &mut Device,
+    now: Instant,
+    id: PeerId,
+    key: &str,
+    value: &str,
+) -> Result<(), UapiError> {
     match key {
         "update_only" | "remove" => {}
-        "preshared_key" => device.set_preshared_key(id, PresharedKey::from_bytes(key32(value, "preshared_key")?)),
+        "preshared_key" => {
+            device.set_preshared_key(id, PresharedKey::from_bytes(key32(value, "preshared_key")?))
+        }
         "endpoint" => device.set_endpoint(id, parse_endpoint(value)?),
         "persistent_keepalive_interval" => {
-            let secs = value.parse().map_err(|_| UapiError::Invalid("persistent_keepalive_interval"))?;
+            let secs = value
+                .parse()
+                .map_err(|_| UapiError::Invalid("persistent_keepalive_interval"))?;
             device.set_persistent_keepalive(now, id, secs);
         }
         "replace_allowed_ips" => {
@@ -255,10 +292,21 @@ mod tests {
         );
         apply(&mut d, &mut s, &body).expect("set");
         let out = get(&d, &s);
-        assert!(out.starts_with(&format!("private_key={PRIV}\nlisten_port=51820\nfwmark=7\n")), "{out}");
-        assert!(out.contains(&format!("public_key={PEER}\npreshared_key={}\nprotocol_version=1\nendpoint=192.0.2.9:51820\n", "11".repeat(32))));
+        assert!(
+            out.starts_with(&format!(
+                "private_key={PRIV}\nlisten_port=51820\nfwmark=7\n"
+            )),
+            "{out}"
+        );
+        assert!(out.contains(&format!(
+            "public_key={PEER}\npreshared_key={}\nprotocol_version=1\nendpoint=192.0.2.9:51820\n",
+            "11".repeat(32)
+        )));
         assert!(out.contains("allowed_ip=10.0.0.2/32\nallowed_ip=fd00::/64\n"));
-        assert!(out.contains(&format!("public_key={PEER2}\npreshared_key={}\n", "00".repeat(32))));
+        assert!(out.contains(&format!(
+            "public_key={PEER2}\npreshared_key={}\n",
+            "00".repeat(32)
+        )));
         assert!(out.contains("endpoint=[2001:db8::1]:9\n"));
         assert!(out.contains("last_handshake_time_sec=0\nlast_handshake_time_nsec=0\ntx_bytes=0\nrx_bytes=0\npersistent_keepalive_interval=0\n"));
     }
@@ -266,23 +314,49 @@ mod tests {
     #[test]
     fn remove_update_only_and_replace() {
         let (mut d, mut s) = (device(), FakeSockets::default());
-        apply(&mut d, &mut s, &format!("public_key={PEER}\nallowed_ip=10.0.0.0/8\npublic_key={PEER2}\n")).expect("set");
+        apply(
+            &mut d,
+            &mut s,
+            &format!("public_key={PEER}\nallowed_ip=10.0.0.0/8\npublic_key={PEER2}\n"),
+        )
+        .expect("set");
         assert_eq!(d.peers().count(), 2);
-        apply(&mut d, &mut s, &format!("public_key={PEER}\nremove=true\nallowed_ip=1.1.1.1/32\n")).expect("remove");
+        apply(
+            &mut d,
+            &mut s,
+            &format!("public_key={PEER}\nremove=true\nallowed_ip=1.1.1.1/32\n"),
+        )
+        .expect("remove");
         assert_eq!(d.peers().count(), 1);
         // update_only on an unknown key creates nothing.
-        apply(&mut d, &mut s, &format!("public_key={PEER}\nupdate_only=true\nallowed_ip=1.1.1.1/32\n")).expect("upd");
+        apply(
+            &mut d,
+            &mut s,
+            &format!("public_key={PEER}\nupdate_only=true\nallowed_ip=1.1.1.1/32\n"),
+        )
+        .expect("upd");
         assert_eq!(d.peers().count(), 1);
         // An allowed IP moves between peers; replace_allowed_ips clears.
         apply(&mut d, &mut s, &format!("public_key={PEER2}\nallowed_ip=10.1.0.0/16\nreplace_allowed_ips=true\nallowed_ip=10.2.0.0/16\n")).expect("set");
         let p = d.peers().next().expect("peer");
-        assert_eq!(p.allowed_ips.iter().map(|n| n.to_string()).collect::<Vec<_>>(), vec!["10.2.0.0/16"]);
+        assert_eq!(
+            p.allowed_ips
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            vec!["10.2.0.0/16"]
+        );
         apply(&mut d, &mut s, "replace_peers=true\n").expect("replace");
         assert_eq!(d.peers().count(), 0);
         // A zero private key removes the key.
         apply(&mut d, &mut s, &format!("private_key={PRIV}\n")).expect("key");
         assert!(d.private_key().is_some());
-        apply(&mut d, &mut s, &format!("private_key={}\n", "00".repeat(32))).expect("key");
+        apply(
+            &mut d,
+            &mut s,
+            &format!("private_key={}\n", "00".repeat(32)),
+        )
+        .expect("key");
         assert!(d.private_key().is_none());
     }
 
@@ -298,7 +372,11 @@ mod tests {
             ("public_key=abc\n", -libc::EINVAL),
         ];
         for (body, errno) in cases {
-            assert_eq!(apply(&mut d, &mut s, body).map_err(|e| e.errno()), Err(*errno), "{body}");
+            assert_eq!(
+                apply(&mut d, &mut s, body).map_err(|e| e.errno()),
+                Err(*errno),
+                "{body}"
+            );
         }
         let peer_cases = [
             "allowed_ip=10.0.0.0/33",
@@ -311,7 +389,11 @@ mod tests {
         ];
         for line in peer_cases {
             let body = format!("public_key={PEER}\n{line}\n");
-            assert_eq!(apply(&mut d, &mut s, &body).map_err(|e| e.errno()), Err(-libc::EINVAL), "{line}");
+            assert_eq!(
+                apply(&mut d, &mut s, &body).map_err(|e| e.errno()),
+                Err(-libc::EINVAL),
+                "{line}"
+            );
         }
     }
 }

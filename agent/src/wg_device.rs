@@ -79,10 +79,14 @@ fn drain(device: &mut Device, out: &mut Vec<Transmit>) {
     }
     while let Some(e) = device.poll_event() {
         match e {
-            Event::HandshakeCompleted { peer, initiator } => info!(?peer, initiator, "handshake completed"),
+            Event::HandshakeCompleted { peer, initiator } => {
+                info!(?peer, initiator, "handshake completed")
+            }
             Event::HandshakeGaveUp { peer } => info!(?peer, "handshake gave up after 90 s"),
             Event::KeysZeroed { peer } => debug!(?peer, "keys zeroed"),
-            Event::EndpointChanged { peer, endpoint } => debug!(?peer, %endpoint, "endpoint changed"),
+            Event::EndpointChanged { peer, endpoint } => {
+                debug!(?peer, %endpoint, "endpoint changed")
+            }
             other => debug!(?other, "event"),
         }
     }
@@ -172,7 +176,14 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
         let sock = shared.socket();
         let (n, from) = match sock.recv_from(&mut buf) {
             Ok(r) => r,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 continue
             }
             Err(e) => {
@@ -205,7 +216,12 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
 
 /// Counts handshake messages per second; true while the rate is high
 /// enough that responders should demand cookies.
-fn count_handshake(shared: &Shared, datagram: &[u8], now: Instant, window_start: &mut Instant) -> bool {
+fn count_handshake(
+    shared: &Shared,
+    datagram: &[u8],
+    now: Instant,
+    window_start: &mut Instant,
+) -> bool {
     let is_handshake = matches!(datagram.first(), Some(1 | 2));
     if now.duration_since(*window_start) >= Duration::from_secs(1) {
         *window_start = now;
@@ -213,7 +229,10 @@ fn count_handshake(shared: &Shared, datagram: &[u8], now: Instant, window_start:
         return last > UNDER_LOAD_HANDSHAKES_PER_SEC;
     }
     let count = if is_handshake {
-        shared.handshakes_this_second.fetch_add(1, Ordering::Relaxed) + 1
+        shared
+            .handshakes_this_second
+            .fetch_add(1, Ordering::Relaxed)
+            + 1
     } else {
         shared.handshakes_this_second.load(Ordering::Relaxed)
     };
@@ -238,7 +257,9 @@ fn timer_loop(shared: &Shared) {
                 shared.device().set_mtu(mtu as usize);
             }
         }
-        let wait = next.map_or(POLL_INTERVAL, |t| t.saturating_duration_since(Instant::now()));
+        let wait = next.map_or(POLL_INTERVAL, |t| {
+            t.saturating_duration_since(Instant::now())
+        });
         // Bounded so that deadlines set by the other threads are noticed.
         std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(100)));
     }
@@ -264,7 +285,10 @@ fn read_line(reader: &mut impl BufRead, line: &mut String) -> io::Result<bool> {
     line.clear();
     let n = io::Read::take(&mut *reader, MAX_UAPI_LINE as u64 + 1).read_line(line)?;
     if n > MAX_UAPI_LINE {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "uapi line too long"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "uapi line too long",
+        ));
     }
     while line.ends_with('\n') || line.ends_with('\r') {
         line.pop();
@@ -294,7 +318,12 @@ fn serve_uapi(shared: &Shared, stream: UnixStream) -> io::Result<()> {
                 let result = {
                     let mut pending = Vec::new();
                     let mut device = shared.device();
-                    let r = uapi::set(&mut device, &mut SocketControl(shared), Instant::now(), body.iter().map(String::as_str));
+                    let r = uapi::set(
+                        &mut device,
+                        &mut SocketControl(shared),
+                        Instant::now(),
+                        body.iter().map(String::as_str),
+                    );
                     drain(&mut device, &mut pending);
                     drop(device);
                     shared.send_all(&mut pending);
@@ -326,7 +355,10 @@ fn bind_uapi(dir: &Path, ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
     let path = dir.join(format!("{ifname}.sock"));
     if path.exists() {
         if UnixStream::connect(&path).is_ok() {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("{} is served by a running daemon", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is served by a running daemon", path.display()),
+            ));
         }
         std::fs::remove_file(&path)?;
     }
@@ -350,7 +382,9 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
         warn!(error = %e, "could not set MTU");
     }
     let now = Instant::now();
-    let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let mut device = Device::new(os_seed()?, now, unix_now);
     device.set_mtu(tun.mtu().unwrap_or(DEFAULT_MTU) as usize);
     let udp = bind_udp(0, 0)?;
@@ -371,18 +405,26 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
     };
     {
         let (s, tx) = (shared.clone(), stop_tx.clone());
-        spawn("tun", Box::new(move || {
-            let e = tun_loop(&s).err().map_or_else(|| "tun closed".into(), |e| format!("tun: {e}"));
-            let _ = tx.send(e);
-        }))?;
+        spawn(
+            "tun",
+            Box::new(move || {
+                let e = tun_loop(&s)
+                    .err()
+                    .map_or_else(|| "tun closed".into(), |e| format!("tun: {e}"));
+                let _ = tx.send(e);
+            }),
+        )?;
     }
     {
         let (s, tx) = (shared.clone(), stop_tx.clone());
-        spawn("udp", Box::new(move || {
-            if let Err(e) = udp_loop(&s) {
-                let _ = tx.send(format!("udp: {e}"));
-            }
-        }))?;
+        spawn(
+            "udp",
+            Box::new(move || {
+                if let Err(e) = udp_loop(&s) {
+                    let _ = tx.send(format!("udp: {e}"));
+                }
+            }),
+        )?;
     }
     {
         let s = shared.clone();
@@ -394,16 +436,24 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
     }
     {
         let tx = stop_tx;
-        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])?;
-        spawn("signals", Box::new(move || {
-            if let Some(sig) = signals.forever().next() {
-                let _ = tx.send(format!("signal {sig}"));
-            }
-        }))?;
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+        ])?;
+        spawn(
+            "signals",
+            Box::new(move || {
+                if let Some(sig) = signals.forever().next() {
+                    let _ = tx.send(format!("signal {sig}"));
+                }
+            }),
+        )?;
     }
     ready();
 
-    let reason = stop_rx.recv().unwrap_or_else(|_| "all threads ended".into());
+    let reason = stop_rx
+        .recv()
+        .unwrap_or_else(|_| "all threads ended".into());
     info!(%reason, "shutting down");
     shared.shutdown.store(true, Ordering::Relaxed);
     let _ = std::fs::remove_file(&socket_path);

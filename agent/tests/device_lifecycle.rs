@@ -13,7 +13,8 @@ use lab::{Impl, Lab};
 
 fn uapi(lab: &Lab, request: &str) -> String {
     let mut s = UnixStream::connect(lab.socket_path(0)).expect("connect uapi");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     s.write_all(request.as_bytes()).expect("write");
     let mut reader = BufReader::new(s);
     let mut out = String::new();
@@ -48,23 +49,36 @@ fn bad_uapi_lines_get_an_errno_and_the_device_keeps_running() {
     lab.start(0, Impl::Cvlan);
     lab.configure(0, false);
     assert_eq!(uapi(&lab, "set=1\nbogus=1\n\n"), "errno=-22\n\n");
-    assert_eq!(uapi(&lab, "set=1\nlisten_port=notaport\n\n"), "errno=-22\n\n");
-    assert_eq!(uapi(&lab, &format!("set=1\npublic_key={}\n\n", "zz".repeat(32))), "errno=-22\n\n");
+    assert_eq!(
+        uapi(&lab, "set=1\nlisten_port=notaport\n\n"),
+        "errno=-22\n\n"
+    );
+    assert_eq!(
+        uapi(&lab, &format!("set=1\npublic_key={}\n\n", "zz".repeat(32))),
+        "errno=-22\n\n"
+    );
     assert_eq!(uapi(&lab, "set=1\nno equals sign\n\n"), "errno=-71\n\n");
     assert_eq!(uapi(&lab, "hello=1\n\n"), "errno=-71\n\n");
     // An over-long line ends that connection only.
     let mut s = UnixStream::connect(lab.socket_path(0)).expect("connect");
-    s.write_all(format!("set=1\nprivate_key={}\n\n", "a".repeat(10_000)).as_bytes()).expect("write");
+    s.write_all(format!("set=1\nprivate_key={}\n\n", "a".repeat(10_000)).as_bytes())
+        .expect("write");
     let mut rest = String::new();
     let _ = s.read_to_string(&mut rest);
     // Still serving, still configured.
     let got = uapi(&lab, "get=1\n\n");
-    assert!(got.contains("listen_port=51820\n") && got.ends_with("errno=0\n\n"), "{got}");
+    assert!(
+        got.contains("listen_port=51820\n") && got.ends_with("errno=0\n\n"),
+        "{got}"
+    );
     let show = lab.wg(0, &["show", &lab.sides[0].ifname, "peers"]);
     assert_eq!(show.trim(), lab.sides[1].public_b64);
     // showconf round-trips through setconf.
     let conf = lab.wg(0, &["showconf", &lab.sides[0].ifname]);
-    assert!(conf.contains(&format!("PublicKey = {}", lab.sides[1].public_b64)), "{conf}");
+    assert!(
+        conf.contains(&format!("PublicKey = {}", lab.sides[1].public_b64)),
+        "{conf}"
+    );
     assert!(conf.contains("ListenPort = 51820"), "{conf}");
 }
 
@@ -79,7 +93,11 @@ fn sigterm_removes_socket_and_interface() {
     let mut child = lab.sides[0].child.take().expect("child");
     // `ip netns exec` execs the daemon, so this pid is cvlan-wg itself.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success());
     let deadline = Instant::now() + Duration::from_secs(5);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -90,7 +108,10 @@ fn sigterm_removes_socket_and_interface() {
     };
     assert!(status.success(), "exit status {status}: {}", lab.log(0));
     assert!(!lab.socket_path(0).exists(), "socket left behind");
-    let link = Command::new("ip").args(["-n", &ns, "link", "show", &ifname]).output().expect("ip");
+    let link = Command::new("ip")
+        .args(["-n", &ns, "link", "show", &ifname])
+        .output()
+        .expect("ip");
     assert!(!link.status.success(), "interface still exists");
 }
 
@@ -124,16 +145,29 @@ fn wg_quick_brings_cvlan_wg_up_and_down() {
         .env("WG_QUICK_USERSPACE_IMPLEMENTATION", lab::cvlan_wg())
         .output()
         .expect("wg-quick up");
-    assert!(up.status.success(), "wg-quick up: {}", String::from_utf8_lossy(&up.stderr));
-    let ping = lab.ping(0, 3).unwrap_or_else(|e| panic!("ping after wg-quick up failed:\n{e}"));
+    assert!(
+        up.status.success(),
+        "wg-quick up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let ping = lab
+        .ping(0, 3)
+        .unwrap_or_else(|e| panic!("ping after wg-quick up failed:\n{e}"));
     assert!(ping.contains("3 received"), "{ping}");
     let down = Command::new("ip")
         .args(["netns", "exec", &a.ns, "wg-quick", "down"])
         .arg(&conf_path)
         .output()
         .expect("wg-quick down");
-    assert!(down.status.success(), "wg-quick down: {}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "wg-quick down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     // Deleting the interface ends the daemon, which removes its socket.
-    assert!(wait_gone(&lab.socket_path(0), 5), "socket still there after wg-quick down");
+    assert!(
+        wait_gone(&lab.socket_path(0), 5),
+        "socket still there after wg-quick down"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -17,24 +17,33 @@ fn interop(initiator: Impl, responder: Impl, port: u16) {
     lab.start(1, responder);
     lab.configure(0, true);
     lab.configure(1, false);
-    let ping = lab.ping(0, 3).unwrap_or_else(|e| panic!("ping failed:\n{e}"));
+    let ping = lab
+        .ping(0, 3)
+        .unwrap_or_else(|e| panic!("ping failed:\n{e}"));
     assert!(ping.contains("3 received"), "{ping}");
     // Both directions now that the responder knows the endpoint.
-    lab.ping(1, 2).unwrap_or_else(|e| panic!("reverse ping failed:\n{e}"));
+    lab.ping(1, 2)
+        .unwrap_or_else(|e| panic!("reverse ping failed:\n{e}"));
     let there = lab.tcp_transfer(0, TRANSFER, port);
     let back = lab.tcp_transfer(1, TRANSFER, port + 1);
     eprintln!("{initiator:?} -> {responder:?}: {there:.0} Mbit/s there, {back:.0} Mbit/s back (50 MiB each, checked)");
     // `wg show` reads our UAPI: a handshake happened and bytes moved.
     for i in 0..2 {
         let dump = lab.wg(i, &["show", &lab.sides[i].ifname, "dump"]);
-        let peer_line = dump.lines().nth(1).unwrap_or_else(|| panic!("no peer in dump: {dump}"));
+        let peer_line = dump
+            .lines()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no peer in dump: {dump}"));
         let fields: Vec<&str> = peer_line.split('\t').collect();
         assert_eq!(fields[0], lab.sides[1 - i].public_b64, "{dump}");
         let handshake: u64 = fields[4].parse().expect("handshake time");
         let rx: u64 = fields[5].parse().expect("rx");
         let tx: u64 = fields[6].parse().expect("tx");
         assert!(handshake > 0, "no handshake on side {i}: {dump}");
-        assert!(rx > TRANSFER as u64 && tx > TRANSFER as u64 / 100, "side {i}: rx {rx} tx {tx}");
+        assert!(
+            rx > TRANSFER as u64 && tx > TRANSFER as u64 / 100,
+            "side {i}: rx {rx} tx {tx}"
+        );
     }
 }
 

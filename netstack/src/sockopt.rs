@@ -3,7 +3,12 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-fn set_int(fd: &impl AsRawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn set_int(
+    fd: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: we pass a pointer to a live `c_int` and its exact size.
     let rc = unsafe {
         libc::setsockopt(
@@ -29,7 +34,10 @@ pub fn set_mark(fd: &impl AsRawFd, mark: u32) -> io::Result<()> {
 /// kernel before we read them. Falls back to the unprivileged variant.
 pub fn set_buffer_sizes(fd: &impl AsRawFd, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
         if set_int(fd, libc::SOL_SOCKET, force, v).is_err() {
             set_int(fd, libc::SOL_SOCKET, plain, v)?;
         }

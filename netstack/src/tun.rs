@@ -23,10 +23,20 @@ struct IfReq {
 
 impl IfReq {
     fn new(name: &str) -> io::Result<Self> {
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('/') || name.contains(char::is_whitespace) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("invalid interface name {name:?}")));
+        if name.is_empty()
+            || name.len() >= libc::IFNAMSIZ
+            || name.contains('/')
+            || name.contains(char::is_whitespace)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("invalid interface name {name:?}"),
+            ));
         }
-        let mut req = Self { name: [0; libc::IFNAMSIZ], data: [0; 24] };
+        let mut req = Self {
+            name: [0; libc::IFNAMSIZ],
+            data: [0; 24],
+        };
         for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
             *dst = src as libc::c_char;
         }
@@ -61,7 +71,11 @@ impl Tun {
             .custom_flags(libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
         ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req)?;
-        let len = req.name.iter().position(|c| *c == 0).unwrap_or(libc::IFNAMSIZ);
+        let len = req
+            .name
+            .iter()
+            .position(|c| *c == 0)
+            .unwrap_or(libc::IFNAMSIZ);
         let name = req.name[..len].iter().map(|c| *c as u8 as char).collect();
         Ok(Self { file, name })
     }

@@ -291,8 +291,6 @@ fn under_load_handshake_goes_through_the_cookie_path() {
         vec![RecvError::CookieSent],
         "no second cookie needed"
     );
-    // A cookie reply is never larger than what provoked it.
-    assert!(crate::wire::COOKIE_REPLY_LEN < crate::wire::INITIATION_LEN);
 }
 
 #[test]

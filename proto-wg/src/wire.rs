@@ -47,6 +47,9 @@ pub(crate) const COOKIE_SEALED: usize = 32;
 pub(crate) const DATA_RECEIVER: usize = 4;
 pub(crate) const DATA_COUNTER: usize = 8;
 
+// No amplification: a cookie reply is smaller than the message it answers.
+const _: () = assert!(COOKIE_REPLY_LEN < INITIATION_LEN && COOKIE_REPLY_LEN < RESPONSE_LEN);
+
 /// Why a datagram is not a well-formed WireGuard message.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "cvlan-wg", version, about = "Userspace WireGuard device (wireguard-go compatible)")]
+#[command(
+    name = "cvlan-wg",
+    version,
+    about = "Userspace WireGuard device (wireguard-go compatible)"
+)]
 struct Cli {
     /// Stay in the foreground (also: WG_PROCESS_FOREGROUND=1).
     #[arg(short, long)]
@@ -31,7 +35,11 @@ fn init_logging() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }
 
 /// Like wireguard-go: re-run ourselves in the foreground, detached, and
@@ -72,7 +80,10 @@ fn daemonize(interface: &str) -> ExitCode {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("cvlan-wg: daemon did not create {} in time", socket.display());
+    eprintln!(
+        "cvlan-wg: daemon did not create {} in time",
+        socket.display()
+    );
     ExitCode::FAILURE
 }
 
@@ -83,7 +94,10 @@ fn main() -> ExitCode {
         return daemonize(&cli.interface);
     }
     init_logging();
-    let opts = agent::wg_device::Options { ifname: cli.interface.clone(), socket_dir: PathBuf::from(SOCKET_DIR) };
+    let opts = agent::wg_device::Options {
+        ifname: cli.interface.clone(),
+        socket_dir: PathBuf::from(SOCKET_DIR),
+    };
     match agent::wg_device::run(&opts, || {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

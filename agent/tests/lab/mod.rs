@@ -43,7 +43,10 @@ pub struct Lab {
 
 /// Runs a command; panics with its output if it fails.
 pub fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}{}",
@@ -54,17 +57,28 @@ pub fn run(args: &[&str]) -> String {
 }
 
 fn tool_exists(name: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 /// Fails loudly (never skips) when the environment cannot run the lab.
 pub fn require(tools: &[&str]) {
     // SAFETY-free check of root: /proc/self/status Uid line.
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    assert!(root, "this test needs root (network namespaces); run as root or leave it ignored");
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(
+        root,
+        "this test needs root (network namespaces); run as root or leave it ignored"
+    );
     for t in tools {
-        assert!(tool_exists(t), "this test needs `{t}` (apt-get install wireguard-go wireguard-tools iproute2)");
+        assert!(
+            tool_exists(t),
+            "this test needs `{t}` (apt-get install wireguard-go wireguard-tools iproute2)"
+        );
     }
 }
 
@@ -103,17 +117,31 @@ impl Lab {
             child: None,
             log: dir.join(format!("{side}.log")),
         };
-        let lab = Self { sides: [make("a", 1), make("b", 2)], dir };
+        let lab = Self {
+            sides: [make("a", 1), make("b", 2)],
+            dir,
+        };
         let (va, vb) = (format!("cv{tag}va"), format!("cv{tag}vb"));
         for s in &lab.sides {
             let _ = Command::new("ip").args(["netns", "del", &s.ns]).output();
             run(&["ip", "netns", "add", &s.ns]);
             run(&["ip", "-n", &s.ns, "link", "set", "lo", "up"]);
         }
-        run(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        run(&[
+            "ip", "link", "add", &va, "type", "veth", "peer", "name", &vb,
+        ]);
         for (s, v) in lab.sides.iter().zip([&va, &vb]) {
             run(&["ip", "link", "set", v, "netns", &s.ns]);
-            run(&["ip", "-n", &s.ns, "addr", "add", &format!("{}/24", s.underlay), "dev", v]);
+            run(&[
+                "ip",
+                "-n",
+                &s.ns,
+                "addr",
+                "add",
+                &format!("{}/24", s.underlay),
+                "dev",
+                v,
+            ]);
             run(&["ip", "-n", &s.ns, "link", "set", v, "up"]);
         }
         lab
@@ -133,20 +161,33 @@ impl Lab {
             Impl::Cvlan => cmd.args([cvlan_wg(), "-f", &s.ifname]),
             Impl::WireguardGo => cmd.args(["wireguard-go", "-f", &s.ifname]),
         };
-        cmd.env("WG_PROCESS_FOREGROUND", "1").env("LOG_LEVEL", "debug");
-        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn");
+        cmd.env("WG_PROCESS_FOREGROUND", "1")
+            .env("LOG_LEVEL", "debug");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn");
         self.sides[i].child = Some(child);
         let sock = self.socket_path(i);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !sock.exists() {
-            assert!(Instant::now() < deadline, "{which:?} did not come up: {}", self.log(i));
+            assert!(
+                Instant::now() < deadline,
+                "{which:?} did not come up: {}",
+                self.log(i)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// Side `i`'s private key, base64, as `wg` and wg-quick configs take it.
     pub fn private_b64(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.sides[i].key_file).expect("key file").trim().to_owned()
+        std::fs::read_to_string(&self.sides[i].key_file)
+            .expect("key file")
+            .trim()
+            .to_owned()
     }
 
     pub fn log(&self, i: usize) -> String {
@@ -160,7 +201,19 @@ impl Lab {
         let key = me.key_file.to_string_lossy().into_owned();
         let allowed = format!("{}/32", other.overlay);
         let endpoint = format!("{}:51820", other.underlay);
-        let mut args = vec!["ip", "netns", "exec", &me.ns, "wg", "set", &me.ifname, "private-key", &key, "listen-port", "51820"];
+        let mut args = vec![
+            "ip",
+            "netns",
+            "exec",
+            &me.ns,
+            "wg",
+            "set",
+            &me.ifname,
+            "private-key",
+            &key,
+            "listen-port",
+            "51820",
+        ];
         args.extend(["peer", &other.public_b64, "allowed-ips", &allowed]);
         if with_endpoint {
             args.extend(["endpoint", &endpoint]);
@@ -168,7 +221,9 @@ impl Lab {
         run(&args);
         let addr = format!("{}/24", me.overlay);
         run(&["ip", "-n", &me.ns, "addr", "add", &addr, "dev", &me.ifname]);
-        run(&["ip", "-n", &me.ns, "link", "set", &me.ifname, "mtu", "1420", "up"]);
+        run(&[
+            "ip", "-n", &me.ns, "link", "set", &me.ifname, "mtu", "1420", "up",
+        ]);
     }
 
     pub fn wg(&self, i: usize, args: &[&str]) -> String {
@@ -181,7 +236,18 @@ impl Lab {
     pub fn ping(&self, from: usize, count: u32) -> Result<String, String> {
         let (me, other) = (&self.sides[from], &self.sides[1 - from]);
         let out = Command::new("ip")
-            .args(["netns", "exec", &me.ns, "ping", "-c", &count.to_string(), "-i", "0.2", "-W", "3"])
+            .args([
+                "netns",
+                "exec",
+                &me.ns,
+                "ping",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.2",
+                "-W",
+                "3",
+            ])
             .arg(other.overlay.to_string())
             .output()
             .map_err(|e| e.to_string())?;
@@ -189,7 +255,11 @@ impl Lab {
         if out.status.success() {
             Ok(text)
         } else {
-            Err(format!("{text}\n--- a ---\n{}\n--- b ---\n{}", self.log(0), self.log(1)))
+            Err(format!(
+                "{text}\n--- a ---\n{}\n--- b ---\n{}",
+                self.log(0),
+                self.log(1)
+            ))
         }
     }
 
@@ -205,13 +275,16 @@ impl Lab {
             let listener = TcpListener::bind(dst).map_err(|e| format!("bind {dst}: {e}"))?;
             ready_tx.send(()).map_err(|e| e.to_string())?;
             let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
-            conn.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(|e| e.to_string())?;
             let mut expected = Stream::new(7);
             let mut buf = vec![0u8; 64 * 1024];
             let mut want = vec![0u8; 64 * 1024];
             let mut got = 0usize;
             loop {
-                let n = conn.read(&mut buf).map_err(|e| format!("read after {got} bytes: {e}"))?;
+                let n = conn
+                    .read(&mut buf)
+                    .map_err(|e| format!("read after {got} bytes: {e}"))?;
                 if n == 0 {
                     return Ok(got);
                 }
@@ -222,24 +295,35 @@ impl Lab {
                 got += n;
             }
         });
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("server ready");
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server ready");
         let started = Instant::now();
         let client = std::thread::spawn(move || -> Result<(), String> {
             netstack::netns::enter(&src_ns).map_err(|e| format!("enter {src_ns}: {e}"))?;
-            let mut conn = TcpStream::connect_timeout(&dst, Duration::from_secs(10)).map_err(|e| format!("connect: {e}"))?;
+            let mut conn = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
+                .map_err(|e| format!("connect: {e}"))?;
             let mut stream = Stream::new(7);
             let mut buf = vec![0u8; 64 * 1024];
             let mut left = len;
             while left > 0 {
                 let n = left.min(buf.len());
                 stream.fill(&mut buf[..n]);
-                conn.write_all(&buf[..n]).map_err(|e| format!("write: {e}"))?;
+                conn.write_all(&buf[..n])
+                    .map_err(|e| format!("write: {e}"))?;
                 left -= n;
             }
-            conn.shutdown(std::net::Shutdown::Write).map_err(|e| e.to_string())
+            conn.shutdown(std::net::Shutdown::Write)
+                .map_err(|e| e.to_string())
         });
-        client.join().expect("client thread").unwrap_or_else(|e| panic!("client: {e}"));
-        let got = server.join().expect("server thread").unwrap_or_else(|e| panic!("server: {e}"));
+        client
+            .join()
+            .expect("client thread")
+            .unwrap_or_else(|e| panic!("client: {e}"));
+        let got = server
+            .join()
+            .expect("server thread")
+            .unwrap_or_else(|e| panic!("server: {e}"));
         assert_eq!(got, len, "bytes received");
         (len as f64 * 8.0) / started.elapsed().as_secs_f64() / 1e6
     }
@@ -257,7 +341,9 @@ impl Drop for Lab {
         for i in 0..2 {
             self.stop(i);
             let _ = std::fs::remove_file(self.socket_path(i));
-            let _ = Command::new("ip").args(["netns", "del", &self.sides[i].ns]).output();
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.sides[i].ns])
+                .output();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -273,7 +359,11 @@ pub struct Stream {
 
 impl Stream {
     pub fn new(seed: u64) -> Self {
-        Self { state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1, word: [0; 8], used: 8 }
+        Self {
+            state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+            word: [0; 8],
+            used: 8,
+        }
     }
 
     pub fn fill(&mut self, buf: &mut [u8]) {
