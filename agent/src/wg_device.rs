@@ -8,6 +8,7 @@
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use netstack::udp::RecvBatch;
 use netstack::Tun;
 use proto_wg::{Device, Encapsulated, Event, Received, Transmit, DATA_HEADER_LEN};
 use tracing::{debug, info, warn};
@@ -22,7 +24,13 @@ use tracing::{debug, info, warn};
 use crate::uapi::{self, Sockets, UapiError};
 
 /// Largest IP packet a TUN read returns, plus room for header, padding, tag.
-const BUF_LEN: usize = DATA_HEADER_LEN + 65_535 + 64;
+const BUF_LEN: usize = DATA_HEADER_LEN + 65_535 + TAIL_ROOM;
+/// Room behind a packet for padding (< 16) and the tag (16).
+const TAIL_ROOM: usize = 64;
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_536;
+/// Packets moved per syscall and per lock acquisition.
+const BATCH: usize = 32;
 /// Socket buffers large enough to absorb bursts at line rate.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// How often blocking reads wake up to notice shutdown or a rebind.
@@ -59,16 +67,19 @@ impl Shared {
         self.udp.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn send(&self, to: SocketAddr, bytes: &[u8]) {
-        if let Err(e) = self.socket().send_to(bytes, to) {
-            debug!(%to, error = %e, "udp send failed");
+    fn send_batch(&self, datagrams: &[(SocketAddr, &[u8])]) {
+        if let Err(e) = netstack::udp::send_many(&self.socket(), datagrams) {
+            debug!(error = %e, "udp send failed");
         }
     }
 
     fn send_all(&self, transmits: &mut Vec<Transmit>) {
-        for t in transmits.drain(..) {
-            self.send(t.to, &t.payload);
-        }
+        let batch: Vec<(SocketAddr, &[u8])> = transmits
+            .iter()
+            .map(|t| (t.to, t.payload.as_slice()))
+            .collect();
+        self.send_batch(&batch);
+        transmits.clear();
     }
 }
 
@@ -106,12 +117,6 @@ fn bind_udp(port: u16, mark: u32) -> io::Result<UdpSocket> {
     Ok(sock)
 }
 
-/// A datagram from a dual-stack socket: IPv4 peers appear as
-/// `::ffff:a.b.c.d`; report them as plain IPv4 so endpoints read naturally.
-fn canonical(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(addr.ip().to_canonical(), addr.port())
-}
-
 /// The UAPI's view of the socket settings.
 struct SocketControl<'a>(&'a Shared);
 
@@ -141,32 +146,44 @@ impl Sockets for SocketControl<'_> {
 }
 
 fn tun_loop(shared: &Shared) -> io::Result<()> {
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF_LEN]).collect();
+    let mut lens = [0usize; BATCH];
+    let mut sealed: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(BATCH);
     let mut pending = Vec::new();
     loop {
-        let n = match shared.tun.recv(&mut buf[DATA_HEADER_LEN..BUF_LEN - 64]) {
+        let n = match shared
+            .tun
+            .recv_batch(&mut bufs, DATA_HEADER_LEN, TAIL_ROOM, &mut lens)
+        {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
         let now = Instant::now();
-        let result = {
+        {
             let mut device = shared.device();
-            let r = device.encapsulate(now, &mut buf, n);
+            for (i, buf) in bufs.iter_mut().enumerate().take(n) {
+                match device.encapsulate(now, buf, lens[i]) {
+                    Ok(Encapsulated::Send { to, len }) => sealed.push((to, i, len)),
+                    Ok(Encapsulated::Queued) => {}
+                    Err(e) => debug!(error = %e, "dropped outbound packet"),
+                }
+            }
             drain(&mut device, &mut pending);
-            r
-        };
-        match result {
-            Ok(Encapsulated::Send { to, len }) => shared.send(to, &buf[..len]),
-            Ok(Encapsulated::Queued) => {}
-            Err(e) => debug!(error = %e, "dropped outbound packet"),
         }
+        let batch: Vec<(SocketAddr, &[u8])> = sealed
+            .iter()
+            .map(|&(to, i, len)| (to, &bufs[i][..len]))
+            .collect();
+        shared.send_batch(&batch);
+        sealed.clear();
         shared.send_all(&mut pending);
     }
 }
 
 fn udp_loop(shared: &Shared) -> io::Result<()> {
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
+    let mut opened: Vec<(usize, Range<usize>)> = Vec::with_capacity(BATCH);
     let mut pending = Vec::new();
     let mut window_start = Instant::now();
     loop {
@@ -174,8 +191,8 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
             return Ok(());
         }
         let sock = shared.socket();
-        let (n, from) = match sock.recv_from(&mut buf) {
-            Ok(r) => r,
+        let n = match batch.recv(&sock) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -193,22 +210,23 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
             }
         };
         let now = Instant::now();
-        let under_load = count_handshake(shared, &buf[..n], now, &mut window_start);
-        let result = {
+        {
             let mut device = shared.device();
-            device.set_under_load(under_load);
-            let r = device.handle_datagram(now, canonical(from), &mut buf[..n]);
-            drain(&mut device, &mut pending);
-            r
-        };
-        match result {
-            Ok(Received::Packet { range, .. }) => {
-                if let Err(e) = shared.tun.send(&buf[range]) {
-                    debug!(error = %e, "tun write failed");
+            for i in 0..n {
+                let (datagram, from) = batch.get_mut(i);
+                device.set_under_load(count_handshake(shared, datagram, now, &mut window_start));
+                match device.handle_datagram(now, from, datagram) {
+                    Ok(Received::Packet { range, .. }) => opened.push((i, range)),
+                    Ok(_) => {}
+                    Err(e) => debug!(%from, error = %e, "dropped datagram"),
                 }
             }
-            Ok(_) => {}
-            Err(e) => debug!(%from, error = %e, "dropped datagram"),
+            drain(&mut device, &mut pending);
+        }
+        for (i, range) in opened.drain(..) {
+            if let Err(e) = shared.tun.send(&batch.get_mut(i).0[range]) {
+                debug!(error = %e, "tun write failed");
+            }
         }
         shared.send_all(&mut pending);
     }

@@ -171,3 +171,23 @@ fn wg_quick_brings_cvlan_wg_up_and_down() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+#[ignore = "needs root, wireguard-tools, iproute2 (CI runs it)"]
+fn idle_device_stays_under_10_mb_rss() {
+    lab::require(&["wg", "ip"]);
+    let mut lab = Lab::new();
+    lab.start(0, Impl::Cvlan);
+    lab.configure(0, true);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = lab.sides[0].child.as_ref().expect("child").id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    eprintln!("idle cvlan-wg RSS: {rss_kb} kB");
+    assert!(rss_kb < 10 * 1024, "idle RSS {rss_kb} kB");
+}

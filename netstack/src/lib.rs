@@ -5,5 +5,6 @@
 pub mod netns;
 pub mod sockopt;
 pub mod tun;
+pub mod udp;
 
 pub use tun::Tun;

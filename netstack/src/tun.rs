@@ -54,6 +54,16 @@ fn ioctl(fd: libc::c_int, request: libc::c_ulong, req: &mut IfReq) -> io::Result
     Ok(())
 }
 
+fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A throwaway datagram socket, the handle `SIOC*IF*` ioctls need.
 fn control_socket() -> io::Result<std::net::UdpSocket> {
     std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))
@@ -71,6 +81,7 @@ impl Tun {
             .custom_flags(libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
         ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req)?;
+        set_nonblocking(file.as_raw_fd())?;
         let len = req
             .name
             .iter()
@@ -84,9 +95,78 @@ impl Tun {
         &self.name
     }
 
-    /// Reads one packet. Blocks.
+    /// Reads one packet. Blocks until one arrives.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.file).read(buf)
+        loop {
+            match (&self.file).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_readable()?,
+                other => return other,
+            }
+        }
+    }
+
+    /// Blocks for one packet, then takes the ones already queued: packet
+    /// `i` lands at `bufs[i][head..len - tail]` (room is left in front and
+    /// behind for the caller's framing) and its length in `lens[i]`.
+    /// Returns how many were read (at least one).
+    pub fn recv_batch(
+        &self,
+        bufs: &mut [Vec<u8>],
+        head: usize,
+        tail: usize,
+        lens: &mut [usize],
+    ) -> io::Result<usize> {
+        let max = bufs.len().min(lens.len());
+        if max == 0 {
+            return Ok(0);
+        }
+        fn room(b: &mut [u8], head: usize, tail: usize) -> &mut [u8] {
+            let end = b.len().saturating_sub(tail).max(head);
+            &mut b[head..end]
+        }
+        lens[0] = self.recv(room(&mut bufs[0], head, tail))?;
+        let mut n = 1;
+        while n < max {
+            match (&self.file).read(room(&mut bufs[n], head, tail)) {
+                Ok(len) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    fn wait_readable(&self) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: self.file.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, exclusively borrowed for the call.
+        let rc = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "tun interface went away",
+            ));
+        }
+        Ok(())
     }
 
     /// Writes one packet.
