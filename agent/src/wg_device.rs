@@ -53,6 +53,8 @@ struct Shared {
     udp: RwLock<Arc<UdpSocket>>,
     fwmark: AtomicU32,
     handshakes_this_second: AtomicU32,
+    /// Whether UDP GSO still works on this socket and route.
+    gso: AtomicBool,
     shutdown: AtomicBool,
 }
 
@@ -67,8 +69,33 @@ impl Shared {
         self.udp.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Sends a burst: runs of equal-sized datagrams to one peer go out as
+    /// one GSO super-datagram (one trip through the kernel's UDP stack),
+    /// the rest with sendmmsg. GSO switches itself off if the kernel or
+    /// the route refuses it.
     fn send_batch(&self, datagrams: &[(SocketAddr, &[u8])]) {
-        if let Err(e) = netstack::udp::send_many(&self.socket(), datagrams) {
+        let sock = self.socket();
+        let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
+        let mut i = 0;
+        while i < datagrams.len() {
+            let run = if self.gso.load(Ordering::Relaxed) {
+                gso_run(&datagrams[i..])
+            } else {
+                1
+            };
+            if run > 1 {
+                let segments: Vec<&[u8]> = datagrams[i..i + run].iter().map(|d| d.1).collect();
+                if let Err(e) = netstack::udp::send_gso(&sock, datagrams[i].0, &segments) {
+                    info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
+                    self.gso.store(false, Ordering::Relaxed);
+                    singles.extend_from_slice(&datagrams[i..i + run]);
+                }
+            } else {
+                singles.push(datagrams[i]);
+            }
+            i += run;
+        }
+        if let Err(e) = netstack::udp::send_many(&sock, &singles) {
             debug!(error = %e, "udp send failed");
         }
     }
@@ -81,6 +108,31 @@ impl Shared {
         self.send_batch(&batch);
         transmits.clear();
     }
+}
+
+/// How many datagrams from the front of `datagrams` can share one GSO send:
+/// same destination, same size (the last may be shorter), within limits.
+fn gso_run(datagrams: &[(SocketAddr, &[u8])]) -> usize {
+    let Some(&(to, first)) = datagrams.first() else {
+        return 0;
+    };
+    let mut total = first.len();
+    let mut n = 1;
+    for &(dest, bytes) in &datagrams[1..] {
+        if dest != to
+            || bytes.len() > first.len()
+            || n == netstack::udp::GSO_MAX_SEGMENTS
+            || total + bytes.len() > netstack::udp::GSO_MAX_BYTES
+        {
+            break;
+        }
+        total += bytes.len();
+        n += 1;
+        if bytes.len() < first.len() {
+            break;
+        }
+    }
+    n
 }
 
 /// Takes what the device produced while the lock is held.
@@ -412,6 +464,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
         udp: RwLock::new(Arc::new(udp)),
         fwmark: AtomicU32::new(0),
         handshakes_this_second: AtomicU32::new(0),
+        gso: AtomicBool::new(true),
         shutdown: AtomicBool::new(false),
     });
     let (listener, socket_path) = bind_uapi(&opts.socket_dir, &opts.ifname)?;
@@ -481,4 +534,35 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
     // descriptor closes; the reader threads are blocked in syscalls, so the
     // caller exits the process rather than joining them.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gso_runs_group_equal_sizes_to_one_peer_ending_at_a_shorter_one() {
+        let a = SocketAddr::from(([10, 0, 0, 1], 1));
+        let b = SocketAddr::from(([10, 0, 0, 2], 1));
+        let (big, small) = ([0u8; 1452], [0u8; 100]);
+        let d = |to, bytes: &'static [u8]| (to, bytes);
+        let big: &'static [u8] = Box::leak(Box::new(big));
+        let small: &'static [u8] = Box::leak(Box::new(small));
+        assert_eq!(gso_run(&[]), 0);
+        assert_eq!(
+            gso_run(&[d(a, big), d(a, big), d(a, small), d(a, big)]),
+            3,
+            "shorter one closes the run"
+        );
+        assert_eq!(gso_run(&[d(a, big), d(b, big)]), 1, "other destination");
+        assert_eq!(
+            gso_run(&[d(a, small), d(a, big)]),
+            1,
+            "larger one cannot follow"
+        );
+        let many = vec![d(a, big); 100];
+        assert_eq!(gso_run(&many), 44, "65,000-byte limit: 44 x 1452");
+        let tiny: &'static [u8] = Box::leak(Box::new([0u8; 10]));
+        assert_eq!(gso_run(&vec![d(a, tiny); 100]), 64, "segment limit");
+    }
 }

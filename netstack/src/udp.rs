@@ -224,6 +224,68 @@ pub fn send_many(sock: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Res
     Ok(sent)
 }
 
+/// `UDP_SEGMENT` from linux/udp.h (not exported by libc for glibc targets).
+const UDP_SEGMENT: libc::c_int = 103;
+/// The kernel refuses GSO super-datagrams of more segments than this.
+pub const GSO_MAX_SEGMENTS: usize = 64;
+/// Nor larger than a UDP payload can be.
+pub const GSO_MAX_BYTES: usize = 65_000;
+
+/// Sends `segments` to `to` as one UDP GSO super-datagram: the kernel
+/// splits it into one datagram per segment. Every segment but the last must
+/// be exactly `segments[0].len()` bytes; the last may be shorter.
+/// Errors (EIO, EINVAL, ENOPROTOOPT) mean the path cannot do GSO.
+pub fn send_gso(sock: &UdpSocket, to: SocketAddr, segments: &[&[u8]]) -> io::Result<()> {
+    let Some(first) = segments.first() else {
+        return Ok(());
+    };
+    let size =
+        u16::try_from(first.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let family = match sock.local_addr()? {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    };
+    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
+    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+    let namelen = to_sockaddr(to, family, &mut name);
+    let mut iovs: Vec<libc::iovec> = segments
+        .iter()
+        // sendmsg never writes through iov_base; the cast only satisfies the C type.
+        .map(|b| libc::iovec {
+            iov_base: b.as_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    // Room for one cmsg carrying a u16, 8-byte aligned as cmsghdr needs.
+    let mut control = [0u64; 4];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { zeroed() };
+    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = namelen;
+    msg.msg_iov = iovs.as_mut_ptr();
+    msg.msg_iovlen = iovs.len();
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE only computes a size.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+    // SAFETY: msg_control points at `control`, large enough for the header
+    // and a u16 (checked by CMSG_SPACE above), so the first header and its
+    // data lie inside it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+    }
+    // SAFETY: every pointer in `msg` refers to locals and the caller's
+    // segments, all alive for the call.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +319,25 @@ mod tests {
                 }
             }
             assert_eq!(got, payloads, "{bind}");
+        }
+    }
+
+    #[test]
+    fn gso_super_datagram_arrives_as_separate_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind rx");
+        let tx = UdpSocket::bind("[::]:0").expect("bind tx");
+        let to = rx.local_addr().expect("addr");
+        let segs: Vec<Vec<u8>> = (0..10u8)
+            .map(|i| vec![i; if i == 9 { 300 } else { 1452 }])
+            .collect();
+        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
+        send_gso(&tx, to, &refs).expect("gso send on loopback");
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        for s in &segs {
+            let (n, _) = rx.recv_from(&mut buf).expect("recv");
+            assert_eq!(&buf[..n], s.as_slice());
         }
     }
 }
