@@ -29,8 +29,10 @@ const BUF_LEN: usize = DATA_HEADER_LEN + 65_535 + TAIL_ROOM;
 const TAIL_ROOM: usize = 64;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_536;
-/// Packets moved per syscall and per lock acquisition.
+/// Datagrams moved per syscall and per lock acquisition.
 const BATCH: usize = 32;
+/// Packets per TUN batch: with TSO, a single read can become 48 segments.
+const TUN_SLOTS: usize = 160;
 /// Socket buffers large enough to absorb bursts at line rate.
 const SOCKET_BUFFER: usize = 4 << 20;
 /// How often blocking reads wake up to notice shutdown or a rebind.
@@ -198,14 +200,17 @@ impl Sockets for SocketControl<'_> {
 }
 
 fn tun_loop(shared: &Shared) -> io::Result<()> {
-    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; BUF_LEN]).collect();
-    let mut lens = [0usize; BATCH];
-    let mut sealed: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(BATCH);
+    // Slots are allocated zeroed and lazily backed by the OS: only the pages
+    // a packet touches cost memory.
+    let mut bufs: Vec<Vec<u8>> = (0..TUN_SLOTS).map(|_| vec![0u8; BUF_LEN]).collect();
+    let mut lens = [0usize; TUN_SLOTS];
+    let mut sealed: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(TUN_SLOTS);
+    let mut reader = netstack::tun::TunReader::default();
     let mut pending = Vec::new();
     loop {
         let n = match shared
             .tun
-            .recv_batch(&mut bufs, DATA_HEADER_LEN, TAIL_ROOM, &mut lens)
+            .recv_batch(&mut reader, &mut bufs, DATA_HEADER_LEN, &mut lens)
         {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -276,7 +281,9 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
             drain(&mut device, &mut pending);
         }
         for (i, range) in opened.drain(..) {
-            if let Err(e) = shared.tun.send(&batch.get_mut(i).0[range]) {
+            // The WireGuard header in front of the packet is spent: the
+            // TUN's virtio-net header, if any, is written over it.
+            if let Err(e) = shared.tun.send_in_place(batch.get_mut(i).0, range) {
                 debug!(error = %e, "tun write failed");
             }
         }
@@ -468,7 +475,12 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
         shutdown: AtomicBool::new(false),
     });
     let (listener, socket_path) = bind_uapi(&opts.socket_dir, &opts.ifname)?;
-    info!(interface = %opts.ifname, socket = %socket_path.display(), "cvlan-wg up");
+    info!(
+        interface = %opts.ifname,
+        socket = %socket_path.display(),
+        tun_offloads = shared.tun.has_offloads(),
+        "cvlan-wg up"
+    );
 
     let (stop_tx, stop_rx) = mpsc::channel::<String>();
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {

@@ -3,6 +3,7 @@
 //! syscall on memory we own, with a `// SAFETY:` line saying why it is sound.
 
 pub mod netns;
+pub mod offload;
 pub mod sockopt;
 pub mod tun;
 pub mod udp;

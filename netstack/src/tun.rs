@@ -5,13 +5,38 @@ use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 
+use crate::offload;
+
 /// An open TUN interface. The interface exists while this value lives
 /// (it is not made persistent), so dropping it removes the interface.
 #[derive(Debug)]
 pub struct Tun {
     file: File,
     name: String,
+    /// Every read and write carries a virtio-net header (offloads on).
+    vnet_hdr: bool,
 }
+
+/// State the reading thread keeps between `recv_batch` calls: the raw read
+/// buffer, and a super-packet that did not fit the last batch.
+#[derive(Debug)]
+pub struct TunReader {
+    scratch: Vec<u8>,
+    carried: Option<usize>,
+}
+
+impl Default for TunReader {
+    fn default() -> Self {
+        Self {
+            scratch: vec![0; offload::VNET_HDR_LEN + 65_536],
+            carried: None,
+        }
+    }
+}
+
+/// Slots kept free before another read: a TSO super-packet at MTU 1420 is
+/// at most 48 segments.
+const SEGMENT_RESERVE: usize = 64;
 
 /// `struct ifreq` as the TUN and MTU ioctls use it: a name and a union
 /// whose first member is what we set (flags or MTU).
@@ -70,17 +95,48 @@ fn control_socket() -> io::Result<std::net::UdpSocket> {
 }
 
 impl Tun {
-    /// Creates (or attaches to) TUN interface `name`.
+    /// Creates (or attaches to) TUN interface `name`, with TCP segmentation
+    /// and checksum offloads when the kernel offers them.
     pub fn create(name: &str) -> io::Result<Self> {
+        match Self::open(name, true) {
+            Ok(t) => Ok(t),
+            Err(_) => Self::open(name, false),
+        }
+    }
+
+    /// Creates TUN interface `name` without offloads (one packet per read).
+    pub fn create_plain(name: &str) -> io::Result<Self> {
+        Self::open(name, false)
+    }
+
+    fn open(name: &str, offloads: bool) -> io::Result<Self> {
         let mut req = IfReq::new(name)?;
-        let flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-        req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+        let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
+        if offloads {
+            flags |= libc::IFF_VNET_HDR;
+        }
+        req.data[..2].copy_from_slice(&(flags as libc::c_short).to_ne_bytes());
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
             .open("/dev/net/tun")?;
         ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req)?;
+        if offloads {
+            let features =
+                libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+            // SAFETY: TUNSETOFFLOAD takes its argument by value; no memory is shared.
+            if unsafe {
+                libc::ioctl(
+                    file.as_raw_fd(),
+                    libc::TUNSETOFFLOAD as _,
+                    features as libc::c_ulong,
+                )
+            } < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
         set_nonblocking(file.as_raw_fd())?;
         let len = req
             .name
@@ -88,7 +144,16 @@ impl Tun {
             .position(|c| *c == 0)
             .unwrap_or(libc::IFNAMSIZ);
         let name = req.name[..len].iter().map(|c| *c as u8 as char).collect();
-        Ok(Self { file, name })
+        Ok(Self {
+            file,
+            name,
+            vnet_hdr: offloads,
+        })
+    }
+
+    /// Whether reads may hand over TSO super-packets (split by `recv_batch`).
+    pub fn has_offloads(&self) -> bool {
+        self.vnet_hdr
     }
 
     pub fn name(&self) -> &str {
@@ -106,44 +171,90 @@ impl Tun {
     }
 
     /// Blocks for one packet, then takes the ones already queued: packet
-    /// `i` lands at `bufs[i][head..len - tail]` (room is left in front and
-    /// behind for the caller's framing) and its length in `lens[i]`.
-    /// Returns how many were read (at least one).
+    /// `i` lands at `bufs[i][head..]` (room is left in front for the
+    /// caller's framing; slots are sized by the caller for the largest
+    /// packet plus its own tail room) and its length in `lens[i]`. With
+    /// offloads on, a TSO super-packet becomes its MTU-sized segments.
+    /// Returns how many packets were produced (at least one, unless every
+    /// read was malformed and dropped).
     pub fn recv_batch(
         &self,
+        reader: &mut TunReader,
         bufs: &mut [Vec<u8>],
         head: usize,
-        tail: usize,
         lens: &mut [usize],
     ) -> io::Result<usize> {
         let max = bufs.len().min(lens.len());
-        if max == 0 {
-            return Ok(0);
-        }
-        fn room(b: &mut [u8], head: usize, tail: usize) -> &mut [u8] {
-            let end = b.len().saturating_sub(tail).max(head);
-            &mut b[head..end]
-        }
-        lens[0] = self.recv(room(&mut bufs[0], head, tail))?;
-        let mut n = 1;
-        while n < max {
-            match (&self.file).read(room(&mut bufs[n], head, tail)) {
-                Ok(len) => {
-                    lens[n] = len;
-                    n += 1;
+        let mut n = 0;
+        loop {
+            // With offloads a read may yield many packets: read again only
+            // while a whole super-packet still fits.
+            let reserve = if self.vnet_hdr { SEGMENT_RESERVE } else { 1 };
+            if n > 0 && max - n < reserve.min(max) {
+                return Ok(n);
+            }
+            let len = if let Some(len) = reader.carried.take() {
+                len
+            } else if n == 0 {
+                self.recv(&mut reader.scratch)?
+            } else {
+                match (&self.file).read(&mut reader.scratch) {
+                    Ok(len) => len,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                        ) =>
+                    {
+                        return Ok(n)
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    break
+            };
+            let read = &reader.scratch[..len];
+            if !self.vnet_hdr {
+                let Some(dst) = bufs[n].get_mut(head..head + len) else {
+                    continue;
+                };
+                dst.copy_from_slice(read);
+                lens[n] = len;
+                n += 1;
+                continue;
+            }
+            match offload::split(read, &mut bufs[n..max], head, &mut lens[n..max]) {
+                Ok(k) => n += k,
+                Err(offload::OffloadError::TooManySegments) if n > 0 => {
+                    // Does not fit this batch: first thing in the next one.
+                    reader.carried = Some(len);
+                    return Ok(n);
                 }
-                Err(e) => return Err(e),
+                // Malformed or impossible to fit even alone: dropped, as a
+                // NIC drops a frame it cannot parse.
+                Err(_) => {}
+            }
+            if n == max {
+                return Ok(n);
             }
         }
-        Ok(n)
+    }
+
+    /// Writes the packet at `buf[range]`. With offloads on, a (zero, "no
+    /// offload") virtio-net header goes in front, in `buf`'s headroom:
+    /// `range.start` must be at least `VNET_HDR_LEN`.
+    pub fn send_in_place(
+        &self,
+        buf: &mut [u8],
+        range: std::ops::Range<usize>,
+    ) -> io::Result<usize> {
+        if !self.vnet_hdr {
+            return (&self.file).write(&buf[range]);
+        }
+        let start = range
+            .start
+            .checked_sub(offload::VNET_HDR_LEN)
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        buf[start..range.start].fill(0);
+        (&self.file).write(&buf[start..range.end])
     }
 
     fn wait_readable(&self) -> io::Result<()> {
@@ -167,11 +278,6 @@ impl Tun {
             ));
         }
         Ok(())
-    }
-
-    /// Writes one packet.
-    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
-        (&self.file).write(packet)
     }
 
     pub fn mtu(&self) -> io::Result<u32> {
