@@ -240,6 +240,7 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
 
 fn udp_loop(shared: &Shared) -> io::Result<()> {
     let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
+    let mut gro_buf = vec![0u8; netstack::offload::VNET_HDR_LEN + 65_536];
     let mut opened: Vec<(usize, Range<usize>)> = Vec::with_capacity(BATCH);
     let mut pending = Vec::new();
     let mut window_start = Instant::now();
@@ -280,14 +281,51 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
             }
             drain(&mut device, &mut pending);
         }
-        for (i, range) in opened.drain(..) {
-            // The WireGuard header in front of the packet is spent: the
-            // TUN's virtio-net header, if any, is written over it.
-            if let Err(e) = shared.tun.send_in_place(batch.get_mut(i).0, range) {
+        write_to_tun(shared, &batch, &opened, &mut gro_buf);
+        opened.clear();
+        shared.send_all(&mut pending);
+    }
+}
+
+/// Writes the opened packets to the TUN in order; with offloads, runs of
+/// one TCP flow go as a single GRO super-packet, so the kernel's TCP stack
+/// handles them once.
+fn write_to_tun(
+    shared: &Shared,
+    batch: &RecvBatch,
+    opened: &[(usize, Range<usize>)],
+    gro_buf: &mut [u8],
+) {
+    let packets: Vec<&[u8]> = opened
+        .iter()
+        .map(|(i, r)| &batch.get(*i)[r.clone()])
+        .collect();
+    let mut k = 0;
+    while k < packets.len() {
+        let run = if shared.tun.has_offloads() {
+            netstack::offload::gro_run(&packets[k..])
+        } else {
+            1
+        };
+        if let Some(len) = (run > 1)
+            .then(|| netstack::offload::gro_build(&packets[k..k + run], gro_buf))
+            .flatten()
+        {
+            match shared.tun.send_offloaded(&gro_buf[..len]) {
+                Ok(_) => {
+                    k += run;
+                    continue;
+                }
+                // The segments go one by one below instead.
+                Err(e) => debug!(error = %e, "tun refused a GRO packet"),
+            }
+        }
+        for packet in &packets[k..k + run.max(1)] {
+            if let Err(e) = shared.tun.send(packet) {
                 debug!(error = %e, "tun write failed");
             }
         }
-        shared.send_all(&mut pending);
+        k += run.max(1);
     }
 }
 

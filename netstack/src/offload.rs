@@ -226,6 +226,194 @@ fn tso_split(
     Ok(count)
 }
 
+// ---------------------------------------------------------------------
+// GRO: the reverse direction. Consecutive segments of one TCP flow are
+// written to the TUN as a single super-packet, so the kernel's TCP receive
+// path runs once per run instead of once per segment.
+// ---------------------------------------------------------------------
+
+/// The fields that place a TCP segment in a flow and a stream.
+struct TcpView {
+    v4: bool,
+    l4: usize,
+    headers: usize,
+    seq: u32,
+    flags: u8,
+}
+
+const TCP_ACK: u8 = 0x10;
+
+fn tcp_view(p: &[u8]) -> Option<TcpView> {
+    let v4 = match p.first()? >> 4 {
+        4 => true,
+        6 => false,
+        _ => return None,
+    };
+    let l4 = if v4 {
+        // No options, not a fragment, TCP, length consistent.
+        if p.len() < 40
+            || p[0] != 0x45
+            || p[9] != 6
+            || u16::from_be_bytes([p[6], p[7]]) & 0x3fff != 0
+        {
+            return None;
+        }
+        if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len() {
+            return None;
+        }
+        20
+    } else {
+        // TCP directly after the fixed header (no extension headers).
+        if p.len() < 60
+            || p[6] != 6
+            || usize::from(u16::from_be_bytes([p[4], p[5]])) + 40 != p.len()
+        {
+            return None;
+        }
+        40
+    };
+    let headers = l4 + usize::from(p[l4 + 12] >> 4) * 4;
+    if headers < l4 + 20 || headers > p.len() {
+        return None;
+    }
+    let seq = u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]]);
+    Some(TcpView {
+        v4,
+        l4,
+        headers,
+        seq,
+        flags: p[l4 + 13],
+    })
+}
+
+/// Whether a received segment's TCP checksum is right; the kernel will
+/// not check a coalesced packet again, so we must.
+fn tcp_checksum_ok(p: &[u8], t: &TcpView) -> bool {
+    let tcp_len = p.len() - t.l4;
+    let acc = if t.v4 {
+        sum(0, &p[12..20])
+    } else {
+        sum(0, &p[8..40])
+    } + 6
+        + tcp_len as u32;
+    fold(sum(acc, &p[t.l4..])) == 0xffff
+}
+
+/// Header bytes that must match for two segments to share a super-packet:
+/// everything but lengths, IDs, checksums, sequence number and flags.
+fn same_flow(a: &[u8], b: &[u8], ta: &TcpView, tb: &TcpView) -> bool {
+    if ta.v4 != tb.v4 || ta.headers != tb.headers {
+        return false;
+    }
+    let ip_same = if ta.v4 {
+        a[1] == b[1] && a[6..9] == b[6..9] && a[12..20] == b[12..20]
+    } else {
+        a[..4] == b[..4] && a[6..40] == b[6..40]
+    };
+    let l4 = ta.l4;
+    // Ports, ack number, window, urgent pointer, options.
+    ip_same
+        && a[l4..l4 + 4] == b[l4..l4 + 4]
+        && a[l4 + 8..l4 + 12] == b[l4 + 8..l4 + 12]
+        && a[l4 + 14..l4 + 16] == b[l4 + 14..l4 + 16]
+        && a[l4 + 18..ta.headers] == b[l4 + 18..tb.headers]
+}
+
+/// How many packets from the front of `packets` coalesce into one TCP
+/// super-packet (1 when the first cannot be coalesced with anything).
+pub fn gro_run(packets: &[&[u8]]) -> usize {
+    let Some(first) = packets.first() else {
+        return 0;
+    };
+    let Some(t0) = tcp_view(first) else { return 1 };
+    let size = first.len() - t0.headers;
+    // Only plain ACK data segments start a run.
+    if size == 0 || t0.flags != TCP_ACK || !tcp_checksum_ok(first, &t0) {
+        return 1;
+    }
+    let mut total = first.len();
+    let mut next_seq = t0.seq.wrapping_add(size as u32);
+    let mut n = 1;
+    for p in &packets[1..] {
+        let Some(t) = tcp_view(p) else { break };
+        let len = p.len() - t.headers;
+        let flags_ok = t.flags & !TCP_PSH == TCP_ACK;
+        if len == 0
+            || len > size
+            || !flags_ok
+            || t.seq != next_seq
+            || total + len > 65_535
+            || n == GRO_MAX_SEGMENTS
+            || !same_flow(first, p, &t0, &t)
+            || !tcp_checksum_ok(p, &t)
+        {
+            break;
+        }
+        total += len;
+        next_seq = next_seq.wrapping_add(len as u32);
+        n += 1;
+        // A short segment or a PSH ends the run, as in Linux GRO.
+        if len < size || t.flags & TCP_PSH != 0 {
+            break;
+        }
+    }
+    n
+}
+
+/// Segments the kernel accepts in one GSO packet.
+pub const GRO_MAX_SEGMENTS: usize = 64;
+
+/// Writes the virtio-net header and super-packet for `run` (as chosen by
+/// `gro_run`, at least two segments) into `out`; returns its length. The
+/// TCP checksum is left as the pseudo-header sum with NEEDS_CSUM set, the
+/// form the kernel expects for a GSO packet.
+pub fn gro_build(run: &[&[u8]], out: &mut [u8]) -> Option<usize> {
+    let first = run.first()?;
+    let t0 = tcp_view(first)?;
+    let payload: usize = run.iter().map(|p| p.len() - t0.headers).sum();
+    let len = t0.headers + payload;
+    let total = VNET_HDR_LEN + len;
+    if total > out.len() || len > 65_535 {
+        return None;
+    }
+    let (hdr, pkt) = out[..total].split_at_mut(VNET_HDR_LEN);
+    pkt[..t0.headers].copy_from_slice(&first[..t0.headers]);
+    let mut at = t0.headers;
+    for p in run {
+        let body = &p[t0.headers..];
+        pkt[at..at + body.len()].copy_from_slice(body);
+        at += body.len();
+    }
+    // PSH of the last segment carries over.
+    let last = run.last()?;
+    pkt[t0.l4 + 13] |= last[t0.l4 + 13] & TCP_PSH;
+    let l4 = t0.l4;
+    if t0.v4 {
+        pkt[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        pkt[10..12].fill(0);
+        let c = checksum(&pkt[..20]);
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        pkt[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+    }
+    let tcp_len = (len - l4) as u32;
+    let pseudo = if t0.v4 {
+        sum(0, &pkt[12..20])
+    } else {
+        sum(0, &pkt[8..40])
+    } + 6
+        + tcp_len;
+    pkt[l4 + 16..l4 + 18].copy_from_slice(&fold(pseudo).to_be_bytes());
+    let gso_size = (first.len() - t0.headers) as u16;
+    hdr[0] = F_NEEDS_CSUM;
+    hdr[1] = if t0.v4 { GSO_TCPV4 } else { GSO_TCPV6 };
+    hdr[2..4].copy_from_slice(&(t0.headers as u16).to_le_bytes());
+    hdr[4..6].copy_from_slice(&gso_size.to_le_bytes());
+    hdr[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    Some(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +568,90 @@ mod tests {
         check.extend_from_slice(&[0, 17, 0, 13]);
         check.extend_from_slice(&seg[20..]);
         assert_eq!(checksum(&check), 0);
+    }
+
+    /// Splits a super-packet, then coalesces the segments again: the
+    /// result must carry the same stream, and splitting it once more must
+    /// give segments with valid checksums.
+    #[test]
+    fn gro_reassembles_what_tso_split() {
+        let payload: Vec<u8> = (0..20_000u32).map(|i| (i * 13) as u8).collect();
+        let pkt = super_packet_v4(&payload, TCP_ACK | TCP_PSH);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 40,
+            gso_size: 1380,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut out = slots(32);
+        let mut lens = [0usize; 32];
+        let n = split(&read_with(hdr, &pkt), &mut out, 0, &mut lens).expect("split");
+        let segs: Vec<&[u8]> = (0..n).map(|i| &out[i][..lens[i]]).collect();
+        assert_eq!(gro_run(&segs), n, "all {n} segments coalesce");
+        let mut sup = vec![0u8; 70_000];
+        let len = gro_build(&segs, &mut sup).expect("build");
+        let rebuilt = VnetHdr::parse(&sup).expect("hdr");
+        assert_eq!(rebuilt.gso_type, GSO_TCPV4);
+        assert_eq!(rebuilt.gso_size, 1380);
+        assert_eq!(&sup[VNET_HDR_LEN + 40..len], &payload[..]);
+        assert_eq!(
+            sup[VNET_HDR_LEN + 33] & TCP_PSH,
+            TCP_PSH,
+            "PSH of the last segment kept"
+        );
+        // The kernel would split it back: same checks as for TSO.
+        let mut again = slots(32);
+        let mut lens2 = [0usize; 32];
+        let m = split(&sup[..len], &mut again, 0, &mut lens2).expect("resplit");
+        assert_eq!(m, n);
+        for i in 0..m {
+            assert_eq!(
+                &again[i][..lens2[i]],
+                segs[i],
+                "segment {i} identical after the round trip"
+            );
+        }
+    }
+
+    #[test]
+    fn gro_refuses_gaps_other_flows_bad_checksums_and_flags() {
+        let payload = vec![7u8; 4140];
+        let pkt = super_packet_v4(&payload, TCP_ACK);
+        let hdr = VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: GSO_TCPV4,
+            hdr_len: 40,
+            gso_size: 1380,
+            csum_start: 20,
+            csum_offset: 16,
+        };
+        let mut out = slots(4);
+        let mut lens = [0usize; 4];
+        let n = split(&read_with(hdr, &pkt), &mut out, 0, &mut lens).expect("split");
+        assert_eq!(n, 3);
+        let seg = |i: usize| out[i][..lens[i]].to_vec();
+        let (a, b, c) = (seg(0), seg(1), seg(2));
+        assert_eq!(gro_run(&[&a, &b, &c]), 3);
+        assert_eq!(gro_run(&[&a, &c]), 1, "sequence gap");
+        let mut other_port = b.clone();
+        other_port[21] ^= 1;
+        assert_eq!(gro_run(&[&a, &other_port]), 1, "other flow");
+        let mut corrupt = b.clone();
+        corrupt[100] ^= 0xff;
+        assert_eq!(gro_run(&[&a, &corrupt]), 1, "bad checksum never joins");
+        let mut syn = a.clone();
+        syn[33] |= 0x02;
+        assert_eq!(
+            gro_run(&[&syn, &b]),
+            1,
+            "only plain ACK segments start a run"
+        );
+        assert_eq!(gro_run(&[&a[..30]]), 1);
+        assert_eq!(gro_run(&[]), 0);
+        let junk = [0x45u8; 60];
+        assert_eq!(gro_run(&[&junk, &a]), 1);
     }
 
     #[test]

@@ -238,23 +238,26 @@ impl Tun {
         }
     }
 
-    /// Writes the packet at `buf[range]`. With offloads on, a (zero, "no
-    /// offload") virtio-net header goes in front, in `buf`'s headroom:
-    /// `range.start` must be at least `VNET_HDR_LEN`.
-    pub fn send_in_place(
-        &self,
-        buf: &mut [u8],
-        range: std::ops::Range<usize>,
-    ) -> io::Result<usize> {
+    /// Writes one IP packet (behind a zero, "no offload" virtio-net
+    /// header when offloads are on; one writev, no copy).
+    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         if !self.vnet_hdr {
-            return (&self.file).write(&buf[range]);
+            return (&self.file).write(packet);
         }
-        let start = range
-            .start
-            .checked_sub(offload::VNET_HDR_LEN)
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        buf[start..range.start].fill(0);
-        (&self.file).write(&buf[start..range.end])
+        const NO_OFFLOAD: [u8; offload::VNET_HDR_LEN] = [0; offload::VNET_HDR_LEN];
+        (&self.file).write_vectored(&[io::IoSlice::new(&NO_OFFLOAD), io::IoSlice::new(packet)])
+    }
+
+    /// Writes a packet that already starts with its virtio-net header (a
+    /// GRO super-packet from `offload::gro_build`). Offloads must be on.
+    pub fn send_offloaded(&self, with_header: &[u8]) -> io::Result<usize> {
+        if !self.vnet_hdr {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "tun offloads are off",
+            ));
+        }
+        (&self.file).write(with_header)
     }
 
     fn wait_readable(&self) -> io::Result<()> {

@@ -37,6 +37,12 @@ impl RecvBatch {
         self.count == 0
     }
 
+    /// Datagram `i`.
+    pub fn get(&self, i: usize) -> &[u8] {
+        let start = i * self.slot;
+        &self.storage[start..start + self.lens[i]]
+    }
+
     /// Datagram `i` (mutable, for in-place decryption) and its source.
     pub fn get_mut(&mut self, i: usize) -> (&mut [u8], SocketAddr) {
         let start = i * self.slot;
