@@ -7,6 +7,7 @@ mod lab;
 use lab::{Impl, Lab};
 
 const TRANSFER: usize = 50 * 1024 * 1024;
+const TRANSFER_V6: usize = 10 * 1024 * 1024;
 
 /// `initiator` has the other's endpoint and sends first; the responder
 /// learns the initiator's endpoint from the handshake.
@@ -27,6 +28,17 @@ fn interop(initiator: Impl, responder: Impl, port: u16) {
     let there = lab.tcp_transfer(0, TRANSFER, port);
     let back = lab.tcp_transfer(1, TRANSFER, port + 1);
     eprintln!("{initiator:?} -> {responder:?}: {there:.0} Mbit/s there, {back:.0} Mbit/s back (50 MiB each, checked)");
+    // IPv6 inside the tunnel (TSO6/GRO for v6 on our side).
+    let v6 = lab.sides[1].overlay6;
+    lab.ping_addr(0, v6.into(), 2)
+        .unwrap_or_else(|e| panic!("ping6 failed:\n{e}"));
+    let there6 = lab.tcp_transfer_to(0, std::net::SocketAddr::from((v6, port + 2)), TRANSFER_V6);
+    let back6 = lab.tcp_transfer_to(
+        1,
+        std::net::SocketAddr::from((lab.sides[0].overlay6, port + 3)),
+        TRANSFER_V6,
+    );
+    eprintln!("{initiator:?} -> {responder:?} over IPv6: {there6:.0} / {back6:.0} Mbit/s (10 MiB each, checked)");
     // `wg show` reads our UAPI: a handshake happened and bytes moved.
     for i in 0..2 {
         let dump = lab.wg(i, &["show", &lab.sides[i].ifname, "dump"]);

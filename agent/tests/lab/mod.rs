@@ -8,7 +8,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,6 +30,7 @@ pub struct Side {
     pub ifname: String,
     pub underlay: Ipv4Addr,
     pub overlay: Ipv4Addr,
+    pub overlay6: Ipv6Addr,
     pub public_b64: String,
     key_file: PathBuf,
     pub child: Option<Child>,
@@ -112,6 +113,16 @@ impl Lab {
             ifname: format!("cw{tag}{side}"),
             underlay: Ipv4Addr::new(10, 201, octet, host),
             overlay: Ipv4Addr::new(10, 202, octet, host),
+            overlay6: Ipv6Addr::new(
+                0xfd00,
+                0xcafe,
+                0,
+                u16::from(octet),
+                0,
+                0,
+                0,
+                u16::from(host),
+            ),
             public_b64: genkey(&dir.join(format!("{side}.key"))),
             key_file: dir.join(format!("{side}.key")),
             child: None,
@@ -199,7 +210,7 @@ impl Lab {
     pub fn configure(&self, i: usize, with_endpoint: bool) {
         let (me, other) = (&self.sides[i], &self.sides[1 - i]);
         let key = me.key_file.to_string_lossy().into_owned();
-        let allowed = format!("{}/32", other.overlay);
+        let allowed = format!("{}/32,{}/128", other.overlay, other.overlay6);
         let endpoint = format!("{}:51820", other.underlay);
         let mut args = vec![
             "ip",
@@ -221,6 +232,10 @@ impl Lab {
         run(&args);
         let addr = format!("{}/24", me.overlay);
         run(&["ip", "-n", &me.ns, "addr", "add", &addr, "dev", &me.ifname]);
+        let addr6 = format!("{}/64", me.overlay6);
+        run(&[
+            "ip", "-n", &me.ns, "-6", "addr", "add", &addr6, "dev", &me.ifname, "nodad",
+        ]);
         run(&[
             "ip", "-n", &me.ns, "link", "set", &me.ifname, "mtu", "1420", "up",
         ]);
@@ -234,7 +249,11 @@ impl Lab {
     }
 
     pub fn ping(&self, from: usize, count: u32) -> Result<String, String> {
-        let (me, other) = (&self.sides[from], &self.sides[1 - from]);
+        self.ping_addr(from, self.sides[1 - from].overlay.into(), count)
+    }
+
+    pub fn ping_addr(&self, from: usize, to: IpAddr, count: u32) -> Result<String, String> {
+        let me = &self.sides[from];
         let out = Command::new("ip")
             .args([
                 "netns",
@@ -248,7 +267,7 @@ impl Lab {
                 "-W",
                 "3",
             ])
-            .arg(other.overlay.to_string())
+            .arg(to.to_string())
             .output()
             .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -267,8 +286,16 @@ impl Lab {
     /// other side's overlay address; the receiver checks every byte.
     /// Returns the throughput in Mbit/s.
     pub fn tcp_transfer(&self, from: usize, len: usize, port: u16) -> f64 {
+        self.tcp_transfer_to(
+            from,
+            SocketAddr::from((self.sides[1 - from].overlay, port)),
+            len,
+        )
+    }
+
+    /// As `tcp_transfer`, to a given address of the other side.
+    pub fn tcp_transfer_to(&self, from: usize, dst: SocketAddr, len: usize) -> f64 {
         let (src_ns, dst_ns) = (self.sides[from].ns.clone(), self.sides[1 - from].ns.clone());
-        let dst = SocketAddr::from((self.sides[1 - from].overlay, port));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let server = std::thread::spawn(move || -> Result<usize, String> {
             netstack::netns::enter(&dst_ns).map_err(|e| format!("enter {dst_ns}: {e}"))?;
