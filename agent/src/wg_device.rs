@@ -168,6 +168,9 @@ fn bind_udp(port: u16, mark: u32) -> io::Result<UdpSocket> {
     if mark != 0 {
         netstack::sockopt::set_mark(&sock, mark)?;
     }
+    if let Err(e) = netstack::udp::enable_gro(&sock) {
+        debug!(error = %e, "UDP GRO unavailable");
+    }
     Ok(sock)
 }
 
@@ -271,12 +274,23 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
         {
             let mut device = shared.device();
             for i in 0..n {
-                let (datagram, from) = batch.get_mut(i);
-                device.set_under_load(count_handshake(shared, datagram, now, &mut window_start));
-                match device.handle_datagram(now, from, datagram) {
-                    Ok(Received::Packet { range, .. }) => opened.push((i, range)),
-                    Ok(_) => {}
-                    Err(e) => debug!(%from, error = %e, "dropped datagram"),
+                // With UDP GRO one message can hold many datagrams.
+                for part in batch.datagrams(i) {
+                    let (message, from) = batch.get_mut(i);
+                    let datagram = &mut message[part.clone()];
+                    device.set_under_load(count_handshake(
+                        shared,
+                        datagram,
+                        now,
+                        &mut window_start,
+                    ));
+                    match device.handle_datagram(now, from, datagram) {
+                        Ok(Received::Packet { range, .. }) => {
+                            opened.push((i, part.start + range.start..part.start + range.end))
+                        }
+                        Ok(_) => {}
+                        Err(e) => debug!(%from, error = %e, "dropped datagram"),
+                    }
                 }
             }
             drain(&mut device, &mut pending);

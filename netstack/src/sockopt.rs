@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-fn set_int(
+pub(crate) fn set_int(
     fd: &impl AsRawFd,
     level: libc::c_int,
     name: libc::c_int,

@@ -13,9 +13,15 @@ pub struct RecvBatch {
     storage: Vec<u8>,
     slot: usize,
     lens: Vec<usize>,
+    /// With UDP GRO a message may hold several datagrams of this size
+    /// (the last may be shorter); otherwise it equals the message length.
+    strides: Vec<usize>,
     addrs: Vec<SocketAddr>,
     count: usize,
 }
+
+/// Control-message room per received message: one `UDP_GRO` cmsg.
+const CONTROL_LEN: usize = 64;
 
 impl RecvBatch {
     pub fn new(capacity: usize, slot: usize) -> Self {
@@ -23,6 +29,7 @@ impl RecvBatch {
             storage: vec![0; capacity * slot],
             slot,
             lens: vec![0; capacity],
+            strides: vec![0; capacity],
             addrs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); capacity],
             count: 0,
         }
@@ -37,13 +44,23 @@ impl RecvBatch {
         self.count == 0
     }
 
-    /// Datagram `i`.
+    /// The datagrams in message `i`, as ranges of `get(i)`: one, or with
+    /// UDP GRO several that the kernel coalesced.
+    /// The iterator holds no borrow, so the batch can be mutated meanwhile.
+    pub fn datagrams(&self, i: usize) -> impl Iterator<Item = std::ops::Range<usize>> + 'static {
+        let (len, stride) = (self.lens[i], self.strides[i].max(1));
+        (0..len)
+            .step_by(stride)
+            .map(move |start| start..(start + stride).min(len))
+    }
+
+    /// Message `i` (one datagram, or several coalesced by GRO).
     pub fn get(&self, i: usize) -> &[u8] {
         let start = i * self.slot;
         &self.storage[start..start + self.lens[i]]
     }
 
-    /// Datagram `i` (mutable, for in-place decryption) and its source.
+    /// Message `i` (mutable, for in-place decryption) and its source.
     pub fn get_mut(&mut self, i: usize) -> (&mut [u8], SocketAddr) {
         let start = i * self.slot;
         (
@@ -66,13 +83,22 @@ impl RecvBatch {
                 iov_len: c.len(),
             })
             .collect();
+        // u64 elements keep every control buffer aligned for cmsghdr.
+        let mut control = vec![0u64; capacity * CONTROL_LEN / 8];
         // SAFETY: as above.
         let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; capacity];
-        for ((m, iov), name) in msgs.iter_mut().zip(iovs.iter_mut()).zip(names.iter_mut()) {
+        for (((m, iov), name), ctl) in msgs
+            .iter_mut()
+            .zip(iovs.iter_mut())
+            .zip(names.iter_mut())
+            .zip(control.chunks_mut(CONTROL_LEN / 8))
+        {
             m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
             m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             m.msg_hdr.msg_iov = iov;
             m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = ctl.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = CONTROL_LEN;
         }
         // SAFETY: every pointer in `msgs` points into `iovs`, `names` and
         // `self.storage`, all alive and unaliased for the whole call, with
@@ -93,12 +119,39 @@ impl RecvBatch {
         let n = n as usize;
         for i in 0..n {
             self.lens[i] = (msgs[i].msg_len as usize).min(self.slot);
+            self.strides[i] = gro_stride(&msgs[i].msg_hdr).unwrap_or(self.lens[i]);
             self.addrs[i] =
                 from_sockaddr(&names[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         }
         self.count = n;
         Ok(n)
     }
+}
+
+/// The segment size of a GRO-coalesced message, from its `UDP_GRO` cmsg.
+fn gro_stride(hdr: &libc::msghdr) -> Option<usize> {
+    // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR only walk
+    // within msg_control..msg_controllen, which points at our buffer.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                return usize::try_from(size).ok().filter(|s| *s > 0);
+            }
+            cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
+        }
+    }
+    None
+}
+
+/// `UDP_GRO` from linux/udp.h (not exported by libc for glibc targets).
+const UDP_GRO: libc::c_int = 104;
+
+/// Asks the kernel to coalesce datagrams of one flow into one receive
+/// (read them apart with [`RecvBatch::datagrams`]).
+pub fn enable_gro(sock: &UdpSocket) -> io::Result<()> {
+    crate::sockopt::set_int(sock, libc::SOL_UDP, UDP_GRO, 1)
 }
 
 fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
@@ -326,6 +379,39 @@ mod tests {
             }
             assert_eq!(got, payloads, "{bind}");
         }
+    }
+
+    #[test]
+    fn gro_receive_splits_back_into_the_datagrams_sent() {
+        let rx = UdpSocket::bind("127.0.0.1:0").expect("bind rx");
+        enable_gro(&rx).expect("UDP_GRO");
+        let tx = UdpSocket::bind("127.0.0.1:0").expect("bind tx");
+        let to = rx.local_addr().expect("addr");
+        let segs: Vec<Vec<u8>> = (0..20u8)
+            .map(|i| vec![i; if i == 19 { 77 } else { 1452 }])
+            .collect();
+        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
+        send_gso(&tx, to, &refs).expect("gso");
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let mut rb = RecvBatch::new(8, 65_536);
+        let mut got = Vec::new();
+        let mut messages = 0;
+        while got.len() < segs.len() {
+            let n = rb.recv(&rx).expect("recv");
+            messages += n;
+            for i in 0..n {
+                for r in rb.datagrams(i) {
+                    got.push(rb.get(i)[r].to_vec());
+                }
+            }
+        }
+        assert_eq!(got, segs);
+        assert!(
+            messages < segs.len(),
+            "coalesced: {messages} receives for {} datagrams",
+            segs.len()
+        );
     }
 
     #[test]
