@@ -18,7 +18,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netstack::udp::RecvBatch;
 use netstack::Tun;
-use proto_wg::{Device, Encapsulated, Event, Received, Transmit, DATA_HEADER_LEN};
+use proto_wg::{
+    Device, Event, Incoming, OpenJob, Prepared, Received, SealJob, Transmit, DATA_HEADER_LEN,
+};
 use tracing::{debug, info, warn};
 
 use crate::uapi::{self, Sockets, UapiError};
@@ -208,6 +210,7 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
     let mut bufs: Vec<Vec<u8>> = (0..TUN_SLOTS).map(|_| vec![0u8; BUF_LEN]).collect();
     let mut lens = [0usize; TUN_SLOTS];
     let mut sealed: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(TUN_SLOTS);
+    let mut jobs: Vec<(usize, SealJob)> = Vec::with_capacity(TUN_SLOTS);
     let mut reader = netstack::tun::TunReader::default();
     let mut pending = Vec::new();
     loop {
@@ -220,16 +223,24 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         let now = Instant::now();
+        // Bookkeeping under the lock; the AEAD after releasing it, so the
+        // receive thread can decrypt on the other core meanwhile.
         {
             let mut device = shared.device();
-            for (i, buf) in bufs.iter_mut().enumerate().take(n) {
-                match device.encapsulate(now, buf, lens[i]) {
-                    Ok(Encapsulated::Send { to, len }) => sealed.push((to, i, len)),
-                    Ok(Encapsulated::Queued) => {}
+            for (i, buf) in bufs.iter().enumerate().take(n) {
+                match device.prepare_send(now, &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + lens[i]]) {
+                    Ok(Prepared::Seal(job)) => jobs.push((i, job)),
+                    Ok(Prepared::Queued) => {}
                     Err(e) => debug!(error = %e, "dropped outbound packet"),
                 }
             }
             drain(&mut device, &mut pending);
+        }
+        for (i, job) in jobs.drain(..) {
+            match job.seal(&mut bufs[i], lens[i]) {
+                Ok(len) => sealed.push((job.to, i, len)),
+                Err(e) => debug!(error = %e, "dropped outbound packet"),
+            }
         }
         let batch: Vec<(SocketAddr, &[u8])> = sealed
             .iter()
@@ -245,6 +256,8 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
     let mut batch = RecvBatch::new(BATCH, MAX_DATAGRAM);
     let mut gro_buf = vec![0u8; netstack::offload::VNET_HDR_LEN + 65_536];
     let mut opened: Vec<(usize, Range<usize>)> = Vec::with_capacity(BATCH);
+    let mut jobs: Vec<(usize, Range<usize>, OpenJob)> = Vec::with_capacity(BATCH);
+    let mut results: Vec<Result<usize, proto_wg::RecvError>> = Vec::with_capacity(BATCH);
     let mut pending = Vec::new();
     let mut window_start = Instant::now();
     loop {
@@ -271,26 +284,45 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
             }
         };
         let now = Instant::now();
+        // Pass 1, under the lock: handshakes, session lookup, replay pre-check.
         {
             let mut device = shared.device();
             for i in 0..n {
                 // With UDP GRO one message can hold many datagrams.
                 for part in batch.datagrams(i) {
                     let (message, from) = batch.get_mut(i);
-                    let datagram = &mut message[part.clone()];
+                    let datagram = &message[part.clone()];
                     device.set_under_load(count_handshake(
                         shared,
                         datagram,
                         now,
                         &mut window_start,
                     ));
-                    match device.handle_datagram(now, from, datagram) {
-                        Ok(Received::Packet { range, .. }) => {
-                            opened.push((i, part.start + range.start..part.start + range.end))
-                        }
+                    match device.prepare_datagram(now, from, datagram) {
+                        Ok(Incoming::Open(job)) => jobs.push((i, part, job)),
                         Ok(_) => {}
                         Err(e) => debug!(%from, error = %e, "dropped datagram"),
                     }
+                }
+            }
+            drain(&mut device, &mut pending);
+        }
+        // Pass 2, lock released: the AEAD, while the TUN thread may seal.
+        results.clear();
+        for (i, part, job) in &jobs {
+            results.push(job.open(&mut batch.get_mut(*i).0[part.clone()]));
+        }
+        // Pass 3, under the lock: replay window, timers, roaming, source check.
+        {
+            let mut device = shared.device();
+            for ((i, part, job), result) in jobs.drain(..).zip(results.drain(..)) {
+                let (message, from) = batch.get_mut(i);
+                match device.finish_datagram(now, from, &job, &message[part.clone()], result) {
+                    Ok(Received::Packet { range, .. }) => {
+                        opened.push((i, part.start + range.start..part.start + range.end))
+                    }
+                    Ok(_) => {}
+                    Err(e) => debug!(%from, error = %e, "dropped datagram"),
                 }
             }
             drain(&mut device, &mut pending);

@@ -11,6 +11,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -18,13 +19,14 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::allowed_ips::{AllowedIps, IpNet};
 use crate::cookie::{seal_macs, CookieChecker, MacKeys};
+use crate::crypto::AeadKey;
 use crate::crypto::KEY_LEN;
 use crate::errors::{RecvError, SendError, Stats};
 use crate::ip;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::noise::{self, initial_hash};
 use crate::peer::{Peer, PeerId, Slot};
-use crate::session::{sealed_len, Session};
+use crate::session::{open_data, seal_data, sealed_len, Session};
 use crate::tai64n::Tai64N;
 use crate::timers::{
     KEEPALIVE_TIMEOUT, MAX_HANDSHAKE_ATTEMPTS, MIN_INITIATION_INTERVAL, REKEY_ON_RECEIVE_AGE,
@@ -77,6 +79,87 @@ pub enum Encapsulated {
     Send { to: SocketAddr, len: usize },
     /// No session yet: the packet waits (bounded) while a handshake runs.
     Queued,
+}
+
+/// What `prepare_send` decided for a packet.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Seal it (anywhere, without the device) and send it.
+    Seal(SealJob),
+    /// No session yet: the packet waits (bounded) while a handshake runs.
+    Queued,
+}
+
+/// One packet's sealing, detached from the device: the session key (shared;
+/// wiped when the last holder drops it), the counter reserved for it, and
+/// where it goes.
+pub struct SealJob {
+    key: Arc<AeadKey>,
+    receiver: u32,
+    counter: u64,
+    pub to: SocketAddr,
+    mtu: usize,
+}
+
+impl core::fmt::Debug for SealJob {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SealJob")
+            .field("counter", &self.counter)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealJob {
+    /// Seals the packet at `buf[DATA_HEADER_LEN..][..len]` in place;
+    /// returns the datagram length (`buf[..n]`).
+    pub fn seal(&self, buf: &mut [u8], len: usize) -> Result<usize, SendError> {
+        if buf.len() < sealed_len(len, self.mtu) {
+            return Err(SendError::BufferTooSmall);
+        }
+        Ok(seal_data(
+            &self.key,
+            self.receiver,
+            self.counter,
+            buf,
+            len,
+            self.mtu,
+        ))
+    }
+}
+
+/// What `prepare_datagram` made of a datagram.
+#[derive(Debug)]
+pub enum Incoming {
+    /// Fully handled (a handshake message or cookie reply).
+    Done(Received),
+    /// A data message: open it with the job, then `finish_datagram`.
+    Open(OpenJob),
+}
+
+/// One data message's opening, detached from the device.
+pub struct OpenJob {
+    key: Arc<AeadKey>,
+    peer: PeerId,
+    local_index: u32,
+    counter: u64,
+}
+
+impl core::fmt::Debug for OpenJob {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OpenJob")
+            .field("peer", &self.peer)
+            .field("counter", &self.counter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenJob {
+    /// Authenticates and decrypts the data message in `buf` in place;
+    /// returns the padded plaintext length (at `buf[DATA_HEADER_LEN..]`).
+    pub fn open(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        open_data(&self.key, self.counter, buf).map_err(RecvError::from)
+    }
 }
 
 /// What a datagram turned out to be.
@@ -363,29 +446,42 @@ impl Device {
     /// Seals the IP packet at `buf[DATA_HEADER_LEN..][..len]` in place for
     /// the peer its destination routes to. `buf` must have room for the
     /// header in front and padding plus tag behind (`sealed_len`).
+    /// Equivalent to `prepare_send` then `SealJob::seal`.
     pub fn encapsulate(
         &mut self,
         now: Instant,
         buf: &mut [u8],
         len: usize,
     ) -> Result<Encapsulated, SendError> {
-        let result = self.encapsulate_inner(now, buf, len);
+        if buf.len() < sealed_len(len, self.mtu) {
+            self.stats.count_send(&SendError::BufferTooSmall);
+            return Err(SendError::BufferTooSmall);
+        }
+        match self.prepare_send(now, &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len])? {
+            Prepared::Queued => Ok(Encapsulated::Queued),
+            Prepared::Seal(job) => {
+                let sealed = job.seal(buf, len)?;
+                Ok(Encapsulated::Send {
+                    to: job.to,
+                    len: sealed,
+                })
+            }
+        }
+    }
+
+    /// The bookkeeping half of sending `packet` (an IP packet from the TUN
+    /// side): routing, session choice, counter reservation, timers. The
+    /// returned job seals without the device, so callers may run the AEAD
+    /// outside their lock and on other cores.
+    pub fn prepare_send(&mut self, now: Instant, packet: &[u8]) -> Result<Prepared, SendError> {
+        let result = self.prepare_send_inner(now, packet);
         if let Err(e) = &result {
             self.stats.count_send(e);
         }
         result
     }
 
-    fn encapsulate_inner(
-        &mut self,
-        now: Instant,
-        buf: &mut [u8],
-        len: usize,
-    ) -> Result<Encapsulated, SendError> {
-        if buf.len() < sealed_len(len, self.mtu) {
-            return Err(SendError::BufferTooSmall);
-        }
-        let packet = &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + len];
+    fn prepare_send_inner(&mut self, now: Instant, packet: &[u8]) -> Result<Prepared, SendError> {
         let header = ip::peek(packet).ok_or(SendError::NotIp)?;
         let id = self.routes.lookup(header.dst).ok_or(SendError::NoRoute)?;
         if self.identity.is_none() {
@@ -400,64 +496,121 @@ impl Device {
                 self.stats.staged_dropped += 1;
             }
             self.flush_staged(now, id);
-            return Ok(Encapsulated::Queued);
+            return Ok(Prepared::Queued);
         }
         let to = peer.endpoint.ok_or(SendError::NoEndpoint)?;
         let session = peer.current.as_mut().ok_or(SendError::NoRoute)?;
-        let sealed = session
-            .seal(now, buf, len, mtu)
-            .map_err(|_| SendError::NoRoute)?;
+        let (key, counter, receiver) = session.reserve_send(now).map_err(|_| SendError::NoRoute)?;
         let rekey = session.wants_rekey_on_send(now);
-        peer.tx_bytes += sealed as u64;
+        peer.tx_bytes += sealed_len(packet.len(), mtu) as u64;
         peer.timers_any_authenticated_packet_traversal(now);
         peer.timers_any_authenticated_packet_sent();
         peer.timers_data_sent(now, jitter);
         if rekey {
             self.send_initiation(now, id, false);
         }
-        Ok(Encapsulated::Send { to, len: sealed })
+        Ok(Prepared::Seal(SealJob {
+            key,
+            receiver,
+            counter,
+            to,
+            mtu,
+        }))
     }
 
-    /// Handles one UDP datagram from `from`, in place.
+    /// Handles one UDP datagram from `from`, in place. Equivalent to
+    /// `prepare_datagram`, `OpenJob::open` and `finish_datagram`.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         buf: &mut [u8],
     ) -> Result<Received, RecvError> {
-        let result = self.handle_datagram_inner(now, from, buf);
+        match self.prepare_datagram(now, from, buf)? {
+            Incoming::Done(r) => Ok(r),
+            Incoming::Open(job) => {
+                let opened = job.open(buf);
+                self.finish_datagram(now, from, &job, buf, opened)
+            }
+        }
+    }
+
+    /// The first half of receiving: handshake messages are handled here
+    /// entirely; a data message yields a job that opens it without the
+    /// device (outside the caller's lock), to be completed by
+    /// `finish_datagram`.
+    pub fn prepare_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<Incoming, RecvError> {
+        let result = self.prepare_datagram_inner(now, from, buf);
+        if let Err(e) = &result {
+            self.stats.count_recv(e);
+        }
+        result
+    }
+
+    fn prepare_datagram_inner(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &[u8],
+    ) -> Result<Incoming, RecvError> {
+        let handshake = |r: Result<(), RecvError>| r.map(|()| Incoming::Done(Received::Handshake));
+        match wire::parse(buf)? {
+            Message::Data(h) => {
+                let id = *self
+                    .by_index
+                    .get(&h.receiver)
+                    .ok_or(RecvError::UnknownIndex)?;
+                let peer = self.peers.get_mut(&id).ok_or(RecvError::UnknownIndex)?;
+                let (session, _) = peer
+                    .session_mut(h.receiver)
+                    .ok_or(RecvError::UnknownIndex)?;
+                let key = session.check_receive(now, h.counter)?;
+                Ok(Incoming::Open(OpenJob {
+                    key,
+                    peer: id,
+                    local_index: h.receiver,
+                    counter: h.counter,
+                }))
+            }
+            Message::Initiation(msg) => {
+                let msg = *msg;
+                handshake(self.receive_initiation(now, from, &msg))
+            }
+            Message::Response(msg) => {
+                let msg = *msg;
+                handshake(self.receive_response(now, from, &msg))
+            }
+            Message::CookieReply(msg) => {
+                let msg = *msg;
+                handshake(self.receive_cookie_reply(now, &msg))
+            }
+        }
+    }
+
+    /// The second half of receiving a data message: `opened` is what
+    /// `job.open(buf)` returned. Records the counter (replay), confirms a
+    /// new session, runs the timers, follows roaming, and checks the inner
+    /// source against the peer's allowed IPs.
+    pub fn finish_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        job: &OpenJob,
+        buf: &[u8],
+        opened: Result<usize, RecvError>,
+    ) -> Result<Received, RecvError> {
+        let result = opened.and_then(|padded| self.finish_data(now, from, job, buf, padded));
         match &result {
             Err(e) => self.stats.count_recv(e),
             Ok(Received::Packet { .. }) => self.stats.rx_packets += 1,
             Ok(_) => {}
         }
         result
-    }
-
-    fn handle_datagram_inner(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        buf: &mut [u8],
-    ) -> Result<Received, RecvError> {
-        match wire::parse(buf)? {
-            Message::Data(h) => self.receive_data(now, from, h, buf),
-            Message::Initiation(msg) => {
-                let msg = *msg;
-                self.receive_initiation(now, from, &msg)
-                    .map(|()| Received::Handshake)
-            }
-            Message::Response(msg) => {
-                let msg = *msg;
-                self.receive_response(now, from, &msg)
-                    .map(|()| Received::Handshake)
-            }
-            Message::CookieReply(msg) => {
-                let msg = *msg;
-                self.receive_cookie_reply(now, &msg)
-                    .map(|()| Received::Handshake)
-            }
-        }
     }
 
     /// Runs every timer that is due.
@@ -483,22 +636,24 @@ impl Device {
     // Receive paths
     // ---------------------------------------------------------------
 
-    fn receive_data(
+    fn finish_data(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        header: wire::DataHeader,
-        buf: &mut [u8],
+        job: &OpenJob,
+        buf: &[u8],
+        padded: usize,
     ) -> Result<Received, RecvError> {
-        let id = *self
-            .by_index
-            .get(&header.receiver)
-            .ok_or(RecvError::UnknownIndex)?;
+        let id = job.peer;
         let peer = self.peers.get_mut(&id).ok_or(RecvError::UnknownIndex)?;
+        // The session may have rotated (or gone) since `prepare_datagram`:
+        // find it again by its index.
         let (session, slot) = peer
-            .session_mut(header.receiver)
+            .session_mut(job.local_index)
             .ok_or(RecvError::UnknownIndex)?;
-        let padded = session.open(now, header.counter, buf)?;
+        if !session.accept_counter(job.counter) {
+            return Err(RecvError::Replayed);
+        }
         let wire_len = buf.len() as u64;
 
         let mut confirmed = false;
@@ -842,10 +997,11 @@ impl Device {
             };
             let mut buf = vec![0u8; sealed_len(packet.len(), mtu)];
             buf[DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()].copy_from_slice(&packet);
-            let Ok(len) = session.seal(now, &mut buf, packet.len(), mtu) else {
+            let Ok((key, counter, receiver)) = session.reserve_send(now) else {
                 break;
             };
             rekey |= session.wants_rekey_on_send(now);
+            let len = seal_data(&key, receiver, counter, &mut buf, packet.len(), mtu);
             buf.truncate(len);
             peer.tx_bytes += len as u64;
             peer.timers_any_authenticated_packet_traversal(now);

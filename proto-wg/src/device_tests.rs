@@ -509,3 +509,105 @@ fn changing_the_private_key_drops_sessions() {
     assert_eq!(p.nodes[A].device.add_peer(own), None);
     assert!(REJECT_AFTER_TIME > REKEY_AFTER_TIME);
 }
+
+#[test]
+fn split_data_path_out_of_order_finish_races_and_rotation() {
+    use crate::{Incoming, Prepared};
+    let mut p = established(190);
+    let now = p.now;
+    let from = p.nodes[A].addr;
+    // Two packets prepared under the "lock", sealed later in reverse order.
+    let ip1 = ipv4_packet(
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        b"one",
+    );
+    let ip2 = ipv4_packet(
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        b"two",
+    );
+    let jobs: Vec<_> = [&ip1, &ip2]
+        .iter()
+        .map(|ip| match p.nodes[A].device.prepare_send(now, ip) {
+            Ok(Prepared::Seal(job)) => job,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut sealed = Vec::new();
+    for (job, ip) in jobs.iter().zip([&ip1, &ip2]).rev() {
+        let mut buf = vec![0u8; 256];
+        buf[crate::DATA_HEADER_LEN..crate::DATA_HEADER_LEN + ip.len()].copy_from_slice(ip);
+        let n = job.seal(&mut buf, ip.len()).expect("seal");
+        buf.truncate(n);
+        sealed.push(buf);
+    }
+    sealed.reverse(); // sealed[i] carries packet i again
+                      // The same datagram prepared twice before either finishes: one wins.
+    let b = &mut p.nodes[B].device;
+    let mut d1 = sealed[0].clone();
+    let mut d2 = sealed[0].clone();
+    let Ok(Incoming::Open(j1)) = b.prepare_datagram(now, from, &d1) else {
+        panic!("prepare 1")
+    };
+    let Ok(Incoming::Open(j2)) = b.prepare_datagram(now, from, &d2) else {
+        panic!("prepare 2")
+    };
+    let o1 = j1.open(&mut d1);
+    let o2 = j2.open(&mut d2);
+    assert!(matches!(
+        b.finish_datagram(now, from, &j1, &d1, o1),
+        Ok(Received::Packet { .. })
+    ));
+    assert_eq!(
+        b.finish_datagram(now, from, &j2, &d2, o2),
+        Err(RecvError::Replayed)
+    );
+    // A tampered one fails in `open` and is counted by `finish`.
+    let mut bad = sealed[1].clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let Ok(Incoming::Open(j3)) = b.prepare_datagram(now, from, &bad) else {
+        panic!("prepare 3")
+    };
+    let o3 = j3.open(&mut bad);
+    assert_eq!(
+        b.finish_datagram(now, from, &j3, &bad, o3),
+        Err(RecvError::Decrypt)
+    );
+    assert_eq!(b.stats().rx_decrypt_failed, 1);
+    // The other packet, untouched, still arrives.
+    let mut good = sealed[1].clone();
+    let Ok(Incoming::Open(j4)) = b.prepare_datagram(now, from, &good) else {
+        panic!("prepare 4")
+    };
+    let o4 = j4.open(&mut good);
+    let Ok(Received::Packet { range, .. }) = b.finish_datagram(now, from, &j4, &good, o4) else {
+        panic!("finish 4")
+    };
+    assert_eq!(&good[range], &ip2[..]);
+    // A job whose session was wiped meanwhile is dropped, not misapplied.
+    let mut late = sealed[0].clone();
+    let ip3 = ipv4_packet(
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        b"three",
+    );
+    let Ok(Prepared::Seal(job)) = p.nodes[A].device.prepare_send(now, &ip3) else {
+        panic!("prepare send")
+    };
+    late.resize(256, 0);
+    late[crate::DATA_HEADER_LEN..crate::DATA_HEADER_LEN + ip3.len()].copy_from_slice(&ip3);
+    let n = job.seal(&mut late, ip3.len()).expect("seal");
+    late.truncate(n);
+    let b = &mut p.nodes[B].device;
+    let Ok(Incoming::Open(j5)) = b.prepare_datagram(now, from, &late) else {
+        panic!("prepare 5")
+    };
+    b.set_private_key(Some(PrivateKey::from_bytes([9; 32]))); // wipes every session
+    let o5 = j5.open(&mut late);
+    assert_eq!(
+        b.finish_datagram(now, from, &j5, &late, o5),
+        Err(RecvError::UnknownIndex)
+    );
+}

@@ -28,7 +28,10 @@ pub mod harness;
 
 pub use allowed_ips::{AllowedIps, BadPrefix, IpNet};
 pub use cookie::COOKIE_REFRESH_TIME;
-pub use device::{Device, Encapsulated, Event, PeerInfo, Received, Transmit, TransmitKind};
+pub use device::{
+    Device, Encapsulated, Event, Incoming, OpenJob, PeerInfo, Prepared, Received, SealJob,
+    Transmit, TransmitKind,
+};
 pub use errors::{RecvError, SendError, Stats};
 pub use keys::{PresharedKey, PrivateKey, PublicKey};
 pub use peer::{PeerId, MAX_STAGED_PACKETS};

@@ -1,6 +1,7 @@
 //! One transport session (a "keypair" in wireguard-go): the keys a
 //! handshake produced, the send counter and the receive replay window.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::crypto::AeadKey;
@@ -14,8 +15,10 @@ use crate::wire::{write_data_header, DATA_HEADER_LEN, DATA_TAG_LEN};
 pub(crate) struct Session {
     pub(crate) local_index: u32,
     pub(crate) remote_index: u32,
-    send: AeadKey,
-    recv: AeadKey,
+    // Shared with in-flight seal/open jobs, so the AEAD can run outside the
+    // device's lock; the key is wiped when the last holder drops it.
+    send: Arc<AeadKey>,
+    recv: Arc<AeadKey>,
     send_counter: u64,
     replay: ReplayWindow,
     pub(crate) created: Instant,
@@ -53,8 +56,8 @@ impl Session {
         Self {
             local_index,
             remote_index,
-            send: AeadKey::new(&keys.send),
-            recv: AeadKey::new(&keys.recv),
+            send: Arc::new(AeadKey::new(&keys.send)),
+            recv: Arc::new(AeadKey::new(&keys.recv)),
             send_counter: 0,
             replay: ReplayWindow::default(),
             created: now,
@@ -78,57 +81,78 @@ impl Session {
                 || self.send_counter >= REKEY_AFTER_MESSAGES)
     }
 
-    /// Seals the packet at `buf[DATA_HEADER_LEN..][..len]` in place: pads it
-    /// with zeros, writes the header and tag. Returns the message length.
-    /// The caller checked `buf` has room for padding and tag.
-    pub(crate) fn seal(
+    /// Reserves the next counter for a packet to send: the key, the
+    /// counter and the peer's index, to seal with `seal_data` anywhere.
+    pub(crate) fn reserve_send(
         &mut self,
         now: Instant,
-        buf: &mut [u8],
-        len: usize,
-        mtu: usize,
-    ) -> Result<usize, SessionError> {
+    ) -> Result<(Arc<AeadKey>, u64, u32), SessionError> {
         if !self.can_send(now) {
             return Err(SessionError::Expired);
         }
         let counter = self.send_counter;
         self.send_counter += 1;
-        let padded = padded_len(len, mtu);
-        let body = &mut buf[DATA_HEADER_LEN..];
-        body[len..padded].fill(0);
-        let sealed = self.send.seal(counter, &[], body, padded);
-        write_data_header(buf, self.remote_index, counter);
-        Ok(DATA_HEADER_LEN + sealed)
+        Ok((self.send.clone(), counter, self.remote_index))
     }
 
-    /// Opens a data message in place. Returns the padded plaintext length,
-    /// which sits at `buf[DATA_HEADER_LEN..]`.
-    pub(crate) fn open(
-        &mut self,
+    /// Checks that a received counter may be fresh and the session is
+    /// young enough; returns the key to open it with.
+    pub(crate) fn check_receive(
+        &self,
         now: Instant,
         counter: u64,
-        buf: &mut [u8],
-    ) -> Result<usize, SessionError> {
+    ) -> Result<Arc<AeadKey>, SessionError> {
         if !self.age_ok(now) {
             return Err(SessionError::Expired);
         }
         if !self.replay.may_accept(counter) {
             return Err(SessionError::Replayed);
         }
-        let len = self
-            .recv
-            .open(counter, &[], &mut buf[DATA_HEADER_LEN..])
-            .map_err(|_| SessionError::Decrypt)?;
-        if !self.replay.accept(counter) {
-            return Err(SessionError::Replayed);
-        }
-        Ok(len)
+        Ok(self.recv.clone())
+    }
+
+    /// Records an authenticated counter; `false` for a replay.
+    pub(crate) fn accept_counter(&mut self, counter: u64) -> bool {
+        self.replay.accept(counter)
     }
 
     #[cfg(test)]
     pub(crate) fn set_send_counter(&mut self, counter: u64) {
         self.send_counter = counter;
     }
+}
+
+/// Seals the packet at `buf[DATA_HEADER_LEN..][..len]` in place: pads it
+/// with zeros, writes the header and tag. Returns the message length. The
+/// caller checked `buf` has room for padding and tag (`sealed_len`).
+pub(crate) fn seal_data(
+    key: &AeadKey,
+    receiver: u32,
+    counter: u64,
+    buf: &mut [u8],
+    len: usize,
+    mtu: usize,
+) -> usize {
+    let padded = padded_len(len, mtu);
+    let body = &mut buf[DATA_HEADER_LEN..];
+    body[len..padded].fill(0);
+    let sealed = key.seal(counter, &[], body, padded);
+    write_data_header(buf, receiver, counter);
+    DATA_HEADER_LEN + sealed
+}
+
+/// Opens a data message in place; the padded plaintext is at
+/// `buf[DATA_HEADER_LEN..][..returned length]`.
+pub(crate) fn open_data(
+    key: &AeadKey,
+    counter: u64,
+    buf: &mut [u8],
+) -> Result<usize, SessionError> {
+    let body = buf
+        .get_mut(DATA_HEADER_LEN..)
+        .ok_or(SessionError::Decrypt)?;
+    key.open(counter, &[], body)
+        .map_err(|_| SessionError::Decrypt)
 }
 
 /// Bytes a sealed packet of `len` plaintext bytes needs in the caller's buffer.
