@@ -182,7 +182,9 @@ fn tso_split(
     }
     let headers = l4 + usize::from(pkt[l4 + 12] >> 4) * 4;
     let mss = usize::from(hdr.gso_size);
-    if headers > pkt.len() || mss < MIN_GSO_SIZE {
+    // A data offset below 5 words would make the "header" shorter than a
+    // TCP header (found by fuzzing).
+    if headers < l4 + 20 || headers > pkt.len() || mss < MIN_GSO_SIZE {
         return Err(OffloadError::BadHeader);
     }
     let payload = &pkt[headers..];
@@ -261,6 +263,11 @@ fn tcp_view(p: &[u8]) -> Option<TcpView> {
         if usize::from(u16::from_be_bytes([p[2], p[3]])) != p.len() {
             return None;
         }
+        // A bad header checksum must reach the kernel (which drops it), not
+        // be silently recomputed by coalescing (found by fuzzing).
+        if checksum(&p[..20]) != 0 {
+            return None;
+        }
         20
     } else {
         // TCP directly after the fixed header (no extension headers).
@@ -311,10 +318,11 @@ fn same_flow(a: &[u8], b: &[u8], ta: &TcpView, tb: &TcpView) -> bool {
         a[..4] == b[..4] && a[6..40] == b[6..40]
     };
     let l4 = ta.l4;
-    // Ports, ack number, window, urgent pointer, options.
+    // Ports, ack number, data offset and reserved bits, window, urgent
+    // pointer, options.
     ip_same
         && a[l4..l4 + 4] == b[l4..l4 + 4]
-        && a[l4 + 8..l4 + 12] == b[l4 + 8..l4 + 12]
+        && a[l4 + 8..l4 + 13] == b[l4 + 8..l4 + 13]
         && a[l4 + 14..l4 + 16] == b[l4 + 14..l4 + 16]
         && a[l4 + 18..ta.headers] == b[l4 + 18..tb.headers]
 }
@@ -333,12 +341,17 @@ pub fn gro_run(packets: &[&[u8]]) -> usize {
     }
     let mut total = first.len();
     let mut next_seq = t0.seq.wrapping_add(size as u32);
+    let id0 = u16::from_be_bytes([first[4], first[5]]);
     let mut n = 1;
     for p in &packets[1..] {
         let Some(t) = tcp_view(p) else { break };
         let len = p.len() - t.headers;
         let flags_ok = t.flags & !TCP_PSH == TCP_ACK;
+        // IPv4 IDs must count up, as TSO would have numbered them, so the
+        // super-packet splits back into exactly these segments.
+        let id_ok = !t.v4 || u16::from_be_bytes([p[4], p[5]]) == id0.wrapping_add(n as u16);
         if len == 0
+            || !id_ok
             || len > size
             || !flags_ok
             || t.seq != next_seq
@@ -641,6 +654,19 @@ mod tests {
         let mut corrupt = b.clone();
         corrupt[100] ^= 0xff;
         assert_eq!(gro_run(&[&a, &corrupt]), 1, "bad checksum never joins");
+        let mut bad_ip = b.clone();
+        bad_ip[11] ^= 0x01;
+        assert_eq!(
+            gro_run(&[&a, &bad_ip]),
+            1,
+            "bad IPv4 header checksum never joins"
+        );
+        let mut id_gap = b.clone();
+        id_gap[5] = id_gap[5].wrapping_add(1);
+        id_gap[10..12].fill(0);
+        let c = checksum(&id_gap[..20]);
+        id_gap[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(gro_run(&[&a, &id_gap]), 1, "IPv4 IDs must count up");
         let mut syn = a.clone();
         syn[33] |= 0x02;
         assert_eq!(
