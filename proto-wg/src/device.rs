@@ -713,6 +713,24 @@ impl Device {
         })
     }
 
+    /// The DoS gate every handshake message passes first: MAC1 must prove
+    /// the sender knows our public key; under load, MAC2 must prove it can
+    /// receive at its address, or it gets a cookie reply instead.
+    fn admit_handshake(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        msg: &[u8],
+        mac1_at: usize,
+        sender_at: usize,
+    ) -> Result<(), RecvError> {
+        let own = self.identity.as_ref().ok_or(RecvError::NoPrivateKey)?;
+        if !own.mac_keys.verify_mac1(msg, mac1_at) {
+            return Err(RecvError::BadMac1);
+        }
+        self.check_load(now, from, msg, mac1_at, wire::read_u32(msg, sender_at))
+    }
+
     /// Under load, a handshake message without a valid MAC2 is answered with
     /// a cookie reply instead. Returns `Err(CookieSent)` in that case.
     fn check_load(
@@ -758,17 +776,7 @@ impl Device {
         from: SocketAddr,
         msg: &[u8; wire::INITIATION_LEN],
     ) -> Result<(), RecvError> {
-        let own = self.identity.as_ref().ok_or(RecvError::NoPrivateKey)?;
-        if !own.mac_keys.verify_mac1(msg, wire::INIT_MAC1) {
-            return Err(RecvError::BadMac1);
-        }
-        self.check_load(
-            now,
-            from,
-            msg,
-            wire::INIT_MAC1,
-            wire::read_u32(msg, wire::INIT_SENDER),
-        )?;
+        self.admit_handshake(now, from, msg, wire::INIT_MAC1, wire::INIT_SENDER)?;
         let own = self.identity.as_ref().ok_or(RecvError::NoPrivateKey)?;
         let init = noise::consume_initiation(&own.private, &own.initial_hash, msg)?;
         let id = *self
@@ -830,17 +838,7 @@ impl Device {
         from: SocketAddr,
         msg: &[u8; wire::RESPONSE_LEN],
     ) -> Result<(), RecvError> {
-        let own = self.identity.as_ref().ok_or(RecvError::NoPrivateKey)?;
-        if !own.mac_keys.verify_mac1(msg, wire::RESP_MAC1) {
-            return Err(RecvError::BadMac1);
-        }
-        self.check_load(
-            now,
-            from,
-            msg,
-            wire::RESP_MAC1,
-            wire::read_u32(msg, wire::RESP_SENDER),
-        )?;
+        self.admit_handshake(now, from, msg, wire::RESP_MAC1, wire::RESP_SENDER)?;
         let receiver = wire::read_u32(msg, wire::RESP_RECEIVER);
         let id = *self
             .by_index
