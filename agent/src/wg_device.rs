@@ -212,6 +212,7 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
     let mut sealed: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(TUN_SLOTS);
     let mut jobs: Vec<(usize, SealJob)> = Vec::with_capacity(TUN_SLOTS);
     let mut reader = netstack::tun::TunReader::default();
+    let mut tun_drops_seen = 0;
     let mut pending = Vec::new();
     loop {
         let n = match shared
@@ -222,6 +223,10 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        if reader.dropped > tun_drops_seen {
+            debug!(total = reader.dropped, reason = ?reader.last_drop, "dropped unusable tun read");
+            tun_drops_seen = reader.dropped;
+        }
         let now = Instant::now();
         // Bookkeeping under the lock; the AEAD after releasing it, so the
         // receive thread can decrypt on the other core meanwhile.

@@ -23,6 +23,10 @@ pub struct Tun {
 pub struct TunReader {
     scratch: Vec<u8>,
     carried: Option<usize>,
+    /// Reads dropped because their offload header could not be honoured.
+    pub dropped: u64,
+    /// Why the last one was dropped.
+    pub last_drop: Option<offload::OffloadError>,
 }
 
 impl Default for TunReader {
@@ -30,6 +34,8 @@ impl Default for TunReader {
         Self {
             scratch: vec![0; offload::VNET_HDR_LEN + 65_536],
             carried: None,
+            dropped: 0,
+            last_drop: None,
         }
     }
 }
@@ -228,9 +234,12 @@ impl Tun {
                     reader.carried = Some(len);
                     return Ok(n);
                 }
-                // Malformed or impossible to fit even alone: dropped, as a
-                // NIC drops a frame it cannot parse.
-                Err(_) => {}
+                // Malformed or impossible to fit even alone: dropped and
+                // counted, as a NIC drops a frame it cannot parse.
+                Err(e) => {
+                    reader.dropped += 1;
+                    reader.last_drop = Some(e);
+                }
             }
             if n == max {
                 return Ok(n);
