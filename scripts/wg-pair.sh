@@ -2,7 +2,8 @@
 # Two network namespaces on a veth pair, a userspace WireGuard device in
 # each, configured only with `wg`; ping and (unless NOPERF=1) iperf3 across.
 # Usage: scripts/wg-pair.sh IMPL_A IMPL_B   (each "cvlan" or "wireguard-go")
-# Env: SECS (iperf3 seconds, default 5). Prints "tunnel-Mbps=N" last.
+# Env: SECS (iperf3 seconds, default 5); BIDIR=1 sends both ways at once
+# and reports the sum. Prints "tunnel-Mbps=N" last.
 # Needs root and the packages in .ci/install-deps. Cleans up on any exit.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,6 +42,11 @@ echo "[$A_IMPL <-> $B_IMPL] ping ok: $(tail -1 $D/ping)"
 ip netns exec $A wg show $IA | sed 's/^/  | /'
 [ -n "${NOPERF:-}" ] && exit 0
 ip netns exec $B iperf3 -s -1 -D -B 10.198.0.2 >/dev/null 2>&1; sleep 0.3
-mbps=$(ip netns exec $A iperf3 -c 10.198.0.2 -t "$SECS" -J 2>/dev/null \
-  | sed -n 's/.*"bits_per_second":[[:space:]]*\([0-9.e+]*\).*/\1/p' | tail -1 | awk '{printf "%.0f", $1/1e6}')
+json=$(ip netns exec $A iperf3 -c 10.198.0.2 -t "$SECS" ${BIDIR:+--bidir} -J 2>/dev/null)
+# The last "sum_received" (and, with --bidir, its reverse) hold the totals.
+mbps=$(printf '%s' "$json" | python3 -c '
+import json, sys
+end = json.load(sys.stdin)["end"]
+total = end["sum_received"]["bits_per_second"] + end.get("sum_received_bidir_reverse", {}).get("bits_per_second", 0)
+print("%.0f" % (total / 1e6))')
 echo "tunnel-Mbps=$mbps impl_a=$A_IMPL impl_b=$B_IMPL"
