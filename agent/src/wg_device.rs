@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netstack::udp::RecvBatch;
+use netstack::udp::{RecvBatch, UdpSender};
 use netstack::Tun;
 use proto_wg::{
     Device, Event, Incoming, OpenJob, Prepared, Received, SealJob, Transmit, DATA_HEADER_LEN,
@@ -73,66 +73,87 @@ impl Shared {
         self.udp.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Sends a burst: runs of equal-sized datagrams to one peer go out as
-    /// one GSO super-datagram (one trip through the kernel's UDP stack),
-    /// the rest with sendmmsg. GSO switches itself off if the kernel or
-    /// the route refuses it.
-    fn send_batch(&self, datagrams: &[(SocketAddr, &[u8])]) {
+    /// Sends sealed packets `bufs[i][..len]` to `to`, in order: runs of
+    /// equal-sized datagrams to one peer go out as one GSO super-datagram
+    /// (one trip through the kernel's UDP stack), the others by sendmmsg.
+    /// GSO switches itself off if the kernel or the route refuses it.
+    fn send_sealed(&self, sender: &mut UdpSender, bufs: &[Vec<u8>], sealed: &[Sealed]) {
         let sock = self.socket();
-        let mut singles: Vec<(SocketAddr, &[u8])> = Vec::new();
+        let bytes = |&(to, i, len): &Sealed| (to, &bufs[i][..len]);
+        // Datagrams waiting for sendmmsg: `sealed[singles..i]`.
+        let mut singles = 0;
         let mut i = 0;
-        while i < datagrams.len() {
+        while i < sealed.len() {
             let run = if self.gso.load(Ordering::Relaxed) {
-                gso_run(&datagrams[i..])
+                gso_run(&sealed[i..])
             } else {
                 1
             };
             if run > 1 {
-                let segments: Vec<&[u8]> = datagrams[i..i + run].iter().map(|d| d.1).collect();
-                if let Err(e) = netstack::udp::send_gso(&sock, datagrams[i].0, &segments) {
-                    info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
-                    self.gso.store(false, Ordering::Relaxed);
-                    singles.extend_from_slice(&datagrams[i..i + run]);
+                // Keep order: what waited goes first.
+                self.send_many(sender, &sock, sealed[singles..i].iter().map(bytes));
+                let segments = sealed[i..i + run].iter().map(|e| bytes(e).1);
+                match sender.send_gso(&sock, sealed[i].0, segments) {
+                    Ok(()) => singles = i + run,
+                    Err(e) => {
+                        info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
+                        self.gso.store(false, Ordering::Relaxed);
+                        singles = i;
+                    }
                 }
-            } else {
-                singles.push(datagrams[i]);
             }
             i += run;
         }
-        if let Err(e) = netstack::udp::send_many(&sock, &singles) {
+        self.send_many(sender, &sock, sealed[singles..].iter().map(bytes));
+    }
+
+    fn send_many<'a>(
+        &self,
+        sender: &mut UdpSender,
+        sock: &UdpSocket,
+        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) {
+        if let Err(e) = sender.send_many(sock, datagrams) {
             debug!(error = %e, "udp send failed");
         }
     }
 
-    fn send_all(&self, transmits: &mut Vec<Transmit>) {
-        let batch: Vec<(SocketAddr, &[u8])> = transmits
-            .iter()
-            .map(|t| (t.to, t.payload.as_slice()))
-            .collect();
-        self.send_batch(&batch);
-        transmits.clear();
+    /// Sends handshake messages and keepalives the device queued.
+    fn send_all(&self, sender: &mut UdpSender, transmits: &mut Vec<Transmit>) {
+        if !transmits.is_empty() {
+            self.send_many(
+                sender,
+                &self.socket(),
+                transmits.iter().map(|t| (t.to, t.payload.as_slice())),
+            );
+            transmits.clear();
+        }
     }
 }
 
-/// How many datagrams from the front of `datagrams` can share one GSO send:
-/// same destination, same size (the last may be shorter), within limits.
-fn gso_run(datagrams: &[(SocketAddr, &[u8])]) -> usize {
-    let Some(&(to, first)) = datagrams.first() else {
+/// A sealed packet waiting to be sent: destination, buffer index, length.
+type Sealed = (SocketAddr, usize, usize);
+
+/// How many sealed packets from the front of `sealed` can share one GSO
+/// send: same destination, same size (the last may be shorter), within
+/// the kernel's limits.
+fn gso_run(sealed: &[Sealed]) -> usize {
+    let Some(&(to, _, first)) = sealed.first() else {
         return 0;
     };
-    let mut total = first.len();
+    let mut total = first;
     let mut n = 1;
-    for &(dest, bytes) in &datagrams[1..] {
+    for &(dest, _, len) in &sealed[1..] {
         if dest != to
-            || bytes.len() > first.len()
+            || len > first
             || n == netstack::udp::GSO_MAX_SEGMENTS
-            || total + bytes.len() > netstack::udp::GSO_MAX_BYTES
+            || total + len > netstack::udp::GSO_MAX_BYTES
         {
             break;
         }
-        total += bytes.len();
+        total += len;
         n += 1;
-        if bytes.len() < first.len() {
+        if len < first {
             break;
         }
     }
@@ -209,10 +230,11 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
     // a packet touches cost memory.
     let mut bufs: Vec<Vec<u8>> = (0..TUN_SLOTS).map(|_| vec![0u8; BUF_LEN]).collect();
     let mut lens = [0usize; TUN_SLOTS];
-    let mut sealed: Vec<(SocketAddr, usize, usize)> = Vec::with_capacity(TUN_SLOTS);
+    let mut sealed: Vec<Sealed> = Vec::with_capacity(TUN_SLOTS);
     let mut jobs: Vec<(usize, SealJob)> = Vec::with_capacity(TUN_SLOTS);
     let mut reader = netstack::tun::TunReader::default();
     let mut tun_drops_seen = 0;
+    let mut sender = UdpSender::new();
     let mut pending = Vec::new();
     loop {
         let n = match shared
@@ -247,13 +269,9 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
                 Err(e) => debug!(error = %e, "dropped outbound packet"),
             }
         }
-        let batch: Vec<(SocketAddr, &[u8])> = sealed
-            .iter()
-            .map(|&(to, i, len)| (to, &bufs[i][..len]))
-            .collect();
-        shared.send_batch(&batch);
+        shared.send_sealed(&mut sender, &bufs, &sealed);
         sealed.clear();
-        shared.send_all(&mut pending);
+        shared.send_all(&mut sender, &mut pending);
     }
 }
 
@@ -263,6 +281,7 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
     let mut opened: Vec<(usize, Range<usize>)> = Vec::with_capacity(BATCH);
     let mut jobs: Vec<(usize, Range<usize>, OpenJob)> = Vec::with_capacity(BATCH);
     let mut results: Vec<Result<usize, proto_wg::RecvError>> = Vec::with_capacity(BATCH);
+    let mut sender = UdpSender::new();
     let mut pending = Vec::new();
     let mut window_start = Instant::now();
     loop {
@@ -334,7 +353,7 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
         }
         write_to_tun(shared, &batch, &opened, &mut gro_buf);
         opened.clear();
-        shared.send_all(&mut pending);
+        shared.send_all(&mut sender, &mut pending);
     }
 }
 
@@ -347,19 +366,20 @@ fn write_to_tun(
     opened: &[(usize, Range<usize>)],
     gro_buf: &mut [u8],
 ) {
-    let packets: Vec<&[u8]> = opened
-        .iter()
-        .map(|(i, r)| &batch.get(*i)[r.clone()])
-        .collect();
+    let packet = |k: usize| {
+        let (i, r) = &opened[k];
+        &batch.get(*i)[r.clone()]
+    };
     let mut k = 0;
-    while k < packets.len() {
+    while k < opened.len() {
+        let rest = opened.len() - k;
         let run = if shared.tun.has_offloads() {
-            netstack::offload::gro_run(&packets[k..])
+            netstack::offload::gro_run_with(rest, |j| packet(k + j))
         } else {
             1
         };
         if let Some(len) = (run > 1)
-            .then(|| netstack::offload::gro_build(&packets[k..k + run], gro_buf))
+            .then(|| netstack::offload::gro_build_with(run, |j| packet(k + j), gro_buf))
             .flatten()
         {
             match shared.tun.send_offloaded(&gro_buf[..len]) {
@@ -371,8 +391,8 @@ fn write_to_tun(
                 Err(e) => debug!(error = %e, "tun refused a GRO packet"),
             }
         }
-        for packet in &packets[k..k + run.max(1)] {
-            if let Err(e) = shared.tun.send(packet) {
+        for j in k..k + run.max(1) {
+            if let Err(e) = shared.tun.send(packet(j)) {
                 debug!(error = %e, "tun write failed");
             }
         }
@@ -407,6 +427,7 @@ fn count_handshake(
 
 fn timer_loop(shared: &Shared) {
     let mut pending = Vec::new();
+    let mut sender = UdpSender::new();
     let mut last_mtu_check = Instant::now();
     while !shared.shutdown.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -416,7 +437,7 @@ fn timer_loop(shared: &Shared) {
             drain(&mut device, &mut pending);
             device.poll_timeout()
         };
-        shared.send_all(&mut pending);
+        shared.send_all(&mut sender, &mut pending);
         if now.duration_since(last_mtu_check) >= Duration::from_secs(1) {
             last_mtu_check = now;
             if let Ok(mtu) = shared.tun.mtu() {
@@ -492,7 +513,7 @@ fn serve_uapi(shared: &Shared, stream: UnixStream) -> io::Result<()> {
                     );
                     drain(&mut device, &mut pending);
                     drop(device);
-                    shared.send_all(&mut pending);
+                    shared.send_all(&mut UdpSender::new(), &mut pending);
                     r
                 };
                 let errno = match result {
@@ -645,25 +666,24 @@ mod tests {
     fn gso_runs_group_equal_sizes_to_one_peer_ending_at_a_shorter_one() {
         let a = SocketAddr::from(([10, 0, 0, 1], 1));
         let b = SocketAddr::from(([10, 0, 0, 2], 1));
-        let (big, small) = ([0u8; 1452], [0u8; 100]);
-        let d = |to, bytes: &'static [u8]| (to, bytes);
-        let big: &'static [u8] = Box::leak(Box::new(big));
-        let small: &'static [u8] = Box::leak(Box::new(small));
+        let d = |to, len| (to, 0, len);
         assert_eq!(gso_run(&[]), 0);
         assert_eq!(
-            gso_run(&[d(a, big), d(a, big), d(a, small), d(a, big)]),
+            gso_run(&[d(a, 1452), d(a, 1452), d(a, 100), d(a, 1452)]),
             3,
             "shorter one closes the run"
         );
-        assert_eq!(gso_run(&[d(a, big), d(b, big)]), 1, "other destination");
+        assert_eq!(gso_run(&[d(a, 1452), d(b, 1452)]), 1, "other destination");
         assert_eq!(
-            gso_run(&[d(a, small), d(a, big)]),
+            gso_run(&[d(a, 100), d(a, 1452)]),
             1,
             "larger one cannot follow"
         );
-        let many = vec![d(a, big); 100];
-        assert_eq!(gso_run(&many), 44, "65,000-byte limit: 44 x 1452");
-        let tiny: &'static [u8] = Box::leak(Box::new([0u8; 10]));
-        assert_eq!(gso_run(&vec![d(a, tiny); 100]), 64, "segment limit");
+        assert_eq!(
+            gso_run(&[d(a, 1452); 100]),
+            44,
+            "65,000-byte limit: 44 x 1452"
+        );
+        assert_eq!(gso_run(&[d(a, 10); 100]), 64, "segment limit");
     }
 }

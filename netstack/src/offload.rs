@@ -330,9 +330,16 @@ fn same_flow(a: &[u8], b: &[u8], ta: &TcpView, tb: &TcpView) -> bool {
 /// How many packets from the front of `packets` coalesce into one TCP
 /// super-packet (1 when the first cannot be coalesced with anything).
 pub fn gro_run(packets: &[&[u8]]) -> usize {
-    let Some(first) = packets.first() else {
+    gro_run_with(packets.len(), |i| packets[i])
+}
+
+/// `gro_run` over `count` packets given by an accessor, so callers need
+/// not collect them into a slice (no allocation per batch).
+pub fn gro_run_with<'a>(count: usize, packet: impl Fn(usize) -> &'a [u8]) -> usize {
+    if count == 0 {
         return 0;
-    };
+    }
+    let first = packet(0);
     let Some(t0) = tcp_view(first) else { return 1 };
     let size = first.len() - t0.headers;
     // Only plain ACK data segments start a run.
@@ -343,7 +350,8 @@ pub fn gro_run(packets: &[&[u8]]) -> usize {
     let mut next_seq = t0.seq.wrapping_add(size as u32);
     let id0 = u16::from_be_bytes([first[4], first[5]]);
     let mut n = 1;
-    for p in &packets[1..] {
+    for i in 1..count {
+        let p = packet(i);
         let Some(t) = tcp_view(p) else { break };
         let len = p.len() - t.headers;
         let flags_ok = t.flags & !TCP_PSH == TCP_ACK;
@@ -381,9 +389,23 @@ pub const GRO_MAX_SEGMENTS: usize = 64;
 /// TCP checksum is left as the pseudo-header sum with NEEDS_CSUM set, the
 /// form the kernel expects for a GSO packet.
 pub fn gro_build(run: &[&[u8]], out: &mut [u8]) -> Option<usize> {
-    let first = run.first()?;
+    gro_build_with(run.len(), |i| run[i], out)
+}
+
+/// `gro_build` over `count` packets given by an accessor.
+pub fn gro_build_with<'a>(
+    count: usize,
+    packet: impl Fn(usize) -> &'a [u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    if count < 2 {
+        return None;
+    }
+    let first = packet(0);
     let t0 = tcp_view(first)?;
-    let payload: usize = run.iter().map(|p| p.len() - t0.headers).sum();
+    let payload: usize = (0..count)
+        .map(|i| packet(i).len().saturating_sub(t0.headers))
+        .sum();
     let len = t0.headers + payload;
     let total = VNET_HDR_LEN + len;
     if total > out.len() || len > 65_535 {
@@ -392,13 +414,13 @@ pub fn gro_build(run: &[&[u8]], out: &mut [u8]) -> Option<usize> {
     let (hdr, pkt) = out[..total].split_at_mut(VNET_HDR_LEN);
     pkt[..t0.headers].copy_from_slice(&first[..t0.headers]);
     let mut at = t0.headers;
-    for p in run {
-        let body = &p[t0.headers..];
+    for i in 0..count {
+        let body = packet(i).get(t0.headers..)?;
         pkt[at..at + body.len()].copy_from_slice(body);
         at += body.len();
     }
     // PSH of the last segment carries over.
-    let last = run.last()?;
+    let last = packet(count - 1);
     pkt[t0.l4 + 13] |= last[t0.l4 + 13] & TCP_PSH;
     let l4 = t0.l4;
     if t0.v4 {

@@ -8,7 +8,6 @@ use std::os::fd::AsRawFd;
 
 /// Buffers for up to `capacity` datagrams of up to `slot` bytes each,
 /// filled by [`RecvBatch::recv`].
-#[derive(Debug)]
 pub struct RecvBatch {
     storage: Vec<u8>,
     slot: usize,
@@ -18,10 +17,25 @@ pub struct RecvBatch {
     strides: Vec<usize>,
     addrs: Vec<SocketAddr>,
     count: usize,
+    // recvmmsg's headers, allocated once and re-aimed on every call.
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    control: Vec<u64>,
+    msgs: Vec<libc::mmsghdr>,
 }
 
-/// Control-message room per received message: one `UDP_GRO` cmsg.
-const CONTROL_LEN: usize = 64;
+/// Control-message room per received message (one `UDP_GRO` cmsg), in
+/// u64 words so every buffer is aligned for `cmsghdr`.
+const CONTROL_WORDS: usize = 8;
+
+impl core::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("capacity", &self.lens.len())
+            .field("received", &self.count)
+            .finish()
+    }
+}
 
 impl RecvBatch {
     pub fn new(capacity: usize, slot: usize) -> Self {
@@ -32,6 +46,18 @@ impl RecvBatch {
             strides: vec![0; capacity],
             addrs: vec![SocketAddr::from(([0, 0, 0, 0], 0)); capacity],
             count: 0,
+            // SAFETY: all-zero is a valid bit pattern for these plain C structs.
+            names: vec![unsafe { zeroed() }; capacity],
+            iovs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0
+                };
+                capacity
+            ],
+            control: vec![0; capacity * CONTROL_WORDS],
+            // SAFETY: as above.
+            msgs: vec![unsafe { zeroed() }; capacity],
         }
     }
 
@@ -73,40 +99,30 @@ impl RecvBatch {
     /// then takes whatever else is already queued, up to capacity.
     pub fn recv(&mut self, sock: &UdpSocket) -> io::Result<usize> {
         let capacity = self.lens.len();
-        // SAFETY: all-zero is a valid bit pattern for these plain C structs.
-        let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; capacity];
-        let mut iovs: Vec<libc::iovec> = self
-            .storage
-            .chunks_mut(self.slot)
-            .map(|c| libc::iovec {
-                iov_base: c.as_mut_ptr().cast(),
-                iov_len: c.len(),
-            })
-            .collect();
-        // u64 elements keep every control buffer aligned for cmsghdr.
-        let mut control = vec![0u64; capacity * CONTROL_LEN / 8];
-        // SAFETY: as above.
-        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; capacity];
-        for (((m, iov), name), ctl) in msgs
-            .iter_mut()
-            .zip(iovs.iter_mut())
-            .zip(names.iter_mut())
-            .zip(control.chunks_mut(CONTROL_LEN / 8))
-        {
-            m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            m.msg_hdr.msg_iov = iov;
-            m.msg_hdr.msg_iovlen = 1;
-            m.msg_hdr.msg_control = ctl.as_mut_ptr().cast();
-            m.msg_hdr.msg_controllen = CONTROL_LEN;
+        // Re-aim every header at its slot: the kernel rewrote the lengths
+        // last time. The vectors never grow, so the pointers stay valid.
+        for i in 0..capacity {
+            let slot = &mut self.storage[i * self.slot..(i + 1) * self.slot];
+            self.iovs[i] = libc::iovec {
+                iov_base: slot.as_mut_ptr().cast(),
+                iov_len: slot.len(),
+            };
+            let h = &mut self.msgs[i].msg_hdr;
+            h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_iov = &mut self.iovs[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.control[i * CONTROL_WORDS..].as_mut_ptr().cast();
+            h.msg_controllen = CONTROL_WORDS * 8;
+            h.msg_flags = 0;
         }
-        // SAFETY: every pointer in `msgs` points into `iovs`, `names` and
-        // `self.storage`, all alive and unaliased for the whole call, with
-        // lengths that match their allocations.
+        // SAFETY: every pointer in `msgs` points into this batch's own
+        // vectors (`iovs`, `names`, `control`, `storage`), alive and not
+        // resized for the whole call, with lengths that match them.
         let n = unsafe {
             libc::recvmmsg(
                 sock.as_raw_fd(),
-                msgs.as_mut_ptr(),
+                self.msgs.as_mut_ptr(),
                 capacity as libc::c_uint,
                 libc::MSG_WAITFORONE,
                 std::ptr::null_mut(),
@@ -118,10 +134,10 @@ impl RecvBatch {
         }
         let n = n as usize;
         for i in 0..n {
-            self.lens[i] = (msgs[i].msg_len as usize).min(self.slot);
-            self.strides[i] = gro_stride(&msgs[i].msg_hdr).unwrap_or(self.lens[i]);
-            self.addrs[i] =
-                from_sockaddr(&names[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            self.lens[i] = (self.msgs[i].msg_len as usize).min(self.slot);
+            self.strides[i] = gro_stride(&self.msgs[i].msg_hdr).unwrap_or(self.lens[i]);
+            self.addrs[i] = from_sockaddr(&self.names[i])
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         }
         self.count = n;
         Ok(n)
@@ -182,8 +198,8 @@ fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Writes `addr` for a socket of family `family` (a dual-stack IPv6 socket
-/// needs IPv4 destinations as mapped addresses).
+/// Writes `addr` as the C socket address for a socket of `family` (a
+/// dual-stack IPv6 socket takes IPv4 destinations as mapped addresses).
 fn to_sockaddr(
     addr: SocketAddr,
     family: libc::c_int,
@@ -219,68 +235,11 @@ fn to_sockaddr(
     }
 }
 
-/// Sends every `(destination, bytes)` pair with as few `sendmmsg` calls as
-/// the kernel allows. Returns how many were sent before any error.
-pub fn send_many(sock: &UdpSocket, datagrams: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
-    if datagrams.is_empty() {
-        return Ok(0);
-    }
-    let family = match sock.local_addr()? {
+fn family_of(sock: &UdpSocket) -> io::Result<libc::c_int> {
+    Ok(match sock.local_addr()? {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
-    let mut names: Vec<libc::sockaddr_storage> = vec![unsafe { zeroed() }; datagrams.len()];
-    let mut iovs: Vec<libc::iovec> = datagrams
-        .iter()
-        // sendmmsg never writes through iov_base; the cast only satisfies the C type.
-        .map(|(_, b)| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
-        .collect();
-    // SAFETY: as above.
-    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; datagrams.len()];
-    for (((m, iov), name), (to, _)) in msgs
-        .iter_mut()
-        .zip(iovs.iter_mut())
-        .zip(names.iter_mut())
-        .zip(datagrams)
-    {
-        m.msg_hdr.msg_namelen = to_sockaddr(*to, family, name);
-        m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
-        m.msg_hdr.msg_iov = iov;
-        m.msg_hdr.msg_iovlen = 1;
-    }
-    let mut sent = 0;
-    while sent < msgs.len() {
-        let rest = &mut msgs[sent..];
-        // SAFETY: every pointer in `rest` points into `iovs`, `names` and
-        // the caller's datagrams, all alive for the whole call.
-        let n = unsafe {
-            libc::sendmmsg(
-                sock.as_raw_fd(),
-                rest.as_mut_ptr(),
-                rest.len() as libc::c_uint,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            if sent == 0 {
-                return Err(e);
-            }
-            return Ok(sent);
-        }
-        if n == 0 {
-            break;
-        }
-        sent += n as usize;
-    }
-    Ok(sent)
+    })
 }
 
 /// `UDP_SEGMENT` from linux/udp.h (not exported by libc for glibc targets).
@@ -290,59 +249,171 @@ pub const GSO_MAX_SEGMENTS: usize = 64;
 /// Nor larger than a UDP payload can be.
 pub const GSO_MAX_BYTES: usize = 65_000;
 
-/// Sends `segments` to `to` as one UDP GSO super-datagram: the kernel
-/// splits it into one datagram per segment. Every segment but the last must
-/// be exactly `segments[0].len()` bytes; the last may be shorter.
-/// Errors (EIO, EINVAL, ENOPROTOOPT) mean the path cannot do GSO.
-pub fn send_gso(sock: &UdpSocket, to: SocketAddr, segments: &[&[u8]]) -> io::Result<()> {
-    let Some(first) = segments.first() else {
-        return Ok(());
-    };
-    let size =
-        u16::try_from(first.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let family = match sock.local_addr()? {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
-    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
-    let namelen = to_sockaddr(to, family, &mut name);
-    let mut iovs: Vec<libc::iovec> = segments
-        .iter()
-        // sendmsg never writes through iov_base; the cast only satisfies the C type.
-        .map(|b| libc::iovec {
-            iov_base: b.as_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
-        .collect();
-    // Room for one cmsg carrying a u16, 8-byte aligned as cmsghdr needs.
-    let mut control = [0u64; 4];
-    // SAFETY: as above.
-    let mut msg: libc::msghdr = unsafe { zeroed() };
-    msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = namelen;
-    msg.msg_iov = iovs.as_mut_ptr();
-    msg.msg_iovlen = iovs.len();
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE only computes a size.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
-    // SAFETY: msg_control points at `control`, large enough for the header
-    // and a u16 (checked by CMSG_SPACE above), so the first header and its
-    // data lie inside it.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::SOL_UDP;
-        (*cmsg).cmsg_type = UDP_SEGMENT;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+/// Batched sends with reusable scratch: after the first few calls a send
+/// allocates nothing. One per sending thread (it holds raw pointers only
+/// during a call, and is deliberately not `Send`).
+#[derive(Default)]
+pub struct UdpSender {
+    names: Vec<libc::sockaddr_storage>,
+    iovs: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    /// The socket family, cached per socket (by fd) to spare a syscall.
+    family: Option<(std::os::fd::RawFd, libc::c_int)>,
+}
+
+impl core::fmt::Debug for UdpSender {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("UdpSender")
+            .field("capacity", &self.msgs.capacity())
+            .finish()
     }
-    // SAFETY: every pointer in `msg` refers to locals and the caller's
-    // segments, all alive for the call.
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+}
+
+impl UdpSender {
+    pub fn new() -> Self {
+        Self::default()
     }
-    Ok(())
+
+    fn family(&mut self, sock: &UdpSocket) -> io::Result<libc::c_int> {
+        let fd = sock.as_raw_fd();
+        match self.family {
+            Some((cached, family)) if cached == fd => Ok(family),
+            _ => {
+                let family = family_of(sock)?;
+                self.family = Some((fd, family));
+                Ok(family)
+            }
+        }
+    }
+
+    /// Sends every `(destination, bytes)` pair with as few `sendmmsg` calls
+    /// as the kernel allows. Returns how many were sent before any error.
+    pub fn send_many<'a>(
+        &mut self,
+        sock: &UdpSocket,
+        datagrams: impl IntoIterator<Item = (SocketAddr, &'a [u8])>,
+    ) -> io::Result<usize> {
+        let family = self.family(sock)?;
+        self.names.clear();
+        self.iovs.clear();
+        self.msgs.clear();
+        for (to, bytes) in datagrams {
+            // SAFETY: all-zero is a valid bit pattern for sockaddr_storage.
+            let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+            to_sockaddr(to, family, &mut name);
+            self.names.push(name);
+            // sendmmsg never writes through iov_base; the cast only satisfies the C type.
+            self.iovs.push(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+        }
+        // Pointers are taken only now that `names` and `iovs` stop growing.
+        for (name, iov) in self.names.iter_mut().zip(self.iovs.iter_mut()) {
+            // SAFETY: all-zero is a valid bit pattern for mmsghdr.
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_namelen = if name.ss_family as libc::c_int == libc::AF_INET {
+                size_of::<libc::sockaddr_in>()
+            } else {
+                size_of::<libc::sockaddr_in6>()
+            } as libc::socklen_t;
+            m.msg_hdr.msg_name = (name as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            self.msgs.push(m);
+        }
+        let mut sent = 0;
+        let result = loop {
+            if sent == self.msgs.len() {
+                break Ok(sent);
+            }
+            let rest = &mut self.msgs[sent..];
+            // SAFETY: every pointer in `rest` points into `self.iovs`,
+            // `self.names` and the caller's datagrams, all alive and not
+            // moved for the whole call.
+            let n = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break if sent == 0 { Err(e) } else { Ok(sent) };
+            }
+            if n == 0 {
+                break Ok(sent);
+            }
+            sent += n as usize;
+        };
+        // No pointer into the caller's buffers outlives the call.
+        self.iovs.clear();
+        self.msgs.clear();
+        result
+    }
+
+    /// Sends `segments` to `to` as one UDP GSO super-datagram: the kernel
+    /// splits it into one datagram per segment. Every segment but the last
+    /// must be exactly as long as the first; the last may be shorter.
+    /// Errors (EIO, EINVAL, ENOPROTOOPT) mean the path cannot do GSO.
+    pub fn send_gso<'a>(
+        &mut self,
+        sock: &UdpSocket,
+        to: SocketAddr,
+        segments: impl IntoIterator<Item = &'a [u8]>,
+    ) -> io::Result<()> {
+        let family = self.family(sock)?;
+        self.iovs.clear();
+        for b in segments {
+            // sendmsg never writes through iov_base; the cast only satisfies the C type.
+            self.iovs.push(libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            });
+        }
+        let Some(first) = self.iovs.first() else {
+            return Ok(());
+        };
+        let size = u16::try_from(first.iov_len)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: all-zero is a valid bit pattern for these plain C structs.
+        let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+        let namelen = to_sockaddr(to, family, &mut name);
+        // Room for one cmsg carrying a u16, 8-byte aligned as cmsghdr needs.
+        let mut control = [0u64; 4];
+        // SAFETY: as above.
+        let mut msg: libc::msghdr = unsafe { zeroed() };
+        msg.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = namelen;
+        msg.msg_iov = self.iovs.as_mut_ptr();
+        msg.msg_iovlen = self.iovs.len();
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE only computes a size.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+        // SAFETY: msg_control points at `control`, large enough for the
+        // header and a u16 (CMSG_SPACE above), so the first header and its
+        // data lie inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_UDP;
+            (*cmsg).cmsg_type = UDP_SEGMENT;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+        }
+        // SAFETY: every pointer in `msg` refers to locals, `self.iovs` and
+        // the caller's segments, all alive for the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
+        self.iovs.clear();
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -357,9 +428,11 @@ mod tests {
             let port = rx.local_addr().expect("addr").port();
             let to = SocketAddr::from(([127, 0, 0, 1], port));
             let payloads: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100 + usize::from(i)]).collect();
-            let batch: Vec<(SocketAddr, &[u8])> =
-                payloads.iter().map(|p| (to, p.as_slice())).collect();
-            assert_eq!(send_many(&tx, &batch).expect("send"), 40);
+            let mut sender = UdpSender::new();
+            let sent = sender
+                .send_many(&tx, payloads.iter().map(|p| (to, p.as_slice())))
+                .expect("send");
+            assert_eq!(sent, 40);
             rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
                 .expect("timeout");
             let mut got = Vec::new();
@@ -390,8 +463,9 @@ mod tests {
         let segs: Vec<Vec<u8>> = (0..20u8)
             .map(|i| vec![i; if i == 19 { 77 } else { 1452 }])
             .collect();
-        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
-        send_gso(&tx, to, &refs).expect("gso");
+        UdpSender::new()
+            .send_gso(&tx, to, segs.iter().map(Vec::as_slice))
+            .expect("gso");
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .expect("timeout");
         let mut rb = RecvBatch::new(8, 65_536);
@@ -422,8 +496,9 @@ mod tests {
         let segs: Vec<Vec<u8>> = (0..10u8)
             .map(|i| vec![i; if i == 9 { 300 } else { 1452 }])
             .collect();
-        let refs: Vec<&[u8]> = segs.iter().map(Vec::as_slice).collect();
-        send_gso(&tx, to, &refs).expect("gso send on loopback");
+        UdpSender::new()
+            .send_gso(&tx, to, segs.iter().map(Vec::as_slice))
+            .expect("gso send on loopback");
         rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
             .expect("timeout");
         let mut buf = [0u8; 4096];
