@@ -42,13 +42,19 @@ pub fn answer(request: &[u8], from: SocketAddr, out: &mut [u8]) -> Answer {
 }
 
 fn answer_inner(request: &[u8], from: SocketAddr, out: &mut [u8]) -> Result<usize, StunError> {
-    if request.len() < HEADER_LEN || !is_stun_header(request) {
+    if request.len() < HEADER_LEN {
         return Err(StunError::NotStun);
     }
     let budget = request.len() + xor_mapped_address_len(from);
     let out = out
         .get_mut(..budget.min(out.len()))
         .ok_or(StunError::BufferTooSmall)?;
+    if is_rfc3489_binding_request(request) {
+        return classic_binding_response(request, from, out);
+    }
+    if !is_stun_header(request) {
+        return Err(StunError::NotStun);
+    }
     let msg = match Message::parse(request) {
         Ok(m) => m,
         // The header is STUN but the body is broken: 400, if it was a request.
@@ -100,6 +106,39 @@ fn bad_request(request: &[u8], out: &mut [u8]) -> Result<usize, StunError> {
     )?;
     b.error_code(400, "")?;
     Ok(b.finish())
+}
+
+/// An RFC 3489 ("classic STUN") Binding request: no magic cookie, the
+/// whole 128 bits after the length are the transaction id. RFC 5389 §12.2
+/// asks servers to keep answering these (old clients such as Debian's
+/// `stun` still send them).
+fn is_rfc3489_binding_request(b: &[u8]) -> bool {
+    let length = usize::from(u16::from_be_bytes([b[2], b[3]]));
+    b[..2] == [0x00, 0x01]
+        && u32::from_be_bytes([b[4], b[5], b[6], b[7]]) != crate::wire::MAGIC_COOKIE
+        && length + HEADER_LEN == b.len()
+        && length % 4 == 0
+}
+
+/// The classic answer: Binding success echoing the 128-bit transaction id,
+/// with MAPPED-ADDRESS (no XOR: RFC 3489 predates it). Attributes such as
+/// CHANGE-REQUEST are ignored: this server has one address and port.
+fn classic_binding_response(
+    request: &[u8],
+    from: SocketAddr,
+    out: &mut [u8],
+) -> Result<usize, StunError> {
+    let mut b = MessageBuilder::new(
+        out,
+        Class::SuccessResponse,
+        METHOD_BINDING,
+        crate::wire::TransactionId::default(),
+    )?;
+    b.mapped_address(from)?;
+    let n = b.finish();
+    // The builder wrote the magic cookie; RFC 3489's id spans those bytes.
+    out[4..20].copy_from_slice(&request[4..20]);
+    Ok(n)
 }
 
 /// Whether a datagram on a shared port should go to the STUN server.
@@ -170,6 +209,27 @@ mod tests {
             .expect("present")
             .collect();
         assert_eq!(unknown, vec![0x7777]);
+        assert!(n <= req.len() + 12);
+    }
+
+    #[test]
+    fn classic_rfc3489_request_gets_mapped_address_and_its_own_id() {
+        let mut req = vec![0u8; 28];
+        req[..2].copy_from_slice(&[0, 1]);
+        req[2..4].copy_from_slice(&8u16.to_be_bytes());
+        req[4..20].copy_from_slice(&[0x5a; 16]); // 128-bit id, no cookie
+        req[20..28].copy_from_slice(&[0x00, 0x03, 0x00, 0x04, 0, 0, 0, 0]); // CHANGE-REQUEST
+        let from: SocketAddr = "198.51.100.4:5000".parse().expect("addr");
+        let mut out = [0u8; 64];
+        let Answer::Reply(n) = answer(&req, from, &mut out) else {
+            panic!("no reply")
+        };
+        assert_eq!(&out[..2], &[0x01, 0x01]);
+        assert_eq!(&out[4..20], &[0x5a; 16], "id echoed");
+        assert_eq!(
+            &out[20..32],
+            &[0x00, 0x01, 0x00, 0x08, 0x00, 0x01, 0x13, 0x88, 198, 51, 100, 4]
+        );
         assert!(n <= req.len() + 12);
     }
 
