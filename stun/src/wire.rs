@@ -529,6 +529,13 @@ impl<'b> MessageBuilder<'b> {
         self.attribute(ATTR_MAPPED_ADDRESS, &v[..n])
     }
 
+    /// ALTERNATE-SERVER (with a 300 Try Alternate error): where to go instead.
+    pub fn alternate_server(&mut self, addr: SocketAddr) -> Result<&mut Self, StunError> {
+        let mut v = [0u8; 20];
+        let n = encode_address(addr, None, &mut v);
+        self.attribute(ATTR_ALTERNATE_SERVER, &v[..n])
+    }
+
     pub fn error_code(&mut self, code: u16, reason: &str) -> Result<&mut Self, StunError> {
         let mut v = [0u8; 4 + 128];
         let reason = reason
@@ -643,6 +650,42 @@ mod tests {
         assert_eq!(join_type(Class::SuccessResponse, METHOD_BINDING), 0x0101);
         assert_eq!(join_type(Class::ErrorResponse, METHOD_BINDING), 0x0111);
         assert_eq!(join_type(Class::Indication, METHOD_BINDING), 0x0011);
+    }
+
+    #[test]
+    fn typed_attributes_round_trip() {
+        let mut buf = [0u8; 256];
+        let id = TransactionId([3; 12]);
+        let alt: SocketAddr = "[2001:db8::7]:3479".parse().expect("addr");
+        let mapped: SocketAddr = "192.0.2.7:1234".parse().expect("addr");
+        let mut b =
+            MessageBuilder::new(&mut buf, Class::ErrorResponse, METHOD_BINDING, id).expect("b");
+        b.error_code(300, "Try Alternate").expect("ec");
+        b.alternate_server(alt).expect("alt");
+        b.mapped_address(mapped).expect("mapped");
+        b.unknown_attributes([0x7001, 0x7002]).expect("ua");
+        b.attribute(ATTR_REALM, b"example.org").expect("realm");
+        b.attribute(ATTR_NONCE, b"n0nce").expect("nonce");
+        b.message_integrity(b"key").expect("mi");
+        b.fingerprint().expect("fp");
+        let n = b.finish();
+        let m = Message::parse(&buf[..n]).expect("parse");
+        assert_eq!(
+            (m.class(), m.method(), m.transaction_id()),
+            (Class::ErrorResponse, METHOD_BINDING, id)
+        );
+        assert_eq!(m.error_code().expect("ec"), Some((300, "Try Alternate")));
+        assert_eq!(m.alternate_server().expect("alt"), Some(alt));
+        assert_eq!(m.mapped_address().expect("mapped"), Some(mapped));
+        let ua: Vec<u16> = m.unknown_attributes().expect("ua").expect("some").collect();
+        assert_eq!(ua, vec![0x7001, 0x7002]);
+        assert_eq!(
+            (m.realm().expect("r"), m.nonce().expect("n")),
+            (Some("example.org"), Some("n0nce"))
+        );
+        m.check_integrity(b"key").expect("mi");
+        m.check_fingerprint().expect("fp");
+        assert_eq!(m.unknown_required().count(), 0);
     }
 
     #[test]

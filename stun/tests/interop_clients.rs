@@ -135,3 +135,125 @@ fn real_clients_learn_their_reflexive_address_from_our_server() {
     );
     assert!(answered >= 2, "server answered {answered} requests");
 }
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Drives our client over a real socket until every transaction ends.
+fn resolve(sock: &UdpSocket, servers: &[std::net::SocketAddr]) -> Vec<stun::Event> {
+    use std::time::Instant;
+    use stun::{BindingClient, ClientConfig, TransactionId};
+    // Short retransmission timer: coturn may still be starting up.
+    let config = ClientConfig {
+        rto: Duration::from_millis(100),
+        ..ClientConfig::default()
+    };
+    let mut client = BindingClient::new(config);
+    for (i, s) in servers.iter().enumerate() {
+        let mut id = [0u8; 12];
+        id[..4].copy_from_slice(&std::process::id().to_be_bytes());
+        id[11] = i as u8;
+        client
+            .query(Instant::now(), *s, TransactionId(id))
+            .expect("query");
+    }
+    let mut events = Vec::new();
+    let mut buf = [0u8; 1500];
+    while client.in_flight() > 0 {
+        while let Some(t) = client.poll_transmit() {
+            sock.send_to(&t.payload, t.to).expect("send");
+        }
+        let wait = client
+            .poll_timeout()
+            .map_or(Duration::from_millis(50), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+        sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+            .expect("timeout");
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let _ = client.handle_input(Instant::now(), from, &buf[..n]);
+        }
+        client.handle_timeout(Instant::now());
+        events.extend(std::iter::from_fn(|| client.poll_event()));
+    }
+    events.extend(std::iter::from_fn(|| client.poll_event()));
+    events
+}
+
+#[test]
+#[ignore = "needs root, coturn (turnserver) (CI runs it)"]
+fn our_client_learns_its_address_from_coturn() {
+    require(&["ip", "turnserver"]);
+    let ns = Namespace(format!("cvturn{}", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns.0])
+        .status()
+        .expect("ip")
+        .success());
+    assert!(Command::new("ip")
+        .args(["-n", &ns.0, "link", "set", "lo", "up"])
+        .status()
+        .expect("ip")
+        .success());
+    // Two coturn instances: two servers to ask, so the mapping verdict runs.
+    let mut servers = Vec::new();
+    let mut children = Vec::new();
+    for port in ["3478", "3479"] {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0,
+                "turnserver",
+                "-n",
+                "--stun-only",
+                "--listening-ip=127.0.0.1",
+            ])
+            .arg(format!("--listening-port={port}"))
+            .args([
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--log-file=stdout",
+                "--simple-log",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start turnserver");
+        children.push(Child(child));
+        servers.push(format!("127.0.0.1:{port}").parse().expect("addr"));
+    }
+    let name = ns.0.clone();
+    let (local, events) = std::thread::spawn(move || {
+        netstack::netns::enter(&name).expect("enter namespace");
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        (sock.local_addr().expect("addr"), resolve(&sock, &servers))
+    })
+    .join()
+    .expect("client thread");
+    drop(children);
+    eprintln!("{events:?}");
+    let mapped: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            stun::Event::Mapped { reflexive, .. } => Some(*reflexive),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        mapped,
+        vec![local, local],
+        "both coturn instances report our address"
+    );
+    assert!(events.contains(&stun::Event::Mapping(
+        stun::MappingBehavior::EndpointIndependent { reflexive: local }
+    )));
+}
