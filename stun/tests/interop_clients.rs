@@ -16,6 +16,25 @@ use stun::server::{answer, Answer};
 
 struct Namespace(String);
 
+impl Namespace {
+    /// A fresh namespace with loopback up, named `prefix` + our pid.
+    fn new(prefix: &str) -> Self {
+        let ns = Self(format!("{prefix}{}", std::process::id()));
+        let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .expect("ip")
+            .success());
+        assert!(Command::new("ip")
+            .args(["-n", &ns.0, "link", "set", "lo", "up"])
+            .status()
+            .expect("ip")
+            .success());
+        ns
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
@@ -81,18 +100,7 @@ fn run_in(ns: &str, args: &[&str]) -> String {
 #[ignore = "needs root, coturn (turnutils_stunclient), stun-client (CI runs it)"]
 fn real_clients_learn_their_reflexive_address_from_our_server() {
     require(&["ip", "turnutils_stunclient", "stun"]);
-    let ns = Namespace(format!("cvstun{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .expect("ip")
-        .success());
-    assert!(Command::new("ip")
-        .args(["-n", &ns.0, "link", "set", "lo", "up"])
-        .status()
-        .expect("ip")
-        .success());
+    let ns = Namespace::new("cvstun");
     let stop = Arc::new(AtomicBool::new(false));
     let server = serve(ns.0.clone(), stop.clone());
 
@@ -190,18 +198,7 @@ fn resolve(sock: &UdpSocket, servers: &[std::net::SocketAddr]) -> Vec<stun::Even
 #[ignore = "needs root, coturn (turnserver) (CI runs it)"]
 fn our_client_learns_its_address_from_coturn() {
     require(&["ip", "turnserver"]);
-    let ns = Namespace(format!("cvturn{}", std::process::id()));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &ns.0])
-        .status()
-        .expect("ip")
-        .success());
-    assert!(Command::new("ip")
-        .args(["-n", &ns.0, "link", "set", "lo", "up"])
-        .status()
-        .expect("ip")
-        .success());
+    let ns = Namespace::new("cvturn");
     // Two coturn instances: two servers to ask, so the mapping verdict runs.
     let mut servers = Vec::new();
     let mut children = Vec::new();
