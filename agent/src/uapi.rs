@@ -41,9 +41,27 @@ pub trait Sockets {
     fn set_fwmark(&mut self, mark: u32) -> Result<(), UapiError>;
 }
 
-/// Answers `get=1`: the whole configuration and peer state.
-pub fn get(device: &Device, sockets: &dyn Sockets) -> String {
-    let mut out = String::new();
+/// Text holding keys: when it grows, the outgrown buffer is wiped, so no
+/// copy of a key is left behind in freed memory.
+struct SecretText(zeroize::Zeroizing<Vec<u8>>);
+
+impl std::fmt::Write for SecretText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let need = self.0.len() + s.len();
+        if need > self.0.capacity() {
+            let mut bigger = zeroize::Zeroizing::new(Vec::with_capacity(need.max(1024) * 2));
+            bigger.extend_from_slice(&self.0);
+            self.0 = bigger; // the old buffer is wiped as it drops
+        }
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Answers `get=1`: the whole configuration and peer state. The text holds
+/// the private and preshared keys, so it wipes itself when dropped.
+pub fn get(device: &Device, sockets: &dyn Sockets) -> zeroize::Zeroizing<String> {
+    let mut out = SecretText(zeroize::Zeroizing::new(Vec::new()));
     if let Some(k) = device.private_key() {
         let _ = writeln!(out, "private_key={}", hex::encode(*k.to_bytes()));
     }
@@ -82,7 +100,9 @@ pub fn get(device: &Device, sockets: &dyn Sockets) -> String {
             let _ = writeln!(out, "allowed_ip={net}");
         }
     }
-    out
+    // Only `write!` of valid UTF-8 went in; moving the bytes copies nothing.
+    let bytes = std::mem::take(&mut *out.0);
+    zeroize::Zeroizing::new(String::from_utf8(bytes).unwrap_or_default())
 }
 
 fn key32(value: &str, what: &'static str) -> Result<[u8; 32], UapiError> {
@@ -291,7 +311,7 @@ mod tests {
             "11".repeat(32)
         );
         apply(&mut d, &mut s, &body).expect("set");
-        let out = get(&d, &s);
+        let out = get(&d, &s).to_string(); // a test copy; the daemon never makes one
         assert!(
             out.starts_with(&format!(
                 "private_key={PRIV}\nlisten_port=51820\nfwmark=7\n"

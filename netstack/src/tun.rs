@@ -15,6 +15,9 @@ pub struct Tun {
     name: String,
     /// Every read and write carries a virtio-net header (offloads on).
     vnet_hdr: bool,
+    /// The handle SIOC*IFMTU ioctls need, opened once (the MTU is re-read
+    /// every second).
+    control: std::net::UdpSocket,
 }
 
 /// State the reading thread keeps between `recv_batch` calls: the raw read
@@ -110,11 +113,6 @@ impl Tun {
         }
     }
 
-    /// Creates TUN interface `name` without offloads (one packet per read).
-    pub fn create_plain(name: &str) -> io::Result<Self> {
-        Self::open(name, false)
-    }
-
     fn open(name: &str, offloads: bool) -> io::Result<Self> {
         let mut req = IfReq::new(name)?;
         let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;
@@ -154,6 +152,7 @@ impl Tun {
             file,
             name,
             vnet_hdr: offloads,
+            control: control_socket()?,
         })
     }
 
@@ -294,8 +293,7 @@ impl Tun {
 
     pub fn mtu(&self) -> io::Result<u32> {
         let mut req = IfReq::new(&self.name)?;
-        let sock = control_socket()?;
-        ioctl(sock.as_raw_fd(), libc::SIOCGIFMTU, &mut req)?;
+        ioctl(self.control.as_raw_fd(), libc::SIOCGIFMTU, &mut req)?;
         let mut b = [0u8; 4];
         b.copy_from_slice(&req.data[..4]);
         Ok(u32::try_from(i32::from_ne_bytes(b)).unwrap_or(0))
@@ -305,7 +303,6 @@ impl Tun {
         let mut req = IfReq::new(&self.name)?;
         let v = i32::try_from(mtu).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         req.data[..4].copy_from_slice(&v.to_ne_bytes());
-        let sock = control_socket()?;
-        ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &mut req)
+        ioctl(self.control.as_raw_fd(), libc::SIOCSIFMTU, &mut req)
     }
 }

@@ -626,12 +626,6 @@ impl Device {
         }
     }
 
-    /// Starts a handshake with `id` now (rate-limited to one per
-    /// `REKEY_TIMEOUT`), as `wg` does not, but tests and the agent may.
-    pub fn initiate_handshake(&mut self, now: Instant, id: PeerId) {
-        self.send_initiation(now, id, false);
-    }
-
     // ---------------------------------------------------------------
     // Receive paths
     // ---------------------------------------------------------------

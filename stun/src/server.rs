@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 
-use crate::wire::{is_stun, Class, Message, MessageBuilder, StunError, HEADER_LEN, METHOD_BINDING};
+use crate::wire::{Class, Message, MessageBuilder, StunError, HEADER_LEN, METHOD_BINDING};
 
 /// What the server decided about a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,11 +139,6 @@ fn classic_binding_response(
     // The builder wrote the magic cookie; RFC 3489's id spans those bytes.
     out[4..20].copy_from_slice(&request[4..20]);
     Ok(n)
-}
-
-/// Whether a datagram on a shared port should go to the STUN server.
-pub fn wants(datagram: &[u8]) -> bool {
-    is_stun(datagram)
 }
 
 #[cfg(test)]
