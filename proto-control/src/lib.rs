@@ -1,11 +1,13 @@
 //! The control channel between nodes and the controller, as sans-IO state
 //! machines: framing for a byte stream and a Noise IK session
 //! (Noise_IK_25519_ChaChaPoly_BLAKE2s via snow's pure-Rust primitives,
-//! randomness injected). The controller's protocol messages come next.
+//! randomness injected), and the protocol messages it carries (protobuf,
+//! compiled from `proto/control.proto` at build time).
 #![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod frame;
+pub mod messages;
 
 pub use channel::{public_key, Channel, ChannelError, ChannelEvent, MAX_MESSAGE};
 
