@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod frame;
+pub mod http;
 pub mod messages;
 
 pub use channel::{public_key, Channel, ChannelError, ChannelEvent, MAX_MESSAGE};

@@ -1,0 +1,149 @@
+//! `cvlan-controller`: the control plane daemon (`serve`) and its admin
+//! CLI (`keys`, `nodes`, `key`). Admin commands go to a running server
+//! through its admin socket, or straight to the database when none runs.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use clap::{Parser, Subcommand};
+use controller::admin::{self, AdminCommand};
+use controller::ipam::Ipv4Prefix;
+use controller::registry::Registry;
+use tracing::info;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(name = "cvlan-controller", version, about = "CloudVLAN control plane")]
+struct Cli {
+    /// Where the database, the controller key and the admin socket live.
+    #[arg(long, global = true, default_value = "/var/lib/cvlan-controller")]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the controller.
+    Serve {
+        /// Address nodes connect to.
+        #[arg(long, default_value = "0.0.0.0:7443")]
+        listen: SocketAddr,
+        /// Overlay prefix for a new network (an existing one keeps its own).
+        #[arg(long)]
+        prefix: Option<Ipv4Prefix>,
+    },
+    /// Prints the controller's public key (nodes need it to connect).
+    Key,
+    #[command(flatten)]
+    Admin(AdminCommand),
+}
+
+fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        dir.join("controller.redb"),
+        dir.join("controller.key"),
+        dir.join("admin.sock"),
+    )
+}
+
+fn controller_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let path = paths(dir).1;
+    netstack::keyfile::load_or_create(&path, || {
+        let mut k = [0u8; 32];
+        getrandom::getrandom(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(k)
+    })
+    .map_err(|e| format!("controller key {}: {e}", path.display()))
+}
+
+fn serve(dir: &Path, listen: SocketAddr, prefix: Option<Ipv4Prefix>) -> Result<(), String> {
+    let key = controller_key(dir)?;
+    let (db, _, admin_sock) = paths(dir);
+    let registry = Registry::open(&db, prefix).map_err(|e| e.to_string())?;
+    let prefix = registry.prefix();
+    let registry = Arc::new(Mutex::new(registry));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let _ = std::fs::remove_file(&admin_sock);
+        let admin = tokio::net::UnixListener::bind(&admin_sock)
+            .map_err(|e| format!("cannot bind {}: {e}", admin_sock.display()))?;
+        std::fs::set_permissions(&admin_sock, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        info!(
+            %listen,
+            %prefix,
+            public_key = %hex::encode(proto_control::public_key(&key)),
+            "cvlan-controller serving"
+        );
+        tokio::spawn(admin::serve_admin(admin, registry.clone()));
+        let key = Arc::new(key);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let result = tokio::select! {
+            r = controller::server::serve(listener, registry, key) => r.map_err(|e| e.to_string()),
+            _ = term.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+        let _ = std::fs::remove_file(&admin_sock);
+        info!("cvlan-controller stopped");
+        result
+    })
+}
+
+fn run_admin(dir: &Path, cmd: &AdminCommand) -> Result<String, String> {
+    let (db, _, sock) = paths(dir);
+    // The running server owns the database: ask it.
+    let args: Vec<String> = std::env::args()
+        .skip_while(|a| a != "keys" && a != "nodes")
+        .collect();
+    if let Some(answer) =
+        admin::request(&sock, &args).map_err(|e| format!("admin socket {}: {e}", sock.display()))?
+    {
+        return answer;
+    }
+    if !db.exists() {
+        return Err(format!(
+            "no database at {} (run `cvlan-controller serve` once, or pass --state-dir)",
+            db.display()
+        ));
+    }
+    let mut registry = Registry::open(&db, None).map_err(|e| e.to_string())?;
+    admin::execute(&mut registry, cmd).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let result = match &cli.command {
+        Command::Serve { listen, prefix } => serve(&cli.state_dir, *listen, *prefix),
+        Command::Key => controller_key(&cli.state_dir)
+            .map(|k| println!("{}", hex::encode(proto_control::public_key(&k)))),
+        Command::Admin(cmd) => run_admin(&cli.state_dir, cmd).map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cvlan-controller: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

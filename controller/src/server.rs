@@ -1,0 +1,336 @@
+//! The controller's network side (tokio): one task per node connection.
+//! A connection is an HTTP upgrade, the Noise handshake (the node's hello
+//! rides in it), registration, the map, then deltas whenever the map
+//! version moves, until the node goes away, is removed, or reconnects.
+//!
+//! Every wait is bounded: a peer that stalls the handshake, stops reading
+//! or goes silent is dropped, and other nodes never wait on it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prost::Message;
+use proto_control::http::{self, Request};
+use proto_control::messages::{
+    decode_client, encode_server, split_map_update, ClientBody, ClientHello, Pong, Refused,
+    RefusedReason, Registered, ServerBody, ServerHello, PROTOCOL_VERSION,
+};
+use proto_control::{Channel, ChannelEvent};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::registry::Registry;
+
+/// Time allowed for the HTTP head and the Noise handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write that takes longer means the node stopped reading.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Nodes ping every 15 s; silence this long means the node is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Open connections at most (each holds a socket and a task).
+const MAX_CONNECTIONS: usize = 65_536;
+
+pub type SharedRegistry = Arc<Mutex<Registry>>;
+
+pub fn lock(r: &SharedRegistry) -> MutexGuard<'_, Registry> {
+    // The registry applies changes only after they are durable, so it is
+    // consistent even if a holder panicked.
+    r.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug, Error)]
+enum ConnError {
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+    #[error("channel: {0}")]
+    Channel(#[from] proto_control::ChannelError),
+    #[error("closed by peer")]
+    Eof,
+    #[error("HTTP request refused")]
+    Http,
+    #[error("malformed message: {0}")]
+    Decode(#[from] proto_control::messages::DecodeError),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+impl From<tokio::time::error::Elapsed> for ConnError {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Self::Timeout
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn random_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    if getrandom::getrandom(&mut seed).is_err() {
+        // Without OS randomness the handshake's ephemeral keys would be
+        // predictable: refuse to run rather than continue.
+        panic!("the OS random number generator failed");
+    }
+    seed
+}
+
+/// Accepts node connections until the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    registry: SharedRegistry,
+    key: Arc<Zeroizing<[u8; 32]>>,
+) -> std::io::Result<()> {
+    let next_conn = Arc::new(AtomicU64::new(1));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, from) = listener.accept().await?;
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            debug!(%from, "connection limit reached, dropping");
+            continue;
+        };
+        let (registry, key) = (registry.clone(), key.clone());
+        let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut c = Connection {
+                stream,
+                from,
+                conn,
+                registry,
+                node: None,
+            };
+            match c.run(&key).await {
+                Ok(()) | Err(ConnError::Eof) => debug!(%from, "connection closed"),
+                Err(e) => info!(%from, node = ?c.node, error = %e, "connection ended"),
+            }
+            if let Some(id) = c.node {
+                lock(&c.registry).set_offline(id, conn);
+            }
+        });
+    }
+}
+
+struct Connection {
+    stream: TcpStream,
+    from: SocketAddr,
+    conn: u64,
+    registry: SharedRegistry,
+    node: Option<u64>,
+}
+
+impl Connection {
+    async fn run(&mut self, key: &[u8; 32]) -> Result<(), ConnError> {
+        let _ = self.stream.set_nodelay(true);
+        let Some(rest) = timeout(HANDSHAKE_TIMEOUT, self.http_head(key)).await?? else {
+            return Ok(());
+        };
+        let hello = ServerHello {
+            protocol_version: PROTOCOL_VERSION,
+        }
+        .encode_to_vec();
+        let mut ch = Channel::server(key, random_seed(), &hello)?;
+        let (machine_key, hello) =
+            timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut ch, rest)).await??;
+        let hello = ClientHello::decode(hello.as_slice())
+            .map_err(proto_control::messages::DecodeError::from)?;
+        let mut versions = lock(&self.registry).subscribe();
+        let joined = {
+            let mut reg = lock(&self.registry);
+            reg.connect(machine_key, &hello, unix_now()).map(|node| {
+                reg.set_online(node.id, self.conn);
+                let map = reg
+                    .delta_since(node.id, hello.map_version)
+                    .filter(|_| hello.map_version != 0)
+                    .unwrap_or_else(|| reg.full_map(node.id));
+                (node, map, reg.prefix().prefix_len())
+            })
+        };
+        let (node, map, prefix_len) = match joined {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(from = %self.from, machine = %hex::encode(machine_key), error = %e, "node refused");
+                self.refuse(&mut ch, e.refusal(), &e.to_string()).await?;
+                return Err(ConnError::Refused(e.to_string()));
+            }
+        };
+        self.node = Some(node.id);
+        info!(from = %self.from, node = node.id, name = %node.name, "node connected");
+        let registered = Registered {
+            node_id: node.id,
+            name: node.name.clone(),
+            address: node.address.to_be_bytes().to_vec(),
+            prefix_len: u32::from(prefix_len),
+        };
+        ch.send(&encode_server(ServerBody::Registered(registered)))?;
+        let mut sent_version = map.version;
+        self.send_map(&mut ch, map).await?;
+        self.serve_node(&mut ch, node.id, &mut versions, &mut sent_version)
+            .await
+    }
+
+    /// Reads the HTTP head. `Some(bytes after it)` for an upgrade; `None`
+    /// when the request was answered and the connection is done.
+    async fn http_head(&mut self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, ConnError> {
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 1024];
+        let end = loop {
+            let n = self.stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(ConnError::Eof);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = http::head_end(&buf) {
+                break end;
+            }
+            if buf.len() > http::MAX_HEAD {
+                return Err(ConnError::Http);
+            }
+        };
+        let response = match http::parse(&buf[..end]) {
+            Request::Upgrade => {
+                self.stream
+                    .write_all(http::upgrade_response().as_bytes())
+                    .await?;
+                return Ok(Some(buf[end..].to_vec()));
+            }
+            Request::Key => http::simple_response(
+                "200 OK",
+                &format!("{}\n", hex::encode(proto_control::public_key(key))),
+            ),
+            Request::NotFound => http::simple_response("404 Not Found", "not found\n"),
+            Request::BadRequest => http::simple_response("400 Bad Request", "bad request\n"),
+        };
+        self.stream.write_all(response.as_bytes()).await?;
+        Ok(None)
+    }
+
+    async fn handshake(
+        &mut self,
+        ch: &mut Channel,
+        early: Vec<u8>,
+    ) -> Result<([u8; 32], Vec<u8>), ConnError> {
+        let mut input = early;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            ch.handle_input(&input)?;
+            self.flush(ch).await?;
+            if let Some(ChannelEvent::Connected { peer, hello }) = ch.poll_event() {
+                return Ok((peer, hello));
+            }
+            let n = self.stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(ConnError::Eof);
+            }
+            input = buf[..n].to_vec();
+        }
+    }
+
+    async fn flush(&mut self, ch: &mut Channel) -> Result<(), ConnError> {
+        while let Some(bytes) = ch.poll_transmit() {
+            timeout(WRITE_TIMEOUT, self.stream.write_all(&bytes)).await??;
+        }
+        Ok(())
+    }
+
+    async fn refuse(
+        &mut self,
+        ch: &mut Channel,
+        reason: RefusedReason,
+        message: &str,
+    ) -> Result<(), ConnError> {
+        let refused = Refused {
+            reason: reason as i32,
+            message: message.into(),
+        };
+        ch.send(&encode_server(ServerBody::Refused(refused)))?;
+        self.flush(ch).await?;
+        let _ = self.stream.shutdown().await;
+        Ok(())
+    }
+
+    async fn send_map(
+        &mut self,
+        ch: &mut Channel,
+        map: proto_control::messages::MapUpdate,
+    ) -> Result<(), ConnError> {
+        for part in split_map_update(map) {
+            ch.send(&part)?;
+            self.flush(ch).await?;
+        }
+        Ok(())
+    }
+
+    async fn serve_node(
+        &mut self,
+        ch: &mut Channel,
+        id: u64,
+        versions: &mut watch::Receiver<u64>,
+        sent_version: &mut u64,
+    ) -> Result<(), ConnError> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            tokio::select! {
+                read = timeout(IDLE_TIMEOUT, self.stream.read(&mut buf)) => {
+                    let n = read??;
+                    if n == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                    ch.handle_input(&buf[..n])?;
+                    while let Some(ChannelEvent::Message(m)) = ch.poll_event() {
+                        self.handle_message(ch, id, &m)?;
+                    }
+                    self.flush(ch).await?;
+                }
+                changed = versions.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the registry is gone: shutting down
+                    }
+                    let update = {
+                        let reg = lock(&self.registry);
+                        if reg.node(id).is_none() {
+                            None
+                        } else if !reg.is_current(id, self.conn) {
+                            return Err(ConnError::Refused("replaced by a newer connection".into()));
+                        } else if reg.version() == *sent_version {
+                            continue;
+                        } else {
+                            Some(reg.delta_since(id, *sent_version).unwrap_or_else(|| reg.full_map(id)))
+                        }
+                    };
+                    let Some(update) = update else {
+                        info!(node = id, "node removed, closing its connection");
+                        self.refuse(ch, RefusedReason::NodeRemoved, "this node was removed from the network").await?;
+                        return Ok(());
+                    };
+                    *sent_version = update.version;
+                    self.send_map(ch, update).await?;
+                }
+            }
+        }
+    }
+
+    fn handle_message(&mut self, ch: &mut Channel, id: u64, m: &[u8]) -> Result<(), ConnError> {
+        match decode_client(m)? {
+            ClientBody::Ping(p) => {
+                ch.send(&encode_server(ServerBody::Pong(Pong { nonce: p.nonce })))?;
+            }
+            ClientBody::Endpoints(e) => {
+                if let Err(err) = lock(&self.registry).update_endpoints(id, &e.endpoints) {
+                    debug!(node = id, error = %err, "endpoint update refused");
+                }
+            }
+        }
+        Ok(())
+    }
+}
