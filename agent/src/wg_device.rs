@@ -502,20 +502,7 @@ fn serve_uapi(shared: &Shared, stream: UnixStream) -> io::Result<()> {
                 while read_line(&mut reader, &mut line)? && !line.is_empty() {
                     body.push(line.clone());
                 }
-                let result = {
-                    let mut pending = Vec::new();
-                    let mut device = shared.device();
-                    let r = uapi::set(
-                        &mut device,
-                        &mut SocketControl(shared),
-                        Instant::now(),
-                        body.iter().map(String::as_str),
-                    );
-                    drain(&mut device, &mut pending);
-                    drop(device);
-                    shared.send_all(&mut UdpSender::new(), &mut pending);
-                    r
-                };
+                let result = apply_set(shared, body.iter().map(String::as_str));
                 let errno = match result {
                     Ok(()) => 0,
                     Err(e) => {
@@ -533,6 +520,26 @@ fn serve_uapi(shared: &Shared, stream: UnixStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Applies a UAPI `set=1` body and sends what the change produced (a
+/// handshake for a peer with an endpoint, for instance).
+fn apply_set<'a>(
+    shared: &Shared,
+    lines: impl IntoIterator<Item = &'a str>,
+) -> Result<(), UapiError> {
+    let mut pending = Vec::new();
+    let mut device = shared.device();
+    let r = uapi::set(
+        &mut device,
+        &mut SocketControl(shared),
+        Instant::now(),
+        lines,
+    );
+    drain(&mut device, &mut pending);
+    drop(device);
+    shared.send_all(&mut UdpSender::new(), &mut pending);
+    r
 }
 
 /// Binds the UAPI socket, refusing to steal one a live daemon still serves.
@@ -561,9 +568,68 @@ fn os_seed() -> io::Result<[u8; 32]> {
     Ok(seed)
 }
 
-/// Runs the device until SIGTERM/SIGINT or until the interface goes away.
-/// `ready` is called once the interface and socket exist.
-pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
+/// A running device: its threads serve the TUN interface, the UDP socket
+/// and the UAPI socket (so `wg show` works) until [`DeviceHandle::stop`]
+/// or until one of them fails. The embedding program configures it with
+/// the same UAPI text `wg set` sends.
+pub struct DeviceHandle {
+    shared: Arc<Shared>,
+    stop_tx: mpsc::Sender<String>,
+    stop_rx: Mutex<mpsc::Receiver<String>>,
+    socket_path: PathBuf,
+}
+
+impl std::fmt::Debug for DeviceHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceHandle")
+            .field("interface", &self.shared.tun.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceHandle {
+    /// Applies UAPI `set` lines (without `set=1` and the blank line).
+    pub fn set<'a>(&self, lines: impl IntoIterator<Item = &'a str>) -> Result<(), UapiError> {
+        apply_set(&self.shared, lines)
+    }
+
+    /// The UAPI `get` answer: configuration and per-peer state. Holds the
+    /// private key: it wipes itself when dropped.
+    pub fn get(&self) -> zeroize::Zeroizing<String> {
+        uapi::get(&self.shared.device(), &SocketControl(&self.shared))
+    }
+
+    pub fn tun(&self) -> &Tun {
+        &self.shared.tun
+    }
+
+    pub fn listen_port(&self) -> Option<u16> {
+        self.shared.socket().local_addr().ok().map(|a| a.port())
+    }
+
+    /// Blocks until a thread fails or `stop` is called; returns why.
+    pub fn wait(&self) -> String {
+        let rx = self.stop_rx.lock().unwrap_or_else(|e| e.into_inner());
+        rx.recv().unwrap_or_else(|_| "all threads ended".into())
+    }
+
+    /// A sender that ends [`wait`](Self::wait) with the given reason.
+    pub fn stopper(&self) -> mpsc::Sender<String> {
+        self.stop_tx.clone()
+    }
+
+    /// Stops serving: the UAPI socket goes away at once; the interface
+    /// when the process exits (the reader threads sit in syscalls).
+    pub fn stop(&self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_file(&self.socket_path);
+        let stats = self.shared.device().stats().clone();
+        info!(?stats, "final counters");
+    }
+}
+
+/// Creates the interface and starts the device's threads.
+pub fn start(opts: &Options) -> io::Result<DeviceHandle> {
     let tun = Tun::create(&opts.ifname)?;
     if let Err(e) = tun.set_mtu(DEFAULT_MTU) {
         warn!(error = %e, "could not set MTU");
@@ -589,7 +655,7 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
         interface = %opts.ifname,
         socket = %socket_path.display(),
         tun_offloads = shared.tun.has_offloads(),
-        "cvlan-wg up"
+        "WireGuard device up"
     );
 
     let (stop_tx, stop_rx) = mpsc::channel::<String>();
@@ -627,31 +693,34 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
         let s = shared.clone();
         spawn("uapi", Box::new(move || uapi_loop(&s, &listener)))?;
     }
-    {
-        let tx = stop_tx;
-        let mut signals = signal_hook::iterator::Signals::new([
-            signal_hook::consts::SIGTERM,
-            signal_hook::consts::SIGINT,
-        ])?;
-        spawn(
-            "signals",
-            Box::new(move || {
-                if let Some(sig) = signals.forever().next() {
-                    let _ = tx.send(format!("signal {sig}"));
-                }
-            }),
-        )?;
-    }
-    ready();
+    Ok(DeviceHandle {
+        shared,
+        stop_tx,
+        stop_rx: Mutex::new(stop_rx),
+        socket_path,
+    })
+}
 
-    let reason = stop_rx
-        .recv()
-        .unwrap_or_else(|_| "all threads ended".into());
+/// Runs the device until SIGTERM/SIGINT or until the interface goes away.
+/// `ready` is called once the interface and socket exist.
+pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
+    let handle = start(opts)?;
+    let tx = handle.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let _ = tx.send(format!("signal {sig}"));
+            }
+        })?;
+    ready();
+    let reason = handle.wait();
     info!(%reason, "shutting down");
-    shared.shutdown.store(true, Ordering::Relaxed);
-    let _ = std::fs::remove_file(&socket_path);
-    let stats = shared.device().stats().clone();
-    info!(?stats, "final counters");
+    handle.stop();
     // The TUN interface disappears when the process exits and its file
     // descriptor closes; the reader threads are blocked in syscalls, so the
     // caller exits the process rather than joining them.

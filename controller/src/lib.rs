@@ -3,14 +3,14 @@
 //! versioned deltas) over the Noise control channel. State lives in one
 //! redb file.
 
+pub mod admin;
 pub mod authkey;
 pub mod ipam;
 pub mod netmap;
 pub mod records;
 pub mod registry;
-pub mod store;
-pub mod admin;
 pub mod server;
+pub mod store;
 
 #[cfg(test)]
 mod registry_tests;

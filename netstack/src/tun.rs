@@ -306,3 +306,44 @@ impl Tun {
         ioctl(self.control.as_raw_fd(), libc::SIOCSIFMTU, &mut req)
     }
 }
+
+impl Tun {
+    /// Gives the interface its IPv4 address and prefix (replacing the
+    /// previous one); the kernel adds the prefix route once the link is up.
+    pub fn set_ipv4(&self, addr: std::net::Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+        if prefix_len > 32 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(prefix_len))
+            .unwrap_or(0);
+        let sockaddr = |a: std::net::Ipv4Addr| {
+            // struct sockaddr_in: family (host order), port, address, zeros.
+            let mut data = [0u8; 24];
+            data[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            data[4..8].copy_from_slice(&a.octets());
+            data
+        };
+        let mut req = IfReq::new(&self.name)?;
+        req.data = sockaddr(addr);
+        ioctl(self.control.as_raw_fd(), libc::SIOCSIFADDR, &mut req)?;
+        let mut req = IfReq::new(&self.name)?;
+        req.data = sockaddr(mask.into());
+        ioctl(self.control.as_raw_fd(), libc::SIOCSIFNETMASK, &mut req)
+    }
+
+    /// Sets the link up (or down).
+    pub fn set_up(&self, up: bool) -> io::Result<()> {
+        let mut req = IfReq::new(&self.name)?;
+        ioctl(self.control.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req)?;
+        let mut flags = i16::from_ne_bytes([req.data[0], req.data[1]]);
+        let bits = (libc::IFF_UP | libc::IFF_RUNNING) as i16;
+        if up {
+            flags |= bits;
+        } else {
+            flags &= !bits;
+        }
+        req.data[..2].copy_from_slice(&flags.to_ne_bytes());
+        ioctl(self.control.as_raw_fd(), libc::SIOCSIFFLAGS, &mut req)
+    }
+}

@@ -1,0 +1,258 @@
+//! One control connection from the node to the controller (tokio): TCP,
+//! the HTTP upgrade, the Noise handshake carrying the node's hello, then
+//! messages until the connection fails. What happens is reported to the
+//! daemon as [`ControlEvent`]s tagged with the connection's generation, so
+//! news from an abandoned connection is recognised and ignored.
+
+use std::time::Duration;
+
+use prost::Message;
+use proto_control::http;
+use proto_control::messages::{
+    decode_server, encode_client, ClientBody, ClientHello, MapAssembler, MapUpdate, Ping, Refused,
+    Registered, ServerBody, ServerHello, PROTOCOL_VERSION,
+};
+use proto_control::{Channel, ChannelEvent};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use zeroize::Zeroizing;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Nothing from the controller for this long (it answers pings): gone.
+const SILENCE_LIMIT: Duration = Duration::from_secs(40);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PORT: u16 = 7443;
+
+#[derive(Debug)]
+pub enum ControlEvent {
+    Registered(Registered),
+    Map(MapUpdate),
+    Refused(Refused),
+    Lost(String),
+}
+
+#[derive(Clone)]
+pub struct ConnectParams {
+    /// `host:port`, `http://host:port` or `host` (port 7443).
+    pub controller: String,
+    pub controller_key: [u8; 32],
+    pub machine_key: Zeroizing<[u8; 32]>,
+    pub hello: ClientHello,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectParams")
+            .field("controller", &self.controller)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `host:port` from a controller URL.
+pub fn controller_address(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || url.starts_with("https://") {
+        return Err(format!(
+            "controller {url:?}: expected http://HOST[:PORT] or HOST[:PORT] (the channel is encrypted by Noise, not TLS)"
+        ));
+    }
+    let has_port = match rest.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.ends_with(':')
+                && port.parse::<u16>().is_ok()
+                && (!host.contains(':') || host.starts_with('['))
+        }
+        None => false,
+    };
+    Ok(if has_port {
+        rest.to_string()
+    } else if rest.contains(':') && !rest.starts_with('[') {
+        format!("[{rest}]:{DEFAULT_PORT}")
+    } else {
+        format!("{rest}:{DEFAULT_PORT}")
+    })
+}
+
+fn seed() -> Result<[u8; 32], String> {
+    let mut s = [0u8; 32];
+    getrandom::getrandom(&mut s).map_err(|e| format!("OS randomness: {e}"))?;
+    Ok(s)
+}
+
+/// Runs one connection until it ends; every outcome is sent on `events`.
+/// `outgoing` carries messages from the daemon (endpoint updates).
+pub async fn run(
+    params: ConnectParams,
+    generation: u64,
+    events: mpsc::Sender<(u64, ControlEvent)>,
+    mut outgoing: mpsc::Receiver<ClientBody>,
+) {
+    let send = |e| {
+        let events = events.clone();
+        async move {
+            let _ = events.send((generation, e)).await;
+        }
+    };
+    let reason = match session(&params, &mut outgoing, |e| send(e)).await {
+        Ok(()) => "connection closed by the controller".to_string(),
+        Err(e) => e,
+    };
+    send(ControlEvent::Lost(reason)).await;
+}
+
+async fn session<F, Fut>(
+    params: &ConnectParams,
+    outgoing: &mut mpsc::Receiver<ClientBody>,
+    report: F,
+) -> Result<(), String>
+where
+    F: Fn(ControlEvent) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let addr = controller_address(&params.controller)?;
+    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| format!("connecting to {addr}: timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let early = timeout(HANDSHAKE_TIMEOUT, upgrade(&mut stream, &addr))
+        .await
+        .map_err(|_| format!("{addr}: no HTTP upgrade answer"))??;
+    let hello = params.hello.encode_to_vec();
+    let mut ch = Channel::client(&params.machine_key, &params.controller_key, seed()?, &hello)
+        .map_err(|e| e.to_string())?;
+    ch.handle_input(&early).map_err(|e| e.to_string())?;
+    flush(&mut stream, &mut ch).await?;
+    let mut assembler = MapAssembler::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut last_heard = Instant::now();
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut nonce = 0u64;
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                let n = read.map_err(|e| format!("reading from controller: {e}"))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                last_heard = Instant::now();
+                ch.handle_input(&buf[..n]).map_err(|e| match e {
+                    proto_control::ChannelError::Handshake => "handshake with the controller failed: wrong controller key?".to_string(),
+                    e => e.to_string(),
+                })?;
+                while let Some(event) = ch.poll_event() {
+                    match event {
+                        ChannelEvent::Connected { hello, .. } => {
+                            let server = ServerHello::decode(hello.as_slice()).map_err(|e| e.to_string())?;
+                            if server.protocol_version != PROTOCOL_VERSION {
+                                return Err(format!("controller speaks protocol {}, we speak {PROTOCOL_VERSION}", server.protocol_version));
+                            }
+                        }
+                        ChannelEvent::Message(m) => match decode_server(&m).map_err(|e| format!("from controller: {e}"))? {
+                            ServerBody::Registered(r) => report(ControlEvent::Registered(r)).await,
+                            ServerBody::Map(part) => {
+                                if let Some(map) = assembler.push(part).map_err(|e| e.to_string())? {
+                                    report(ControlEvent::Map(map)).await;
+                                }
+                            }
+                            ServerBody::Refused(r) => {
+                                report(ControlEvent::Refused(r)).await;
+                                return Ok(());
+                            }
+                            ServerBody::Pong(_) => {}
+                        },
+                    }
+                }
+                flush(&mut stream, &mut ch).await?;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    return Err("controller silent for 40 s".into());
+                }
+                if ch.is_open() {
+                    nonce += 1;
+                    ch.send(&encode_client(ClientBody::Ping(Ping { nonce }))).map_err(|e| e.to_string())?;
+                    flush(&mut stream, &mut ch).await?;
+                }
+            }
+            Some(body) = outgoing.recv() => {
+                if ch.is_open() {
+                    ch.send(&encode_client(body)).map_err(|e| e.to_string())?;
+                    flush(&mut stream, &mut ch).await?;
+                }
+            }
+        }
+    }
+}
+
+/// The HTTP upgrade; returns bytes that came after the response head.
+async fn upgrade(stream: &mut TcpStream, host: &str) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(http::upgrade_request(host).as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!(
+                "{host} closed the connection during the HTTP upgrade"
+            ));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = http::head_end(&head) {
+            if !http::is_upgrade_response(&head) {
+                let first = String::from_utf8_lossy(&head[..end]);
+                let line = first.lines().next().unwrap_or_default();
+                return Err(format!(
+                    "{host} is not a cvlan controller (answered {line:?})"
+                ));
+            }
+            return Ok(head[end..].to_vec());
+        }
+        if head.len() > http::MAX_HEAD {
+            return Err(format!("{host}: oversized HTTP answer"));
+        }
+    }
+}
+
+async fn flush(stream: &mut TcpStream, ch: &mut Channel) -> Result<(), String> {
+    while let Some(bytes) = ch.poll_transmit() {
+        timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
+            .await
+            .map_err(|_| "controller not reading".to_string())?
+            .map_err(|e| format!("writing to controller: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::controller_address;
+
+    #[test]
+    fn controller_urls() {
+        assert_eq!(
+            controller_address("http://10.0.0.1:8000").unwrap(),
+            "10.0.0.1:8000"
+        );
+        assert_eq!(controller_address("10.0.0.1").unwrap(), "10.0.0.1:7443");
+        assert_eq!(
+            controller_address("ctl.example/").unwrap(),
+            "ctl.example:7443"
+        );
+        assert_eq!(controller_address("[fd00::1]:9").unwrap(), "[fd00::1]:9");
+        assert_eq!(controller_address("fd00::1").unwrap(), "[fd00::1]:7443");
+        assert!(controller_address("https://x").is_err());
+        assert!(controller_address("http://x/path").is_err());
+        assert!(controller_address("").is_err());
+    }
+}

@@ -1,0 +1,657 @@
+//! `cvlan-agent daemon`: the node. It owns the WireGuard device (TUN +
+//! proto-wg, with the UAPI socket so `wg show` works), the connection to
+//! the controller, and the lifecycle state machine, and it answers the CLI.
+//!
+//! One tokio task runs the loop; the device runs on its own threads and
+//! is configured through UAPI text, the same path `wg set` takes.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto_control::messages::{
+    ip_from_bytes, key32, ClientBody, ClientHello, Endpoint, RefusedReason, UpdateEndpoints,
+    PROTOCOL_VERSION,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::control_client::{self, controller_address, ConnectParams, ControlEvent};
+use crate::lifecycle::{Action, Input, Lifecycle, Phase};
+use crate::local_api::{self, Reply, Request};
+use crate::mesh::{uapi_lines, Change, Mesh};
+use crate::settings::{CachedMap, Saved, StateDir};
+use crate::wg_device::{self, DeviceHandle};
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub interface: String,
+    pub listen_port: u16,
+    /// From the config file: used when `up` and the saved settings do not say.
+    pub defaults: Saved,
+    pub auth_key: Option<Zeroizing<String>>,
+}
+
+/// How often local addresses are re-read (a changed address is reported).
+const ENDPOINT_CHECK: Duration = Duration::from_secs(30);
+
+struct Connection {
+    task: JoinHandle<()>,
+    outgoing: mpsc::Sender<ClientBody>,
+}
+
+struct Daemon {
+    opts: DaemonOptions,
+    state: StateDir,
+    device: Arc<DeviceHandle>,
+    machine_key: Zeroizing<[u8; 32]>,
+    node_public: [u8; 32],
+    saved: Saved,
+    auth_key: Option<Zeroizing<String>>,
+    lifecycle: Lifecycle,
+    mesh: Mesh,
+    /// The controller key the mesh belongs to.
+    mesh_controller: Option<[u8; 32]>,
+    address: Option<(Ipv4Addr, u8)>,
+    endpoints: Vec<SocketAddr>,
+    generation: u64,
+    conn: Option<Connection>,
+    events_tx: mpsc::Sender<(u64, ControlEvent)>,
+    /// `up` requests waiting for the node to run (or to fail for good).
+    waiting: Vec<oneshot::Sender<Reply>>,
+}
+
+fn hex_key(text: &str) -> Result<[u8; 32], String> {
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut k).map_err(|_| {
+        format!(
+            "controller key {text:?}: expected 64 hex digits (`cvlan-controller key` prints it)"
+        )
+    })?;
+    Ok(k)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
+}
+
+/// Runs the daemon until SIGTERM/SIGINT or until the device fails.
+pub fn run(opts: DaemonOptions) -> Result<(), String> {
+    let state = StateDir::open(&opts.state_dir)?;
+    let machine_key = state.machine_key()?;
+    let node_key = state.node_key()?;
+    let node_public = *proto_wg::PrivateKey::from_bytes(*node_key)
+        .public_key()
+        .as_bytes();
+    let device = wg_device::start(&wg_device::Options {
+        ifname: opts.interface.clone(),
+        socket_dir: PathBuf::from("/var/run/wireguard"),
+    })
+    .map_err(|e| format!("interface {}: {e}", opts.interface))?;
+    let private = Zeroizing::new(format!("private_key={}", hex::encode(*node_key)));
+    let port = format!("listen_port={}", opts.listen_port);
+    device
+        .set([private.as_str(), port.as_str()])
+        .map_err(|e| format!("configuring the device: {e}"))?;
+    let device = Arc::new(device);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let saved = state.saved()?;
+    let (events_tx, events_rx) = mpsc::channel(64);
+    let seed = u64::from_le_bytes(machine_key[..8].try_into().unwrap_or_default())
+        ^ u64::from(std::process::id());
+    let mut daemon = Daemon {
+        auth_key: opts.auth_key.clone(),
+        opts,
+        state,
+        device: device.clone(),
+        machine_key,
+        node_public,
+        saved,
+        lifecycle: Lifecycle::new(seed),
+        mesh: Mesh::default(),
+        mesh_controller: None,
+        address: None,
+        endpoints: Vec::new(),
+        generation: 0,
+        conn: None,
+        events_tx,
+        waiting: Vec::new(),
+    };
+    runtime.block_on(daemon.run(events_rx))
+}
+
+impl Daemon {
+    async fn run(&mut self, mut events: mpsc::Receiver<(u64, ControlEvent)>) -> Result<(), String> {
+        let socket = &self.opts.socket.clone();
+        if local_api::call(socket, "status", &[])
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            return Err(format!(
+                "{} is served by a running daemon",
+                socket.display()
+            ));
+        }
+        let _ = std::fs::remove_file(socket);
+        if let Some(dir) = socket.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let listener = tokio::net::UnixListener::bind(socket)
+            .map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
+        std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        let (api_tx, mut api_rx) = mpsc::channel(16);
+        tokio::spawn(local_api::serve(listener, api_tx));
+        let (dead_tx, mut dead_rx) = oneshot::channel::<String>();
+        let device = self.device.clone();
+        std::thread::spawn(move || {
+            let _ = dead_tx.send(device.wait());
+        });
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let mut endpoint_check = tokio::time::interval(ENDPOINT_CHECK);
+
+        self.restore_from_cache();
+        if self.saved.up {
+            self.lifecycle.handle(std::time::Instant::now(), Input::Up);
+        }
+        info!(interface = %self.opts.interface, socket = %socket.display(), "cvlan-agent running");
+        let reason = loop {
+            self.act();
+            let retry = self
+                .lifecycle
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
+            tokio::select! {
+                Some((generation, event)) = events.recv() => {
+                    if generation == self.generation {
+                        self.on_control(event);
+                    }
+                }
+                Some((req, reply)) = api_rx.recv() => self.on_request(req, reply),
+                _ = async { tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)).await }, if retry.is_some() => {
+                    self.lifecycle.handle_timeout(std::time::Instant::now());
+                }
+                _ = endpoint_check.tick() => self.refresh_endpoints(),
+                r = &mut dead_rx => break r.unwrap_or_else(|_| "device stopped".into()),
+                _ = term.recv() => break "SIGTERM".to_string(),
+                _ = tokio::signal::ctrl_c() => break "SIGINT".to_string(),
+            }
+        };
+        info!(%reason, "cvlan-agent stopping");
+        if let Some(c) = self.conn.take() {
+            c.task.abort();
+        }
+        let _ = std::fs::remove_file(socket);
+        self.device.stop();
+        Ok(())
+    }
+
+    /// Carries out the lifecycle's actions and answers waiting `up`s.
+    fn act(&mut self) {
+        while let Some(action) = self.lifecycle.poll_action() {
+            match action {
+                Action::Connect => self.connect(),
+                Action::Disconnect => {
+                    if let Some(c) = self.conn.take() {
+                        c.task.abort();
+                    }
+                    self.generation += 1;
+                }
+            }
+        }
+        let reply = match self.lifecycle.phase() {
+            Phase::Running => Some(Reply::ok(self.summary())),
+            Phase::Disconnected => Some(Reply::error(
+                self.lifecycle
+                    .last_error()
+                    .unwrap_or("disconnected")
+                    .to_string(),
+            )),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            for w in self.waiting.drain(..) {
+                let _ = w.send(reply.clone());
+            }
+        }
+    }
+
+    fn summary(&self) -> String {
+        match (&self.mesh.me, self.address) {
+            (Some(me), Some((a, len))) => format!(
+                "{} is up as {a}/{len}, {} peers\n",
+                me.name,
+                self.mesh.peers.len()
+            ),
+            _ => "up\n".into(),
+        }
+    }
+
+    fn controller_key(&self) -> Option<[u8; 32]> {
+        self.saved
+            .controller_key
+            .as_deref()
+            .and_then(|k| hex_key(k).ok())
+    }
+
+    fn connect(&mut self) {
+        if let Some(c) = self.conn.take() {
+            c.task.abort();
+        }
+        self.generation += 1;
+        let (Some(controller), Some(controller_key)) =
+            (self.saved.controller.clone(), self.controller_key())
+        else {
+            self.lifecycle.handle(
+                std::time::Instant::now(),
+                Input::Refused("no controller configured".into()),
+            );
+            return;
+        };
+        self.endpoints = self.local_endpoints();
+        let same_network = self.mesh_controller == Some(controller_key);
+        let hello = ClientHello {
+            protocol_version: PROTOCOL_VERSION,
+            node_key: self.node_public.to_vec(),
+            hostname: self.saved.hostname.clone().unwrap_or_else(hostname),
+            auth_key: self
+                .auth_key
+                .as_ref()
+                .map(|k| k.to_string())
+                .unwrap_or_default(),
+            endpoints: self.endpoints.iter().map(|&e| Endpoint::from(e)).collect(),
+            map_version: if same_network { self.mesh.version } else { 0 },
+        };
+        let params = ConnectParams {
+            controller,
+            controller_key,
+            machine_key: self.machine_key.clone(),
+            hello,
+        };
+        let (out_tx, out_rx) = mpsc::channel(8);
+        let task = tokio::spawn(control_client::run(
+            params,
+            self.generation,
+            self.events_tx.clone(),
+            out_rx,
+        ));
+        self.conn = Some(Connection {
+            task,
+            outgoing: out_tx,
+        });
+    }
+
+    fn on_control(&mut self, event: ControlEvent) {
+        let now = std::time::Instant::now();
+        match event {
+            ControlEvent::Registered(r) => {
+                self.auth_key = None; // registered: the key is not needed again
+                let controller_key = self.controller_key();
+                if self.mesh_controller != controller_key {
+                    // Another network: start from an empty map.
+                    self.apply_changes(
+                        &self
+                            .mesh
+                            .peers
+                            .values()
+                            .cloned()
+                            .map(Change::Remove)
+                            .collect::<Vec<_>>(),
+                    );
+                    self.mesh = Mesh::default();
+                    self.mesh_controller = controller_key;
+                }
+                self.set_address(&r);
+                info!(name = %r.name, node = r.node_id, "registered");
+                self.mesh.me = Some(r);
+                self.lifecycle.handle(now, Input::Registered);
+            }
+            ControlEvent::Map(update) => match self.mesh.apply(&update) {
+                Ok((changes, invalid)) => {
+                    if invalid > 0 {
+                        warn!(invalid, "peers with unusable keys or addresses left out");
+                    }
+                    self.apply_changes(&changes);
+                    self.save_cache();
+                    self.lifecycle.handle(now, Input::MapApplied);
+                }
+                Err(e) => {
+                    warn!(error = %e, "map out of sequence, asking for a full one");
+                    self.mesh.version = 0;
+                    self.lifecycle.handle(now, Input::Lost(e.to_string()));
+                }
+            },
+            ControlEvent::Refused(r) => {
+                let reason =
+                    RefusedReason::try_from(r.reason).unwrap_or(RefusedReason::Unspecified);
+                let text = format!(
+                    "controller refused: {} ({})",
+                    r.message,
+                    reason.as_str_name()
+                );
+                warn!("{text}");
+                match reason {
+                    RefusedReason::Internal | RefusedReason::Unspecified => {
+                        self.lifecycle.handle(now, Input::Lost(text));
+                    }
+                    RefusedReason::NodeRemoved => {
+                        self.forget_network();
+                        self.lifecycle.handle(now, Input::Refused(text));
+                    }
+                    _ => self.lifecycle.handle(now, Input::Refused(text)),
+                }
+            }
+            ControlEvent::Lost(why) => {
+                info!(reason = %why, "control connection lost");
+                self.lifecycle.handle(now, Input::Lost(why));
+            }
+        }
+    }
+
+    /// Drops every peer and the cached map (the node was removed).
+    fn forget_network(&mut self) {
+        let removals: Vec<Change> = self
+            .mesh
+            .peers
+            .values()
+            .cloned()
+            .map(Change::Remove)
+            .collect();
+        self.apply_changes(&removals);
+        self.mesh = Mesh::default();
+        self.state.forget_map();
+    }
+
+    fn apply_changes(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let text = uapi_lines(changes);
+        if let Err(e) = self.device.set(text.lines()) {
+            warn!(error = %e, "device refused peer configuration");
+        }
+        for c in changes {
+            match c {
+                Change::Add(p) => info!(peer = %p.name, address = %p.address, "peer added"),
+                Change::Update { new, .. } => info!(peer = %new.name, "peer updated"),
+                Change::Remove(p) => info!(peer = %p.name, "peer removed"),
+            }
+        }
+    }
+
+    fn set_address(&mut self, r: &proto_control::messages::Registered) {
+        let Some(IpAddr::V4(a)) = ip_from_bytes(&r.address) else {
+            warn!("controller gave no IPv4 address");
+            return;
+        };
+        let len = u8::try_from(r.prefix_len).unwrap_or(32).min(32);
+        if self.address == Some((a, len)) {
+            return;
+        }
+        let tun = self.device.tun();
+        match tun.set_ipv4(a, len).and_then(|()| tun.set_up(true)) {
+            Ok(()) => {
+                info!(address = %a, prefix_len = len, "overlay address set");
+                self.address = Some((a, len));
+            }
+            Err(e) => warn!(error = %e, "could not set the overlay address"),
+        }
+    }
+
+    fn save_cache(&self) {
+        let cache = CachedMap {
+            registered: self.mesh.me.clone(),
+            map: Some(self.mesh.as_full_update()),
+            controller_key: self.mesh_controller.map(|k| k.to_vec()).unwrap_or_default(),
+        };
+        if let Err(e) = self.state.save_map(&cache) {
+            warn!(error = %e, "could not cache the map");
+        }
+    }
+
+    /// A restarted node brings its tunnels back from the last map at once,
+    /// before (or without) reaching the controller.
+    fn restore_from_cache(&mut self) {
+        if !self.saved.up {
+            return;
+        }
+        let Some(cache) = self.state.cached_map() else {
+            return;
+        };
+        let (Some(me), Some(map)) = (cache.registered, cache.map) else {
+            return;
+        };
+        if key32(&cache.controller_key) != self.controller_key() {
+            return;
+        }
+        self.mesh_controller = key32(&cache.controller_key);
+        self.set_address(&me);
+        self.mesh.me = Some(me);
+        if let Ok((changes, _)) = self.mesh.apply(&map) {
+            info!(
+                peers = changes.len(),
+                version = map.version,
+                "restored the cached map"
+            );
+            self.apply_changes(&changes);
+        }
+    }
+
+    /// Local addresses and the listening port: the route toward the
+    /// controller first, then every other address that is up.
+    fn local_endpoints(&self) -> Vec<SocketAddr> {
+        let port = self.device.listen_port().unwrap_or(self.opts.listen_port);
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let controller_ip = self
+            .saved
+            .controller
+            .as_deref()
+            .and_then(|c| controller_address(c).ok())
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        if let Some(c) = controller_ip {
+            let any: SocketAddr = if c.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            if let Ok(s) = std::net::UdpSocket::bind(any) {
+                if s.connect(c).is_ok() {
+                    if let Ok(local) = s.local_addr() {
+                        if !local.ip().is_loopback() {
+                            ips.push(local.ip());
+                        }
+                    }
+                }
+            }
+        }
+        let overlay = self.address;
+        for a in netstack::ifaddrs::local_addresses().unwrap_or_default() {
+            let in_overlay = match (a.ip, overlay) {
+                (IpAddr::V4(ip), Some((net, len))) => {
+                    len > 0 && (u32::from(ip) ^ u32::from(net)) >> (32 - u32::from(len)) == 0
+                }
+                _ => false,
+            };
+            let link_local = matches!(a.ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+            if a.loopback
+                || link_local
+                || in_overlay
+                || a.interface == self.opts.interface
+                || ips.contains(&a.ip)
+            {
+                continue;
+            }
+            ips.push(a.ip);
+        }
+        ips.truncate(proto_control::messages::MAX_ENDPOINTS);
+        ips.into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect()
+    }
+
+    fn refresh_endpoints(&mut self) {
+        if self.lifecycle.phase() != Phase::Running {
+            return;
+        }
+        let now = self.local_endpoints();
+        if now != self.endpoints {
+            info!(endpoints = ?now, "local addresses changed");
+            self.endpoints = now.clone();
+            if let Some(c) = &self.conn {
+                let body = ClientBody::Endpoints(UpdateEndpoints {
+                    endpoints: now.into_iter().map(Endpoint::from).collect(),
+                });
+                let _ = c.outgoing.try_send(body);
+            }
+        }
+    }
+
+    fn on_request(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
+        let answer = match req.command.as_str() {
+            "up" => match self.up(&req) {
+                Ok(()) => {
+                    self.waiting.push(reply);
+                    return;
+                }
+                Err(e) => Reply::error(e),
+            },
+            "down" => self.down(),
+            "status" => Reply::ok(self.status()),
+            "peers" => Reply::ok(crate::report::peers(&self.mesh, &self.device.get())),
+            "routes" => Reply::ok(crate::report::routes(
+                &self.mesh,
+                self.address,
+                &self.opts.interface,
+            )),
+            other => Reply::error(format!("unknown command {other:?}")),
+        };
+        let _ = reply.send(answer);
+    }
+
+    fn up(&mut self, req: &Request) -> Result<(), String> {
+        let mut next = self.saved.clone();
+        let pick = |given: Option<&str>, saved: &Option<String>, default: &Option<String>| {
+            given
+                .map(str::to_string)
+                .or_else(|| saved.clone())
+                .or_else(|| default.clone())
+        };
+        next.controller = pick(
+            req.param("controller"),
+            &self.saved.controller,
+            &self.opts.defaults.controller,
+        );
+        next.controller_key = pick(
+            req.param("controller_key"),
+            &self.saved.controller_key,
+            &self.opts.defaults.controller_key,
+        );
+        next.hostname = pick(
+            req.param("hostname"),
+            &self.saved.hostname,
+            &self.opts.defaults.hostname,
+        );
+        let Some(controller) = &next.controller else {
+            return Err(
+                "no controller: cvlan-agent up --controller URL --controller-key KEY".into(),
+            );
+        };
+        controller_address(controller)?;
+        let Some(key) = &next.controller_key else {
+            return Err(
+                "no controller key: pass --controller-key (`cvlan-controller key` prints it)"
+                    .into(),
+            );
+        };
+        hex_key(key)?;
+        if let Some(k) = req.param("auth_key") {
+            self.auth_key = Some(Zeroizing::new(k.to_string()));
+        }
+        let changed = next.controller != self.saved.controller
+            || next.controller_key != self.saved.controller_key
+            || next.hostname != self.saved.hostname;
+        next.up = true;
+        self.state.save(&next)?;
+        self.saved = next;
+        let now = std::time::Instant::now();
+        if changed || req.param("auth_key").is_some() {
+            // New settings take effect on a fresh connection.
+            self.lifecycle.handle(now, Input::Down);
+        }
+        self.lifecycle.handle(now, Input::Up);
+        Ok(())
+    }
+
+    fn down(&mut self) -> Reply {
+        self.lifecycle
+            .handle(std::time::Instant::now(), Input::Down);
+        let removals: Vec<Change> = self
+            .mesh
+            .peers
+            .values()
+            .cloned()
+            .map(Change::Remove)
+            .collect();
+        self.apply_changes(&removals);
+        // Keep the registration and cache: `up` brings the same node back.
+        self.mesh.peers.clear();
+        self.mesh.version = 0;
+        if let Err(e) = self.device.tun().set_up(false) {
+            warn!(error = %e, "could not set the interface down");
+        }
+        self.address = None;
+        self.saved.up = false;
+        if let Err(e) = self.state.save(&self.saved) {
+            return Reply::error(e);
+        }
+        Reply::ok("down\n")
+    }
+
+    fn status(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "state:       {}", self.lifecycle.phase().as_str());
+        if let (Some(me), Some((a, len))) = (&self.mesh.me, self.address) {
+            let _ = writeln!(
+                out,
+                "node:        {} (id {}), {a}/{len}",
+                me.name, me.node_id
+            );
+        }
+        let _ = writeln!(
+            out,
+            "controller:  {}",
+            self.saved.controller.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(
+            out,
+            "interface:   {} (UDP port {})",
+            self.opts.interface,
+            self.device.listen_port().unwrap_or(0)
+        );
+        let _ = writeln!(out, "map version: {}", self.mesh.version);
+        let _ = writeln!(out, "peers:       {}", self.mesh.peers.len());
+        if let Some(e) = self.lifecycle.last_error() {
+            let _ = writeln!(out, "last error:  {e}");
+        }
+        if let Some(at) = self.lifecycle.retry_at() {
+            let secs = at
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs_f32();
+            let _ = writeln!(out, "retry in:    {secs:.1}s");
+        }
+        out
+    }
+}

@@ -1,0 +1,266 @@
+//! The node's view of the network: its own registration and its peers, as
+//! the controller's map says. Applying a map (full or delta) yields the
+//! exact changes, and those become UAPI `set` lines for the WireGuard
+//! device, so a new map never disturbs tunnels to peers that did not change.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use proto_control::messages::{key32, MapUpdate, Peer, Registered};
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MapError {
+    #[error("delta from version {base} does not follow our version {have}")]
+    Gap { base: u64, have: u64 },
+}
+
+/// A peer as the device is configured for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshPeer {
+    pub node_id: u64,
+    pub name: String,
+    pub node_key: [u8; 32],
+    pub address: Ipv4Addr,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl MeshPeer {
+    /// A peer from the map, if its key and address are usable.
+    pub fn from_wire(p: &Peer) -> Option<Self> {
+        Some(Self {
+            node_id: p.node_id,
+            name: p.name.clone(),
+            node_key: key32(&p.node_key)?,
+            address: Ipv4Addr::from(<[u8; 4]>::try_from(p.address.as_slice()).ok()?),
+            endpoints: p.endpoints.iter().filter_map(|e| e.socket_addr()).collect(),
+        })
+    }
+
+    pub fn to_wire(&self) -> Peer {
+        Peer {
+            node_id: self.node_id,
+            name: self.name.clone(),
+            node_key: self.node_key.to_vec(),
+            address: self.address.octets().to_vec(),
+            endpoints: self.endpoints.iter().map(|&a| a.into()).collect(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Where to send: the first endpoint the peer reported (it reports its
+    /// route toward the controller first). NAT traversal picks better ones
+    /// in a later version.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.endpoints.first().copied()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Add(MeshPeer),
+    Update { old: MeshPeer, new: MeshPeer },
+    Remove(MeshPeer),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Mesh {
+    pub me: Option<Registered>,
+    pub version: u64,
+    pub peers: BTreeMap<u64, MeshPeer>,
+}
+
+impl Mesh {
+    /// Applies a complete update. Peers with unusable keys or addresses
+    /// are left out (counted in the second value), never fatal.
+    pub fn apply(&mut self, update: &MapUpdate) -> Result<(Vec<Change>, usize), MapError> {
+        if !update.full && update.base_version != self.version {
+            return Err(MapError::Gap {
+                base: update.base_version,
+                have: self.version,
+            });
+        }
+        let mut invalid = 0;
+        let mut next = if update.full {
+            BTreeMap::new()
+        } else {
+            self.peers.clone()
+        };
+        for id in &update.removed {
+            next.remove(id);
+        }
+        for p in &update.upserts {
+            match MeshPeer::from_wire(p) {
+                Some(peer) => {
+                    next.insert(peer.node_id, peer);
+                }
+                None => {
+                    invalid += 1;
+                    next.remove(&p.node_id);
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (id, old) in &self.peers {
+            match next.get(id) {
+                None => changes.push(Change::Remove(old.clone())),
+                Some(new) if new != old => changes.push(Change::Update {
+                    old: old.clone(),
+                    new: new.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (id, new) in &next {
+            if !self.peers.contains_key(id) {
+                changes.push(Change::Add(new.clone()));
+            }
+        }
+        self.peers = next;
+        self.version = update.version;
+        Ok((changes, invalid))
+    }
+
+    /// The whole map as one full update (for the cache on disk).
+    pub fn as_full_update(&self) -> MapUpdate {
+        MapUpdate {
+            version: self.version,
+            full: true,
+            upserts: self.peers.values().map(MeshPeer::to_wire).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+fn configure_peer(out: &mut String, p: &MeshPeer) {
+    let _ = writeln!(out, "public_key={}", hex::encode(p.node_key));
+    let _ = writeln!(out, "replace_allowed_ips=true");
+    let _ = writeln!(out, "allowed_ip={}/32", p.address);
+    if let Some(e) = p.endpoint() {
+        let _ = writeln!(out, "endpoint={e}");
+    }
+    // Keeps NAT mappings open, and (being new to the device) sends a
+    // keepalive at once: a restarted node handshakes with every peer
+    // right away instead of waiting for the peers' rekey timeout.
+    let _ = writeln!(out, "persistent_keepalive_interval={PERSISTENT_KEEPALIVE}");
+}
+
+/// Seconds, as WireGuard's own recommendation for peers behind NAT.
+const PERSISTENT_KEEPALIVE: u16 = 25;
+
+fn remove_peer(out: &mut String, key: &[u8; 32]) {
+    let _ = writeln!(out, "public_key={}", hex::encode(key));
+    let _ = writeln!(out, "remove=true");
+}
+
+/// UAPI `set` lines that carry `changes` out on the device. A peer whose
+/// key rotated is removed under its old key and added under the new one.
+pub fn uapi_lines(changes: &[Change]) -> String {
+    let mut out = String::new();
+    for c in changes {
+        match c {
+            Change::Add(p) => configure_peer(&mut out, p),
+            Change::Remove(p) => remove_peer(&mut out, &p.node_key),
+            Change::Update { old, new } => {
+                if old.node_key != new.node_key {
+                    remove_peer(&mut out, &old.node_key);
+                }
+                configure_peer(&mut out, new);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto_control::messages::Endpoint;
+
+    fn peer(id: u64, key: u8) -> Peer {
+        Peer {
+            node_id: id,
+            name: format!("n{id}"),
+            node_key: vec![key; 32],
+            address: vec![100, 64, 0, id as u8],
+            endpoints: vec![Endpoint::from(SocketAddr::from((
+                [10, 0, 0, id as u8],
+                41641,
+            )))],
+            tags: vec![],
+        }
+    }
+
+    fn full(version: u64, peers: Vec<Peer>) -> MapUpdate {
+        MapUpdate {
+            version,
+            full: true,
+            upserts: peers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_full_map_after_another_changes_only_what_differs() {
+        let mut m = Mesh::default();
+        let (c, _) = m.apply(&full(5, vec![peer(1, 1), peer(2, 2)])).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|c| matches!(c, Change::Add(_))));
+        // Same map again (a reconnect to a restarted controller): nothing to do.
+        let (c, _) = m.apply(&full(5, vec![peer(2, 2), peer(1, 1)])).unwrap();
+        assert!(c.is_empty(), "{c:?}");
+        let (c, _) = m.apply(&full(6, vec![peer(1, 1), peer(3, 3)])).unwrap();
+        assert_eq!(c.len(), 2);
+        assert!(matches!(&c[0], Change::Remove(p) if p.node_id == 2));
+        assert!(matches!(&c[1], Change::Add(p) if p.node_id == 3));
+    }
+
+    #[test]
+    fn deltas_apply_in_order_and_gaps_are_refused() {
+        let mut m = Mesh::default();
+        m.apply(&full(5, vec![peer(1, 1), peer(2, 2)])).unwrap();
+        let delta = MapUpdate {
+            version: 7,
+            base_version: 5,
+            upserts: vec![peer(1, 9)],
+            removed: vec![2],
+            ..Default::default()
+        };
+        let (c, _) = m.apply(&delta).unwrap();
+        assert_eq!(c.len(), 2);
+        let text = uapi_lines(&c);
+        let key = |b: u8| hex::encode([b; 32]);
+        assert_eq!(
+            text,
+            format!(
+                "public_key={}\nremove=true\npublic_key={}\nreplace_allowed_ips=true\nallowed_ip=100.64.0.1/32\nendpoint=10.0.0.1:41641\npersistent_keepalive_interval=25\npublic_key={}\nremove=true\n",
+                key(1),
+                key(9),
+                key(2)
+            )
+        );
+        assert_eq!(m.version, 7);
+        let stale = MapUpdate {
+            version: 9,
+            base_version: 8,
+            ..Default::default()
+        };
+        assert_eq!(m.apply(&stale), Err(MapError::Gap { base: 8, have: 7 }));
+        assert_eq!(m.version, 7, "a refused delta changes nothing");
+    }
+
+    #[test]
+    fn unusable_peers_are_skipped_not_fatal() {
+        let mut m = Mesh::default();
+        let mut bad = peer(2, 2);
+        bad.node_key.pop();
+        let (c, invalid) = m.apply(&full(1, vec![peer(1, 1), bad])).unwrap();
+        assert_eq!((c.len(), invalid), (1, 1));
+        let cached = m.as_full_update();
+        let mut again = Mesh::default();
+        again.apply(&cached).unwrap();
+        assert_eq!(again.peers, m.peers);
+    }
+}
