@@ -100,7 +100,7 @@ pub async fn run(
             let _ = events.send((generation, e)).await;
         }
     };
-    let reason = match session(&params, &mut outgoing, |e| send(e)).await {
+    let reason = match session(&params, &mut outgoing, &send).await {
         Ok(()) => "connection closed by the controller".to_string(),
         Err(e) => e,
     };
@@ -139,6 +139,10 @@ where
         tokio::select! {
             read = stream.read(&mut buf) => {
                 let n = read.map_err(|e| format!("reading from controller: {e}"))?;
+                if n == 0 && !ch.is_open() {
+                    // The controller drops a handshake it cannot decrypt.
+                    return Err("the controller closed the connection during the Noise handshake (wrong controller key?)".into());
+                }
                 if n == 0 {
                     return Ok(());
                 }

@@ -220,6 +220,12 @@ impl Daemon {
                     .unwrap_or("disconnected")
                     .to_string(),
             )),
+            // The first attempt failed: tell the user now rather than let
+            // `up` hang; the daemon keeps trying in the background.
+            Phase::Reconnecting => Some(Reply::error(format!(
+                "not connected: {} (the daemon keeps retrying; see `cvlan-agent status`)",
+                self.lifecycle.last_error().unwrap_or("connection failed")
+            ))),
             _ => None,
         };
         if let Some(reply) = reply {

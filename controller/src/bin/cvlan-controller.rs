@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use clap::{Parser, Subcommand};
 use controller::admin::{self, AdminCommand};
 use controller::ipam::Ipv4Prefix;
-use controller::registry::Registry;
+use controller::registry::{Registry, RegistryError};
+use controller::store::StoreError;
 use tracing::info;
 use zeroize::Zeroizing;
 
@@ -62,10 +63,27 @@ fn controller_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
     .map_err(|e| format!("controller key {}: {e}", path.display()))
 }
 
+/// Opens the registry; an admin command holding the database for a moment
+/// (run while no server was up) is waited for, not treated as fatal.
+fn open_waiting(db: &Path, prefix: Option<Ipv4Prefix>) -> Result<Registry, String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Registry::open(db, prefix) {
+            Ok(r) => return Ok(r),
+            Err(RegistryError::Store(StoreError::InUse(_)))
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
 fn serve(dir: &Path, listen: SocketAddr, prefix: Option<Ipv4Prefix>) -> Result<(), String> {
     let key = controller_key(dir)?;
     let (db, _, admin_sock) = paths(dir);
-    let registry = Registry::open(&db, prefix).map_err(|e| e.to_string())?;
+    let registry = open_waiting(&db, prefix)?;
     let prefix = registry.prefix();
     let registry = Arc::new(Mutex::new(registry));
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1,0 +1,546 @@
+//! The whole control plane end to end: `cvlan-controller` and several
+//! `cvlan-agent`s, each in its own network namespace on one bridge.
+//!
+//! Needs root and iproute2 (namespaces, veth, bridge, TUN); `#[ignore]`d
+//! with that reason and run by CI with `--include-ignored`. Uses the
+//! `cvlan-controller` binary next to `cvlan-agent` in the target directory
+//! (`cargo test --workspace` builds it; `cargo build -p controller` does too).
+
+mod lab;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use lab::{require, run, transfer};
+
+static NEXT_MESH: AtomicU32 = AtomicU32::new(0);
+
+fn agent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cvlan-agent")
+}
+
+fn controller_bin() -> PathBuf {
+    let bin = Path::new(agent_bin()).with_file_name("cvlan-controller");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p controller` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+struct Agent {
+    ns: String,
+    dir: PathBuf,
+    iface: String,
+    child: Option<Child>,
+}
+
+/// A bridge, a controller and agents, all torn down on drop.
+struct Mesh {
+    tag: String,
+    dir: PathBuf,
+    namespaces: Vec<String>,
+    controller: Option<Child>,
+    agents: Vec<(String, Agent)>,
+    controller_key: String,
+    auth_key: String,
+}
+
+const CONTROLLER_IP: &str = "10.150.0.1";
+
+impl Mesh {
+    fn new() -> Self {
+        require(&["ip", "ping"]);
+        let n = NEXT_MESH.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("cvlan-mesh-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mesh dir");
+        let mut mesh = Self {
+            namespaces: Vec::new(),
+            dir,
+            controller: None,
+            agents: Vec::new(),
+            controller_key: String::new(),
+            auth_key: String::new(),
+            tag,
+        };
+        let br = mesh.add_ns("br");
+        run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        let ctl = mesh.attach("ctl", CONTROLLER_IP);
+        let _ = ctl;
+        mesh.start_controller();
+        mesh.controller_key = mesh.ctl(&["key"]).expect("key").trim().to_string();
+        mesh.auth_key = mesh
+            .ctl(&["keys", "create", "--reusable", "--expires", "1h"])
+            .expect("auth key")
+            .trim()
+            .to_string();
+        mesh
+    }
+
+    fn add_ns(&mut self, role: &str) -> String {
+        let ns = format!("cvm{}{role}", self.tag);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        run(&["ip", "netns", "add", &ns]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        self.namespaces.push(ns.clone());
+        ns
+    }
+
+    /// A namespace for `role` with a veth into the bridge at `ip`/24.
+    fn attach(&mut self, role: &str, ip: &str) -> String {
+        let ns = self.add_ns(role);
+        let br = &self.namespaces[0];
+        let outer = format!("cvm{}{role}", self.tag);
+        let outer = &outer[..outer.len().min(15)];
+        run(&[
+            "ip", "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        run(&["ip", "link", "set", outer, "netns", br]);
+        run(&["ip", "-n", br, "link", "set", outer, "master", "br0", "up"]);
+        run(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip}/24"),
+            "dev",
+            "eth0",
+        ]);
+        run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        ns
+    }
+
+    fn ctl_dir(&self) -> PathBuf {
+        self.dir.join("controller")
+    }
+
+    fn start_controller(&mut self) {
+        // A killed controller leaves its socket file behind.
+        let _ = std::fs::remove_file(self.ctl_dir().join("admin.sock"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("controller.log"))
+            .expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.namespaces[1]])
+            .arg(controller_bin())
+            .arg("--state-dir")
+            .arg(self.ctl_dir())
+            .args(["serve", "--listen", &format!("{CONTROLLER_IP}:7443")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn controller");
+        self.controller = Some(child);
+        // Serving once the controller answers admin commands.
+        wait_for(Duration::from_secs(10), "controller up", || {
+            self.ctl_dir().join("admin.sock").exists() && self.ctl(&["nodes", "list"]).is_ok()
+        });
+    }
+
+    fn kill_controller(&mut self) {
+        if let Some(mut c) = self.controller.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let mut cmd = Command::new(controller_bin());
+        cmd.arg("--state-dir").arg(self.ctl_dir()).args(args);
+        output(cmd)
+    }
+
+    fn agent(&self, name: &str) -> &Agent {
+        &self
+            .agents
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("agent")
+            .1
+    }
+
+    fn agent_mut(&mut self, name: &str) -> &mut Agent {
+        &mut self
+            .agents
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("agent")
+            .1
+    }
+
+    /// A namespace and a running daemon for `name` (not joined yet).
+    fn add_agent(&mut self, name: &str) {
+        let ip = format!("10.150.0.{}", 10 + self.agents.len());
+        let ns = self.attach(name, &ip);
+        let agent = Agent {
+            ns,
+            dir: self.dir.join(name),
+            iface: format!("cvm{}{name}", self.tag).chars().take(15).collect(),
+            child: None,
+        };
+        self.agents.push((name.to_string(), agent));
+        self.start_daemon(name);
+    }
+
+    fn start_daemon(&mut self, name: &str) {
+        let a = self.agent(name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &a.ns, agent_bin()])
+            .arg("--state-dir")
+            .arg(&a.dir)
+            .arg("--socket")
+            .arg(a.dir.join("agent.sock"))
+            .args(["--interface", &a.iface, "daemon"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn agent");
+        self.agent_mut(name).child = Some(child);
+        wait_for(Duration::from_secs(10), "agent daemon up", || {
+            self.cli(name, &["status"]).is_ok()
+        });
+    }
+
+    /// Stops an agent the way a service manager does (SIGTERM).
+    fn stop_daemon(&mut self, name: &str) {
+        if let Some(mut c) = self.agent_mut(name).child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .output();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn cli(&self, name: &str, args: &[&str]) -> Result<String, String> {
+        let a = self.agent(name);
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &a.ns, agent_bin()])
+            .arg("--socket")
+            .arg(a.dir.join("agent.sock"))
+            .args(args);
+        output(cmd)
+    }
+
+    fn up(&self, name: &str) -> Result<String, String> {
+        self.up_with(name, &self.controller_key, &self.auth_key)
+    }
+
+    fn up_with(&self, name: &str, controller_key: &str, auth_key: &str) -> Result<String, String> {
+        let controller = format!("http://{CONTROLLER_IP}:7443");
+        self.cli(
+            name,
+            &[
+                "up",
+                "--controller",
+                &controller,
+                "--controller-key",
+                controller_key,
+                "--auth-key",
+                auth_key,
+                "--hostname",
+                name,
+            ],
+        )
+    }
+
+    /// The overlay address `name` reports.
+    fn overlay(&self, name: &str) -> Ipv4Addr {
+        let status = self.cli(name, &["status"]).expect("status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("node:"))
+            .and_then(|l| l.rsplit(", ").next())
+            .and_then(|a| a.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in status of {name}:\n{status}"))
+    }
+
+    fn ping(&self, from: &str, to: Ipv4Addr) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.agent(from).ns,
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                &to.to_string(),
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for (_, a) in &mut self.agents {
+            if let Some(mut c) = a.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.kill_controller();
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("mesh logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// stdout if the command succeeds, stderr if it fails.
+fn output(mut cmd: Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, veth, bridge, TUN (CI runs it)"]
+fn agents_mesh_through_the_controller_and_survive_restarts() {
+    let mut mesh = Mesh::new();
+    let names = ["alpha", "beta", "gamma"];
+    for n in names {
+        mesh.add_agent(n);
+        let out = mesh
+            .up(n)
+            .unwrap_or_else(|e| panic!("{n} up: {e}\n{}", mesh.log(n)));
+        assert!(out.contains(&format!("{n} is up as 100.64.")), "{out}");
+    }
+    let addr: Vec<Ipv4Addr> = names.iter().map(|n| mesh.overlay(n)).collect();
+    assert!(
+        addr[0] != addr[1] && addr[1] != addr[2] && addr[0] != addr[2],
+        "{addr:?}"
+    );
+
+    // Everyone reaches everyone by overlay address.
+    for (i, from) in names.iter().enumerate() {
+        for (j, to) in addr.iter().enumerate() {
+            if i != j {
+                wait_for(Duration::from_secs(5), &format!("{from} -> {to}"), || {
+                    mesh.ping(from, *to)
+                });
+            }
+        }
+    }
+    // 10 MiB byte for byte through the mesh.
+    let dst = SocketAddr::from((addr[1], 5201));
+    let mbps = transfer(
+        mesh.agent("alpha").ns.clone(),
+        mesh.agent("beta").ns.clone(),
+        dst,
+        10 << 20,
+    );
+    eprintln!("alpha -> beta: 10 MiB at {mbps:.0} Mbit/s");
+
+    // A new node: every other node reaches it within 1 s of joining.
+    mesh.add_agent("delta");
+    let joined = Instant::now();
+    mesh.up("delta").expect("delta up");
+    let delta = mesh.overlay("delta");
+    for from in names {
+        wait_for(
+            Duration::from_secs(1).saturating_sub(joined.elapsed()),
+            &format!("{from} reaching the new node"),
+            || mesh.ping(from, delta),
+        );
+    }
+    eprintln!(
+        "new node reachable from all within {:?} of `up`",
+        joined.elapsed()
+    );
+
+    // A removed node: cut off at the next delta, and told so.
+    mesh.ctl(&["nodes", "remove", "gamma"]).expect("remove");
+    let removed = Instant::now();
+    for from in ["alpha", "beta", "delta"] {
+        wait_for(
+            Duration::from_secs(1).saturating_sub(removed.elapsed()),
+            &format!("{from} dropping gamma"),
+            || !mesh.cli(from, &["peers"]).expect("peers").contains("gamma"),
+        );
+    }
+    eprintln!("removal applied everywhere within {:?}", removed.elapsed());
+    for from in ["alpha", "beta", "delta"] {
+        assert!(
+            !mesh.ping(from, addr[2]),
+            "{from} still reaches removed gamma"
+        );
+    }
+    wait_for(Duration::from_secs(2), "gamma told it was removed", || {
+        mesh.cli("gamma", &["status"])
+            .is_ok_and(|s| s.contains("disconnected") && s.contains("removed"))
+    });
+    assert!(
+        !mesh.ping("gamma", addr[0]),
+        "removed gamma still reaches alpha"
+    );
+
+    // The controller dies: tunnels keep carrying traffic, and an agent
+    // restarted meanwhile comes back from its cached map.
+    let before_nodes = mesh.ctl(&["nodes", "list"]).expect("nodes");
+    mesh.kill_controller();
+    let pinger = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.agent("alpha").ns,
+            "ping",
+            "-c",
+            "30",
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            &addr[1].to_string(),
+        ])
+        .output()
+        .expect("ping");
+    let summary = String::from_utf8_lossy(&pinger.stdout).into_owned();
+    assert!(
+        summary.contains(" 0% packet loss"),
+        "traffic lost while the controller was down:\n{summary}"
+    );
+    mesh.stop_daemon("beta");
+    mesh.start_daemon("beta");
+    assert_eq!(
+        mesh.overlay("beta"),
+        addr[1],
+        "restarted agent keeps its address"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "alpha -> restarted beta, controller down",
+        || mesh.ping("alpha", addr[1]),
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "restarted beta -> delta, controller down",
+        || mesh.ping("beta", delta),
+    );
+
+    // The controller comes back: agents reconnect and deltas flow again.
+    mesh.start_controller();
+    for n in ["alpha", "beta", "delta"] {
+        wait_for(Duration::from_secs(10), &format!("{n} reconnected"), || {
+            mesh.cli(n, &["status"])
+                .is_ok_and(|s| s.contains("state:       running"))
+        });
+    }
+    assert_eq!(
+        mesh.ctl(&["nodes", "list"]).expect("nodes").lines().count(),
+        before_nodes.lines().count(),
+        "nothing lost"
+    );
+    assert_eq!(mesh.overlay("beta"), addr[1]);
+    mesh.ctl(&["nodes", "rename", "beta", "bravo"])
+        .expect("rename");
+    wait_for(Duration::from_secs(1), "rename reaching alpha", || {
+        mesh.cli("alpha", &["peers"])
+            .is_ok_and(|p| p.contains("bravo"))
+    });
+    wait_for(Duration::from_secs(5), "alpha -> beta after all", || {
+        mesh.ping("alpha", addr[1])
+    });
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, veth, bridge, TUN (CI runs it)"]
+fn bad_keys_get_clear_errors_and_disturb_nobody() {
+    let mut mesh = Mesh::new();
+    mesh.add_agent("good");
+    mesh.up("good").expect("good up");
+    let nodes_before = mesh.ctl(&["nodes", "list"]).expect("nodes");
+
+    mesh.add_agent("bad");
+    let e = mesh
+        .up_with(
+            "bad",
+            &mesh.controller_key,
+            "cvlan-auth-0000000000000001-00",
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("auth key not recognised") && e.contains("AUTH_KEY_INVALID"),
+        "{e}"
+    );
+    let wrong_controller = "11".repeat(32);
+    let e = mesh
+        .up_with("bad", &wrong_controller, &mesh.auth_key)
+        .unwrap_err();
+    assert!(e.contains("wrong controller key"), "{e}");
+    let e = mesh.up_with("bad", "not-hex", &mesh.auth_key).unwrap_err();
+    assert!(e.contains("64 hex digits"), "{e}");
+    let single = mesh
+        .ctl(&["keys", "create", "--expires", "1s"])
+        .expect("key");
+    std::thread::sleep(Duration::from_millis(2100));
+    let e = mesh
+        .up_with("bad", &mesh.controller_key, single.trim())
+        .unwrap_err();
+    assert!(e.contains("expired"), "{e}");
+
+    // Nothing changed for the good node or in the database.
+    assert_eq!(
+        mesh.ctl(&["nodes", "list"]).expect("nodes").lines().count(),
+        nodes_before.lines().count()
+    );
+    assert!(mesh
+        .cli("good", &["status"])
+        .expect("status")
+        .contains("state:       running"));
+
+    // With a right key the same machine joins.
+    let out = mesh.up("bad").expect("bad joins with a good key");
+    assert!(out.contains("is up as"), "{out}");
+    let good = mesh.overlay("good");
+    wait_for(Duration::from_secs(5), "bad -> good", || {
+        mesh.ping("bad", good)
+    });
+}
