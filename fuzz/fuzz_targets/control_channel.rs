@@ -15,12 +15,16 @@ fuzz_target!(|data: &[u8]| {
     assert!(fresh.poll_event().is_none(), "forged handshake accepted");
 
     // A connected server: junk must never yield a message.
-    let mut client = Channel::client(&MACHINE, &public_key(&CONTROLLER), [1; 32], b"hello").expect("client");
+    let mut client =
+        Channel::client(&MACHINE, &public_key(&CONTROLLER), [1; 32], b"hello").expect("client");
     let mut server = Channel::server(&CONTROLLER, [2; 32], b"hi").expect("server");
     while let Some(b) = client.poll_transmit() {
         server.handle_input(&b).expect("genuine handshake");
     }
-    assert!(matches!(server.poll_event(), Some(ChannelEvent::Connected { .. })));
+    assert!(matches!(
+        server.poll_event(),
+        Some(ChannelEvent::Connected { .. })
+    ));
     let _ = server.handle_input(data);
     assert!(server.poll_event().is_none(), "forged message accepted");
 });

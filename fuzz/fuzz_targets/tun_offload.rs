@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
         let n = split(&out[..len], &mut again, 0, &mut lens).expect("resplit");
         assert_eq!(n, run);
         for i in 0..n {
-            assert_eq!(&again[i][..lens[i]], packets[i], "segment {i} changed by the round trip");
+            assert_eq!(
+                &again[i][..lens[i]],
+                packets[i],
+                "segment {i} changed by the round trip"
+            );
         }
     }
 });

@@ -26,7 +26,9 @@ impl Sockets for NoSockets {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let now = Instant::now();
     let mut device = Device::new([0; 32], now, Duration::ZERO);
     let mut sockets = NoSockets(None, 0);
