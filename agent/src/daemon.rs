@@ -534,6 +534,13 @@ impl Daemon {
                 }
                 Err(e) => Reply::error(e),
             },
+            "rotate-key" => match self.rotate_key() {
+                Ok(()) => {
+                    self.waiting.push(reply);
+                    return;
+                }
+                Err(e) => Reply::error(e),
+            },
             "down" => self.down(),
             "status" => Reply::ok(self.status()),
             "peers" => Reply::ok(crate::report::peers(&self.mesh, &self.device.get())),
@@ -545,6 +552,30 @@ impl Daemon {
             other => Reply::error(format!("unknown command {other:?}")),
         };
         let _ = reply.send(answer);
+    }
+
+    /// A new WireGuard key: stored first (so a crash keeps the new one),
+    /// then given to the device, then announced on a fresh connection; the
+    /// controller pushes it to every peer in the next delta.
+    fn rotate_key(&mut self) -> Result<(), String> {
+        if !self.saved.up {
+            return Err("the node is down: `cvlan-agent up` first".into());
+        }
+        let mut fresh = Zeroizing::new([0u8; 32]);
+        getrandom::getrandom(&mut *fresh).map_err(|e| format!("OS randomness: {e}"))?;
+        self.state.store_node_key(&fresh)?;
+        let line = Zeroizing::new(format!("private_key={}", hex::encode(*fresh)));
+        self.device
+            .set([line.as_str()])
+            .map_err(|e| format!("device refused the new key: {e}"))?;
+        self.node_public = *proto_wg::PrivateKey::from_bytes(*fresh)
+            .public_key()
+            .as_bytes();
+        info!(public_key = %hex::encode(self.node_public), "node key rotated");
+        let now = std::time::Instant::now();
+        self.lifecycle.handle(now, Input::Down);
+        self.lifecycle.handle(now, Input::Up);
+        Ok(())
     }
 
     fn up(&mut self, req: &Request) -> Result<(), String> {

@@ -132,6 +132,11 @@ impl StateDir {
         self.key("node.key")
     }
 
+    pub fn store_node_key(&self, key: &[u8; 32]) -> Result<(), String> {
+        let path = self.dir.join("node.key");
+        netstack::keyfile::store(&path, key).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     pub fn saved(&self) -> Result<Saved, String> {
         let path = self.dir.join("settings.toml");
         match std::fs::read_to_string(&path) {

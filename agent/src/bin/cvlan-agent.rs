@@ -53,6 +53,8 @@ enum Cmd {
     },
     /// Disconnects and removes every peer (the node stays registered).
     Down,
+    /// Replaces the node's WireGuard key; peers learn the new one at once.
+    RotateKey,
     Status,
     Peers,
     Routes,
@@ -219,6 +221,7 @@ fn run(cli: &Cli) -> Result<String, String> {
             ask(&r.socket, "up", &params)
         }
         Cmd::Down => ask(&r.socket, "down", &[]),
+        Cmd::RotateKey => ask(&r.socket, "rotate-key", &[]),
         Cmd::Status => ask(&r.socket, "status", &[]),
         Cmd::Peers => ask(&r.socket, "peers", &[]),
         Cmd::Routes => ask(&r.socket, "routes", &[]),
