@@ -28,14 +28,34 @@ use zeroize::Zeroizing;
 
 use crate::registry::Registry;
 
-/// Time allowed for the HTTP head and the Noise handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// A write that takes longer means the node stopped reading.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Nodes ping every 15 s; silence this long means the node is gone.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Open connections at most (each holds a socket and a task).
-const MAX_CONNECTIONS: usize = 65_536;
+/// How long the server waits on a node before dropping it, and how many
+/// it serves at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time allowed for the HTTP head and the Noise handshake.
+    pub handshake: Duration,
+    /// A write that takes longer means the node stopped reading.
+    pub write: Duration,
+    /// Nodes ping every 15 s; silence this long means the node is gone.
+    pub idle: Duration,
+    /// Open connections at most (each holds a socket and a task).
+    pub connections: usize,
+    /// Endpoint updates closer together than this are ignored: each one
+    /// is a database write and a delta to every node.
+    pub endpoint_update_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            handshake: Duration::from_secs(10),
+            write: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            connections: 65_536,
+            endpoint_update_interval: Duration::from_secs(1),
+        }
+    }
+}
 
 pub type SharedRegistry = Arc<Mutex<Registry>>;
 
@@ -91,8 +111,18 @@ pub async fn serve(
     registry: SharedRegistry,
     key: Arc<Zeroizing<[u8; 32]>>,
 ) -> std::io::Result<()> {
+    serve_with(listener, registry, key, Limits::default()).await
+}
+
+/// As [`serve`], with explicit limits (tests use short ones).
+pub async fn serve_with(
+    listener: TcpListener,
+    registry: SharedRegistry,
+    key: Arc<Zeroizing<[u8; 32]>>,
+    limits: Limits,
+) -> std::io::Result<()> {
     let next_conn = Arc::new(AtomicU64::new(1));
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.connections));
     loop {
         let (stream, from) = listener.accept().await?;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
@@ -109,6 +139,8 @@ pub async fn serve(
                 conn,
                 registry,
                 node: None,
+                limits,
+                last_endpoint_update: None,
             };
             match c.run(&key).await {
                 Ok(()) | Err(ConnError::Eof) => debug!(%from, "connection closed"),
@@ -127,12 +159,14 @@ struct Connection {
     conn: u64,
     registry: SharedRegistry,
     node: Option<u64>,
+    limits: Limits,
+    last_endpoint_update: Option<tokio::time::Instant>,
 }
 
 impl Connection {
     async fn run(&mut self, key: &[u8; 32]) -> Result<(), ConnError> {
         let _ = self.stream.set_nodelay(true);
-        let Some(rest) = timeout(HANDSHAKE_TIMEOUT, self.http_head(key)).await?? else {
+        let Some(rest) = timeout(self.limits.handshake, self.http_head(key)).await?? else {
             return Ok(());
         };
         let hello = ServerHello {
@@ -141,7 +175,7 @@ impl Connection {
         .encode_to_vec();
         let mut ch = Channel::server(key, random_seed(), &hello)?;
         let (machine_key, hello) =
-            timeout(HANDSHAKE_TIMEOUT, self.handshake(&mut ch, rest)).await??;
+            timeout(self.limits.handshake, self.handshake(&mut ch, rest)).await??;
         let hello = ClientHello::decode(hello.as_slice())
             .map_err(proto_control::messages::DecodeError::from)?;
         let mut versions = lock(&self.registry).subscribe();
@@ -238,7 +272,7 @@ impl Connection {
 
     async fn flush(&mut self, ch: &mut Channel) -> Result<(), ConnError> {
         while let Some(bytes) = ch.poll_transmit() {
-            timeout(WRITE_TIMEOUT, self.stream.write_all(&bytes)).await??;
+            timeout(self.limits.write, self.stream.write_all(&bytes)).await??;
         }
         Ok(())
     }
@@ -281,7 +315,7 @@ impl Connection {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             tokio::select! {
-                read = timeout(IDLE_TIMEOUT, self.stream.read(&mut buf)) => {
+                read = timeout(self.limits.idle, self.stream.read(&mut buf)) => {
                     let n = read??;
                     if n == 0 {
                         return Err(ConnError::Eof);
@@ -326,6 +360,15 @@ impl Connection {
                 ch.send(&encode_server(ServerBody::Pong(Pong { nonce: p.nonce })))?;
             }
             ClientBody::Endpoints(e) => {
+                let now = tokio::time::Instant::now();
+                if self
+                    .last_endpoint_update
+                    .is_some_and(|t| now - t < self.limits.endpoint_update_interval)
+                {
+                    debug!(node = id, "endpoint update too soon, ignored");
+                    return Ok(());
+                }
+                self.last_endpoint_update = Some(now);
                 if let Err(err) = lock(&self.registry).update_endpoints(id, &e.endpoints) {
                     debug!(node = id, error = %err, "endpoint update refused");
                 }
