@@ -1,6 +1,6 @@
 //! Writes seed inputs for the `control_messages` fuzz target: genuine
 //! encodings of each message, so the fuzzer starts from valid structure.
-//! `cargo run -p proto-control --example fuzz_seeds -- fuzz/corpus/control_messages`
+//! `cargo run -p proto-control --example control_fuzz_seeds -- fuzz/corpus/control_messages`
 
 use std::net::SocketAddr;
 
