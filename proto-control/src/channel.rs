@@ -23,7 +23,22 @@ use crate::frame::{encode, FrameDecoder, MAX_FRAME};
 const PATTERN: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake hash: a peer speaking another protocol or
 /// version fails the handshake instead of misreading messages.
-const PROLOGUE: &[u8] = b"cloudvlan control v1";
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Node to controller.
+    Control,
+    /// Node (or relay) to relay: the node proves it holds its node key.
+    Relay,
+}
+
+impl Purpose {
+    fn prologue(self) -> &'static [u8] {
+        match self {
+            Self::Control => b"cloudvlan control v1",
+            Self::Relay => b"cloudvlan relay v1",
+        }
+    }
+}
 /// Noise adds at most this much to a payload (ephemerals, statics, tags).
 const NOISE_OVERHEAD: usize = 96;
 /// Largest application message one frame can carry.
@@ -155,13 +170,24 @@ impl Channel {
         seed: [u8; 32],
         hello: &[u8],
     ) -> Result<Self, ChannelError> {
+        Self::client_for(Purpose::Control, machine_key, controller, seed, hello)
+    }
+
+    /// As [`client`](Self::client), for another [`Purpose`].
+    pub fn client_for(
+        purpose: Purpose,
+        machine_key: &[u8; 32],
+        controller: &[u8; 32],
+        seed: [u8; 32],
+        hello: &[u8],
+    ) -> Result<Self, ChannelError> {
         if hello.len() > MAX_MESSAGE {
             return Err(ChannelError::TooLarge);
         }
         let mut hs = builder(seed)
             .local_private_key(machine_key)
             .and_then(|b| b.remote_public_key(controller))
-            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| b.prologue(purpose.prologue()))
             .and_then(|b| b.build_initiator())
             .map_err(|_| ChannelError::Handshake)?;
         let mut msg = vec![0u8; MAX_FRAME];
@@ -180,12 +206,22 @@ impl Channel {
         seed: [u8; 32],
         reply: &[u8],
     ) -> Result<Self, ChannelError> {
+        Self::server_for(Purpose::Control, controller_key, seed, reply)
+    }
+
+    /// As [`server`](Self::server), for another [`Purpose`].
+    pub fn server_for(
+        purpose: Purpose,
+        controller_key: &[u8; 32],
+        seed: [u8; 32],
+        reply: &[u8],
+    ) -> Result<Self, ChannelError> {
         if reply.len() > MAX_MESSAGE {
             return Err(ChannelError::TooLarge);
         }
         let hs = builder(seed)
             .local_private_key(controller_key)
-            .and_then(|b| b.prologue(PROLOGUE))
+            .and_then(|b| b.prologue(purpose.prologue()))
             .and_then(|b| b.build_responder())
             .map_err(|_| ChannelError::Handshake)?;
         Ok(Self::new(

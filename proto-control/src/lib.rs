@@ -10,7 +10,7 @@ pub mod frame;
 pub mod http;
 pub mod messages;
 
-pub use channel::{public_key, Channel, ChannelError, ChannelEvent, MAX_MESSAGE};
+pub use channel::{public_key, Channel, ChannelError, ChannelEvent, Purpose, MAX_MESSAGE};
 
 #[cfg(test)]
 mod tests;

@@ -179,3 +179,20 @@ fn seeds_make_handshakes_deterministic_and_distinct_seeds_distinct() {
     assert_eq!(a, b, "same seed, same ephemeral key, same bytes");
     assert_ne!(a, c);
 }
+
+#[test]
+fn a_channel_for_one_purpose_cannot_talk_to_another() {
+    let mut client = Channel::client_for(
+        crate::Purpose::Relay,
+        &MACHINE,
+        &public_key(&CONTROLLER),
+        [1; 32],
+        b"",
+    )
+    .expect("client");
+    let mut server = Channel::server(&CONTROLLER, [2; 32], b"").expect("server");
+    assert_eq!(
+        pump(&mut client, &mut server, 1000),
+        Err(ChannelError::Handshake)
+    );
+}

@@ -1,0 +1,11 @@
+//! The relay: forwards sealed WireGuard packets between nodes by node key
+//! when no direct path exists. It never holds a key that could open them.
+//! The protocol (frames, server and client state machines) is sans-IO;
+//! `cvlan-relay` is the tokio daemon around it.
+#![forbid(unsafe_code)]
+
+pub mod frame;
+pub mod server;
+
+#[cfg(test)]
+mod server_tests;
