@@ -4,8 +4,12 @@
 //! `cvlan-relay` is the tokio daemon around it.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod frame;
+pub mod link;
 pub mod server;
 
+#[cfg(test)]
+mod link_tests;
 #[cfg(test)]
 mod server_tests;
