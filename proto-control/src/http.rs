@@ -25,31 +25,45 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
-pub fn parse(head: &[u8]) -> Request {
-    let Ok(text) = std::str::from_utf8(head) else {
-        return Request::BadRequest;
-    };
+/// A request head's parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The `Upgrade` header's value, if any.
+    pub upgrade: Option<&'a str>,
+}
+
+/// Splits an HTTP/1.x request head; `None` if it is not one.
+pub fn parse_head(head: &[u8]) -> Option<Head<'_>> {
+    let text = std::str::from_utf8(head).ok()?;
     let mut lines = text.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split(' ');
-    let (Some(method), Some(path), Some(version)) = (first.next(), first.next(), first.next())
-    else {
-        return Request::BadRequest;
-    };
+    let mut first = lines.next()?.split(' ');
+    let (method, path, version) = (first.next()?, first.next()?, first.next()?);
     if !version.starts_with("HTTP/1.") {
-        return Request::BadRequest;
+        return None;
     }
-    let header = |name: &str| {
-        text.split("\r\n").skip(1).find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case(name)
-                .then(|| v.trim().to_string())
-        })
+    let upgrade = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("upgrade").then(|| v.trim())
+    });
+    Some(Head {
+        method,
+        path,
+        upgrade,
+    })
+}
+
+pub fn parse(head: &[u8]) -> Request {
+    let Some(h) = parse_head(head) else {
+        return Request::BadRequest;
     };
-    match (method, path) {
+    match (h.method, h.path) {
         ("GET", "/key") => Request::Key,
-        (_, CONTROL_PATH) => {
-            let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_TOKEN));
+        (method, CONTROL_PATH) => {
+            let upgrade = h
+                .upgrade
+                .is_some_and(|v| v.eq_ignore_ascii_case(UPGRADE_TOKEN));
             if method == "POST" && upgrade {
                 Request::Upgrade
             } else {
@@ -61,13 +75,22 @@ pub fn parse(head: &[u8]) -> Request {
 }
 
 pub fn upgrade_request(host: &str) -> String {
+    upgrade_request_for(host, CONTROL_PATH, UPGRADE_TOKEN)
+}
+
+/// An upgrade request to `path` for protocol `token` (the relay has its own).
+pub fn upgrade_request_for(host: &str, path: &str, token: &str) -> String {
     format!(
-        "POST {CONTROL_PATH} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\nContent-Length: 0\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: {token}\r\nContent-Length: 0\r\n\r\n"
     )
 }
 
 pub fn upgrade_response() -> String {
-    format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {UPGRADE_TOKEN}\r\n\r\n")
+    upgrade_response_for(UPGRADE_TOKEN)
+}
+
+pub fn upgrade_response_for(token: &str) -> String {
+    format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {token}\r\n\r\n")
 }
 
 pub fn simple_response(status: &str, body: &str) -> String {

@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod dial;
 pub mod frame;
 pub mod link;
+pub mod node;
 pub mod server;
 
 #[cfg(test)]

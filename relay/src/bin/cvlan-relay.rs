@@ -1,0 +1,141 @@
+//! `cvlan-relay`: forwards sealed packets between nodes by node key, links
+//! with the other relays of its region, and answers STUN.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use relay::frame::Key;
+use relay::node::{self, RelayNode};
+use relay::server::Limits;
+use serde::Deserialize;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "cvlan-relay",
+    version,
+    about = "CloudVLAN relay (and STUN server)"
+)]
+struct Cli {
+    /// TOML config (listen, stun, key, mesh_with); flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// TCP address for nodes, other relays, /metrics and /health.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// UDP address for STUN.
+    #[arg(long)]
+    stun: Option<SocketAddr>,
+    /// The relay's private key file (created, 0600, if missing).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Another relay of the region: HOST:PORT#PUBLICKEY (repeatable).
+    #[arg(long = "mesh-with")]
+    mesh_with: Vec<String>,
+    /// Print the public key (creating the key file if needed) and exit.
+    #[arg(long)]
+    print_key: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    listen: Option<SocketAddr>,
+    stun: Option<SocketAddr>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    mesh_with: Vec<String>,
+}
+
+/// `HOST:PORT#HEXKEY` -> (address, key).
+fn parse_mesh(s: &str) -> Result<(String, Key), String> {
+    let (addr, key) = s
+        .rsplit_once('#')
+        .ok_or_else(|| format!("--mesh-with {s:?}: expected HOST:PORT#PUBLICKEY"))?;
+    let addr = addr.strip_prefix("http://").unwrap_or(addr).to_string();
+    let mut k = [0u8; 32];
+    hex::decode_to_slice(key, &mut k)
+        .map_err(|_| format!("--mesh-with {s:?}: the key must be 64 hex digits"))?;
+    Ok((addr, k))
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    let config = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            toml::from_str::<Config>(&text).map_err(|e| format!("{}: {e}", p.display()))?
+        }
+        None => Config::default(),
+    };
+    let key_path = cli
+        .key
+        .or(config.key)
+        .unwrap_or_else(|| "/var/lib/cvlan-relay/relay.key".into());
+    if let Some(dir) = key_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let key = netstack::keyfile::load_or_create(&key_path, || {
+        let mut k = [0u8; 32];
+        getrandom::getrandom(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(k)
+    })
+    .map_err(|e| format!("relay key {}: {e}", key_path.display()))?;
+    if cli.print_key {
+        println!("{}", hex::encode(proto_control::public_key(&key)));
+        return Ok(());
+    }
+    let listen = cli
+        .listen
+        .or(config.listen)
+        .unwrap_or_else(|| ([0, 0, 0, 0], 8443).into());
+    let stun = cli
+        .stun
+        .or(config.stun)
+        .unwrap_or_else(|| ([0, 0, 0, 0], 3478).into());
+    let mut mesh = Vec::new();
+    for m in config.mesh_with.iter().chain(&cli.mesh_with) {
+        mesh.push(parse_mesh(m)?);
+    }
+    let mesh_keys: HashSet<Key> = mesh.iter().map(|(_, k)| *k).collect();
+    let node = RelayNode::new(key, mesh_keys, Limits::default());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let udp = tokio::net::UdpSocket::bind(stun).await.map_err(|e| format!("cannot bind STUN on {stun}: {e}"))?;
+        info!(%listen, %stun, public_key = %hex::encode(node.public_key()), mesh = mesh.len(), "cvlan-relay serving");
+        for (addr, peer) in mesh {
+            tokio::spawn(node::mesh_with(addr, peer, node.clone()));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+        tokio::select! {
+            r = node::serve_tcp(tcp, node.clone()) => r.map_err(|e| e.to_string()),
+            r = node::serve_stun(udp, node.clone()) => r.map_err(|e| e.to_string()),
+            _ = term.recv() => Ok(()),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cvlan-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

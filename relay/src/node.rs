@@ -1,0 +1,593 @@
+//! `cvlan-relay`'s IO (tokio): the TCP port (HTTP upgrade to the relay
+//! protocol, `/metrics`, `/health`, `/key`), links to the other relays of
+//! the region, and STUN on UDP. One task per connection; the forwarding
+//! core ([`RelayServer`]) sits behind one mutex held only for a frame's
+//! bookkeeping, never across IO.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use proto_control::http;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Notify;
+use tokio::time::timeout;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+use crate::client::{ClientError, ClientEvent, RelayClient};
+use crate::frame::Key;
+use crate::link::{LinkError, ServerLink};
+use crate::server::{ConnId, Limits, RelayServer, Role};
+
+pub const RELAY_PATH: &str = "/relay";
+pub const UPGRADE_TOKEN: &str = "cvlan-relay/1";
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames moved per lock acquisition when draining a connection's queue.
+const DRAIN_BATCH: usize = 64;
+const MAX_CONNECTIONS: u64 = 100_000;
+
+/// One connection's wake-up and close signals.
+#[derive(Debug, Default)]
+struct ConnHandle {
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub rejected_handshake: AtomicU64,
+    pub rejected_mesh_key: AtomicU64,
+    pub rejected_limit: AtomicU64,
+    pub closed_protocol: AtomicU64,
+    pub closed_slow: AtomicU64,
+    pub stun_answered: AtomicU64,
+    pub stun_ignored: AtomicU64,
+}
+
+/// Everything the relay's tasks share.
+#[derive(Debug)]
+pub struct RelayNode {
+    key: Zeroizing<[u8; 32]>,
+    public: Key,
+    mesh_keys: HashSet<Key>,
+    core: Mutex<RelayServer>,
+    handles: Mutex<HashMap<ConnId, Arc<ConnHandle>>>,
+    next_conn: AtomicU64,
+    open: AtomicU64,
+    pub counters: Counters,
+}
+
+fn seed() -> [u8; 32] {
+    let mut s = [0u8; 32];
+    if getrandom::getrandom(&mut s).is_err() {
+        // Predictable handshake keys would be worse than not running.
+        panic!("the OS random number generator failed");
+    }
+    s
+}
+
+/// What carries frames on a link: the relay's side of an accepted
+/// connection, or our client side of a link we dialled to another relay.
+trait Sealer: Send {
+    /// Stream bytes in; frames out. `Some(key, role)` when authenticated.
+    fn input(
+        &mut self,
+        bytes: &[u8],
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<(Key, Role)>, String>;
+    fn send(&mut self, frame: &[u8]) -> Result<(), String>;
+    fn transmit(&mut self) -> Option<Vec<u8>>;
+}
+
+impl Sealer for ServerLink {
+    fn input(
+        &mut self,
+        bytes: &[u8],
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<(Key, Role)>, String> {
+        self.handle_input(bytes, frames)
+            .map_err(|e: LinkError| e.to_string())
+    }
+    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        ServerLink::send(self, frame).map_err(|e| e.to_string())
+    }
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.poll_transmit()
+    }
+}
+
+/// Our side of a mesh link: the other relay's key is known in advance.
+struct MeshDialer {
+    client: RelayClient,
+    peer: Key,
+}
+
+impl Sealer for MeshDialer {
+    fn input(
+        &mut self,
+        bytes: &[u8],
+        frames: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<(Key, Role)>, String> {
+        self.client
+            .handle_input(Instant::now(), bytes)
+            .map_err(|e: ClientError| e.to_string())?;
+        let mut connected = None;
+        while let Some(ev) = self.client.poll_event() {
+            match ev {
+                ClientEvent::Connected => connected = Some((self.peer, Role::Mesh)),
+                ClientEvent::MeshFrame(f) => frames.push(f),
+                _ => {}
+            }
+        }
+        Ok(connected)
+    }
+    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.client
+            .send_raw(Instant::now(), frame)
+            .map_err(|e| e.to_string())
+    }
+    fn transmit(&mut self) -> Option<Vec<u8>> {
+        self.client.poll_transmit()
+    }
+}
+
+impl RelayNode {
+    pub fn new(key: Zeroizing<[u8; 32]>, mesh_keys: HashSet<Key>, limits: Limits) -> Arc<Self> {
+        let public = proto_control::public_key(&key);
+        Arc::new(Self {
+            key,
+            public,
+            mesh_keys,
+            core: Mutex::new(RelayServer::new(limits)),
+            handles: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            open: AtomicU64::new(0),
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn public_key(&self) -> Key {
+        self.public
+    }
+
+    /// Local clients, mesh links and keys known through the mesh.
+    pub fn status(&self) -> (usize, usize, usize) {
+        let core = self.core();
+        (core.clients(), core.mesh_links(), core.remote_keys())
+    }
+
+    pub fn stats(&self) -> crate::server::Stats {
+        self.core().stats().clone()
+    }
+
+    fn core(&self) -> MutexGuard<'_, RelayServer> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handles(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<ConnHandle>>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every connection the core queued something for.
+    fn wake(&self, core: &mut RelayServer) {
+        let mut woken = Vec::new();
+        while let Some(c) = core.poll_wake() {
+            woken.push(c);
+        }
+        if woken.is_empty() {
+            return;
+        }
+        let handles = self.handles();
+        for c in woken {
+            if let Some(h) = handles.get(&c) {
+                h.notify.notify_one();
+            }
+        }
+    }
+
+    /// The Prometheus text for `/metrics`.
+    pub fn metrics(&self) -> String {
+        let (stats, clients, mesh, remote) = {
+            let core = self.core();
+            (
+                core.stats().clone(),
+                core.clients(),
+                core.mesh_links(),
+                core.remote_keys(),
+            )
+        };
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in lines {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        };
+        metric(
+            "cvlan_relay_clients",
+            "gauge",
+            "Nodes connected to this relay.",
+            &[("", clients as u64)],
+        );
+        metric(
+            "cvlan_relay_mesh_links",
+            "gauge",
+            "Links to other relays of the region.",
+            &[("", mesh as u64)],
+        );
+        metric(
+            "cvlan_relay_remote_keys",
+            "gauge",
+            "Nodes reachable through other relays.",
+            &[("", remote as u64)],
+        );
+        metric(
+            "cvlan_relay_packets_forwarded_total",
+            "counter",
+            "Packets delivered to a local node.",
+            &[("", stats.packets_forwarded)],
+        );
+        metric(
+            "cvlan_relay_bytes_forwarded_total",
+            "counter",
+            "Bytes delivered to a local node.",
+            &[("", stats.bytes_forwarded)],
+        );
+        metric(
+            "cvlan_relay_packets_to_mesh_total",
+            "counter",
+            "Packets handed to another relay.",
+            &[("", stats.packets_to_mesh)],
+        );
+        let d = &stats.drops;
+        metric(
+            "cvlan_relay_packets_dropped_total",
+            "counter",
+            "Packets dropped, by reason.",
+            &[
+                ("{reason=\"unknown_destination\"}", d.unknown_destination),
+                ("{reason=\"queue_full\"}", d.queue_full),
+                ("{reason=\"rate_limited\"}", d.rate_limited),
+                ("{reason=\"protocol_violation\"}", d.protocol_violation),
+                ("{reason=\"remote_table_full\"}", d.remote_table_full),
+            ],
+        );
+        metric(
+            "cvlan_relay_connections_rejected_total",
+            "counter",
+            "Connections refused, by reason.",
+            &[
+                ("{reason=\"handshake\"}", g(&c.rejected_handshake)),
+                ("{reason=\"mesh_key\"}", g(&c.rejected_mesh_key)),
+                ("{reason=\"limit\"}", g(&c.rejected_limit)),
+            ],
+        );
+        metric(
+            "cvlan_relay_connections_closed_total",
+            "counter",
+            "Connections closed by the relay, by reason.",
+            &[
+                ("{reason=\"protocol\"}", g(&c.closed_protocol)),
+                ("{reason=\"slow_reader\"}", g(&c.closed_slow)),
+            ],
+        );
+        metric(
+            "cvlan_relay_stun_requests_total",
+            "counter",
+            "STUN datagrams, answered or ignored.",
+            &[
+                ("{result=\"answered\"}", g(&c.stun_answered)),
+                ("{result=\"ignored\"}", g(&c.stun_ignored)),
+            ],
+        );
+        out
+    }
+}
+
+/// Accepts TCP connections until the listener fails.
+pub async fn serve_tcp(listener: TcpListener, node: Arc<RelayNode>) -> std::io::Result<()> {
+    loop {
+        let (stream, from) = listener.accept().await?;
+        if node.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            node.counters.rejected_limit.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.open.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = accept(stream, &node).await {
+                debug!(%from, error = %e, "connection ended");
+            }
+            node.open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn read_head(stream: &mut TcpStream) -> Result<(Vec<u8>, usize), String> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("closed during the HTTP head".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = http::head_end(&buf) {
+            return Ok((buf, end));
+        }
+        if buf.len() > http::MAX_HEAD {
+            return Err("oversized HTTP head".into());
+        }
+    }
+}
+
+async fn accept(mut stream: TcpStream, node: &Arc<RelayNode>) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (buf, end) = timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| "no HTTP head in time".to_string())??;
+    let head = http::parse_head(&buf[..end]);
+    let reply = match head {
+        Some(h)
+            if h.path == RELAY_PATH
+                && h.upgrade
+                    .is_some_and(|u| u.eq_ignore_ascii_case(UPGRADE_TOKEN)) =>
+        {
+            stream
+                .write_all(http::upgrade_response_for(UPGRADE_TOKEN).as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let link = ServerLink::new(&node.key, seed()).map_err(|e| e.to_string())?;
+            return run_link(stream, link, buf[end..].to_vec(), node).await;
+        }
+        Some(h) if h.method == "GET" && h.path == "/metrics" => {
+            http::simple_response("200 OK", &node.metrics())
+        }
+        Some(h) if h.method == "GET" && h.path == "/health" => {
+            http::simple_response("200 OK", "ok\n")
+        }
+        Some(h) if h.method == "GET" && h.path == "/key" => {
+            http::simple_response("200 OK", &format!("{}\n", hex::encode(node.public)))
+        }
+        Some(_) => http::simple_response("404 Not Found", "not found\n"),
+        None => http::simple_response("400 Bad Request", "bad request\n"),
+    };
+    stream
+        .write_all(reply.as_bytes())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Writes everything sealed so far, in one write.
+async fn flush(stream: &mut TcpStream, sealer: &mut impl Sealer) -> Result<(), String> {
+    let Some(mut out) = sealer.transmit() else {
+        return Ok(());
+    };
+    while let Some(b) = sealer.transmit() {
+        out.extend_from_slice(&b);
+    }
+    timeout(WRITE_TIMEOUT, stream.write_all(&out))
+        .await
+        .map_err(|_| "peer not reading".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Runs one authenticated link: handshake, registration with the core,
+/// then frames both ways until either side fails.
+async fn run_link(
+    mut stream: TcpStream,
+    mut sealer: impl Sealer,
+    early: Vec<u8>,
+    node: &Arc<RelayNode>,
+) -> Result<(), String> {
+    let mut frames = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut input = early;
+    let handshake = async {
+        loop {
+            if let Some(peer) = sealer.input(&input, &mut frames)? {
+                flush(&mut stream, &mut sealer).await?;
+                return Ok::<_, String>(peer);
+            }
+            flush(&mut stream, &mut sealer).await?;
+            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed during the handshake".into());
+            }
+            input = buf[..n].to_vec();
+        }
+    };
+    let (key, role) = match timeout(HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            node.counters
+                .rejected_handshake
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        Err(_) => {
+            node.counters
+                .rejected_handshake
+                .fetch_add(1, Ordering::Relaxed);
+            return Err("handshake timed out".into());
+        }
+    };
+    if role == Role::Mesh && !node.mesh_keys.contains(&key) {
+        node.counters
+            .rejected_mesh_key
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(key = %hex::encode(key), "a relay not on our mesh list tried to link");
+        return Err("mesh key not allowed".into());
+    }
+    let conn = ConnId(node.next_conn.fetch_add(1, Ordering::Relaxed));
+    let handle = Arc::new(ConnHandle::default());
+    node.handles().insert(conn, handle.clone());
+    {
+        let mut core = node.core();
+        if let Some(old) = core.connect(Instant::now(), conn, key, role) {
+            if let Some(h) = node.handles().get(&old) {
+                h.closed.store(true, Ordering::Relaxed);
+                h.notify.notify_one();
+            }
+        }
+        node.wake(&mut core);
+    }
+    debug!(key = %hex::encode(key), ?role, "link up");
+    let result = pump(&mut stream, &mut sealer, conn, &handle, frames, node).await;
+    {
+        let mut core = node.core();
+        core.disconnect(conn);
+        node.wake(&mut core);
+    }
+    node.handles().remove(&conn);
+    debug!(key = %hex::encode(key), ?role, "link down");
+    result
+}
+
+async fn pump(
+    stream: &mut TcpStream,
+    sealer: &mut impl Sealer,
+    conn: ConnId,
+    handle: &ConnHandle,
+    mut frames: Vec<Vec<u8>>,
+    node: &RelayNode,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::with_capacity(DRAIN_BATCH);
+    loop {
+        if !frames.is_empty() {
+            let mut core = node.core();
+            let now = Instant::now();
+            for f in frames.drain(..) {
+                if let Err(e) = core.handle_frame(now, conn, &f) {
+                    node.counters
+                        .closed_protocol
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Err(format!("protocol violation: {e}"));
+                }
+            }
+            node.wake(&mut core);
+        }
+        tokio::select! {
+            read = timeout(RelayServer::IDLE_TIMEOUT, stream.read(&mut buf)) => {
+                let n = read.map_err(|_| "idle".to_string())?.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Ok(());
+                }
+                sealer.input(&buf[..n], &mut frames)?;
+                flush(stream, sealer).await?;
+            }
+            () = handle.notify.notified() => {
+                if handle.closed.load(Ordering::Relaxed) {
+                    return Err("replaced by a newer connection".into());
+                }
+                loop {
+                    {
+                        let mut core = node.core();
+                        while out.len() < DRAIN_BATCH {
+                            match core.poll_send(conn) {
+                                Some(f) => out.push(f),
+                                None => break,
+                            }
+                        }
+                    }
+                    if out.is_empty() {
+                        break;
+                    }
+                    for f in out.drain(..) {
+                        sealer.send(&f)?;
+                    }
+                    if let Err(e) = flush(stream, sealer).await {
+                        node.counters.closed_slow.fetch_add(1, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a link to another relay of the region up: dials `addr`, proves
+/// our relay key, and redials with backoff whenever the link drops.
+pub async fn mesh_with(addr: String, peer: Key, node: Arc<RelayNode>) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match dial_mesh(&addr, peer, &node).await {
+            Ok(()) => delay = Duration::from_secs(1),
+            Err(e) => info!(relay = %addr, error = %e, "mesh link down"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn dial_mesh(addr: &str, peer: Key, node: &Arc<RelayNode>) -> Result<(), String> {
+    let mut stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let early = upgrade(&mut stream, addr).await?;
+    let client = RelayClient::new(Instant::now(), Role::Mesh, &node.key, &peer, seed())
+        .map_err(|e| e.to_string())?;
+    info!(relay = %addr, "mesh link connecting");
+    let mut dialer = MeshDialer { client, peer };
+    // The first handshake message goes out before anything comes in.
+    flush(&mut stream, &mut dialer).await?;
+    run_link(stream, dialer, early, node).await
+}
+
+/// The client side of the HTTP upgrade; returns bytes after the head.
+pub async fn upgrade(stream: &mut TcpStream, host: &str) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(http::upgrade_request_for(host, RELAY_PATH, UPGRADE_TOKEN).as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = timeout(HANDSHAKE_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .map_err(|_| "no upgrade answer".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("{host} closed during the upgrade"));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = http::head_end(&head) {
+            if !http::is_upgrade_response(&head) {
+                return Err(format!("{host} is not a cvlan relay"));
+            }
+            return Ok(head[end..].to_vec());
+        }
+        if head.len() > http::MAX_HEAD {
+            return Err(format!("{host}: oversized answer"));
+        }
+    }
+}
+
+/// Answers STUN Binding requests on `socket` (never more bytes than asked).
+pub async fn serve_stun(socket: UdpSocket, node: Arc<RelayNode>) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 2048];
+    let mut out = vec![0u8; 2048];
+    loop {
+        let (n, from): (usize, SocketAddr) = socket.recv_from(&mut buf).await?;
+        match stun::server::answer(&buf[..n], from, &mut out) {
+            stun::server::Answer::Reply(len) => {
+                node.counters.stun_answered.fetch_add(1, Ordering::Relaxed);
+                let _ = socket.send_to(&out[..len], from).await;
+            }
+            _ => {
+                node.counters.stun_ignored.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

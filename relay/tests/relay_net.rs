@@ -1,0 +1,276 @@
+//! Relays and nodes over real TCP on loopback (no root): many nodes on one
+//! relay and across two meshed relays exchange packets byte for byte,
+//! departures are announced, a flood does not starve another pair, and
+//! bad keys are refused.
+
+// Test helpers panic on any failure: that is how a test reports it.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto_control::public_key;
+use relay::client::{ClientEvent, RelayClient};
+use relay::frame::{GoneReason, Key};
+use relay::node::{self, RelayNode};
+use relay::server::{Limits, Role};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep, timeout};
+use zeroize::Zeroizing;
+
+struct Relay {
+    addr: String,
+    node: Arc<RelayNode>,
+}
+
+/// Starts relays that all mesh with each other.
+async fn relays(n: u8) -> Vec<Relay> {
+    let keys: Vec<[u8; 32]> = (0..n).map(|i| [0x70 + i; 32]).collect();
+    let publics: HashSet<Key> = keys.iter().map(public_key).collect();
+    let mut listeners = Vec::new();
+    for _ in 0..n {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let mut out = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let node = RelayNode::new(Zeroizing::new(keys[i]), publics.clone(), Limits::default());
+        tokio::spawn(node::serve_tcp(l, node.clone()));
+        for (j, addr) in addrs.iter().enumerate() {
+            if j != i {
+                tokio::spawn(node::mesh_with(
+                    addr.clone(),
+                    public_key(&keys[j]),
+                    node.clone(),
+                ));
+            }
+        }
+        out.push(Relay {
+            addr: addrs[i].clone(),
+            node,
+        });
+    }
+    out
+}
+
+struct Node {
+    key: Key,
+    tx: mpsc::Sender<(Key, Vec<u8>)>,
+    rx: mpsc::Receiver<ClientEvent>,
+    task: JoinHandle<String>,
+}
+
+async fn join(relay: &Relay, secret: [u8; 32]) -> Node {
+    let (tx, mut out_rx) = mpsc::channel(4096);
+    let (ev_tx, mut rx) = mpsc::channel(4096);
+    let (addr, relay_key) = (relay.addr.clone(), relay.node.public_key());
+    let task = tokio::spawn(async move {
+        relay::dial::run(
+            &addr,
+            relay_key,
+            &Zeroizing::new(secret),
+            &mut out_rx,
+            &ev_tx,
+        )
+        .await
+    });
+    let first = timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("connect in time");
+    assert_eq!(first, Some(ClientEvent::Connected));
+    Node {
+        key: public_key(&secret),
+        tx,
+        rx,
+        task,
+    }
+}
+
+async fn next_packet(n: &mut Node) -> (Key, Vec<u8>) {
+    loop {
+        match timeout(Duration::from_secs(5), n.rx.recv())
+            .await
+            .expect("packet in time")
+        {
+            Some(ClientEvent::Packet { src, packet }) => return (src, packet),
+            Some(_) => {}
+            None => panic!("connection ended"),
+        }
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn many_nodes_across_two_meshed_relays_exchange_packets() {
+    let r = relays(2).await;
+    wait_until("mesh links", || r.iter().all(|x| x.node.status().1 >= 1)).await;
+    let mut nodes = Vec::new();
+    for i in 0..20u8 {
+        nodes.push(join(&r[usize::from(i % 2)], [i + 1; 32]).await);
+    }
+    wait_until("presence shared", || {
+        r.iter().all(|x| x.node.status().2 == 10)
+    })
+    .await;
+    // Every node sends to two others (one on each relay), distinct payloads.
+    let n = nodes.len();
+    let payload = |from: usize, to: usize| -> Vec<u8> {
+        (0..1200).map(|k| (from * 31 + to * 7 + k) as u8).collect()
+    };
+    for i in 0..n {
+        for to in [(i + 1) % n, (i + 2) % n] {
+            nodes[i]
+                .tx
+                .send((nodes[to].key, payload(i, to)))
+                .await
+                .unwrap();
+        }
+    }
+    for to in 0..n {
+        let mut got = HashSet::new();
+        for _ in 0..2 {
+            let (src, packet) = next_packet(&mut nodes[to]).await;
+            let from = nodes
+                .iter()
+                .position(|x| x.key == src)
+                .expect("known sender");
+            assert_eq!(packet, payload(from, to), "bytes from {from} to {to}");
+            got.insert(from);
+        }
+        assert_eq!(got, HashSet::from([(to + n - 1) % n, (to + n - 2) % n]));
+    }
+    let forwarded: u64 = r.iter().map(|x| x.node.stats().packets_forwarded).sum();
+    let crossed: u64 = r.iter().map(|x| x.node.stats().packets_to_mesh).sum();
+    assert_eq!(forwarded, 40);
+    assert_eq!(crossed, 20, "odd steps cross relays, even ones stay");
+
+    // A node leaves: its peers on both relays are told.
+    nodes[3].task.abort();
+    let gone = nodes[3].key;
+    for watcher in [2usize, 1] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, nodes[watcher].rx.recv())
+                .await
+                .expect("peer-gone in time");
+            if ev
+                == Some(ClientEvent::PeerGone {
+                    key: gone,
+                    reason: GoneReason::Disconnected,
+                })
+            {
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flood_does_not_stop_another_pair() {
+    let r = relays(1).await;
+    let flooder = join(&r[0], [1; 32]).await;
+    let mut sink = join(&r[0], [2; 32]).await;
+    let talker = join(&r[0], [3; 32]).await;
+    let mut listener = join(&r[0], [4; 32]).await;
+    let sink_key = sink.key;
+    let flood = tokio::spawn(async move {
+        let big = vec![0u8; 60_000];
+        for _ in 0..20_000 {
+            if flooder.tx.send((sink_key, big.clone())).await.is_err() {
+                break;
+            }
+        }
+        flooder
+    });
+    // The sink never reads fast enough (it does not read at all here).
+    let _ = &mut sink;
+    for i in 0..200u32 {
+        talker
+            .tx
+            .send((listener.key, i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        if i % 20 == 0 {
+            sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for i in 0..200u32 {
+        let (src, packet) = next_packet(&mut listener).await;
+        assert_eq!(
+            (src, packet),
+            (talker.key, i.to_be_bytes().to_vec()),
+            "packet {i}"
+        );
+    }
+    flood.abort();
+}
+
+#[tokio::test]
+async fn wrong_keys_are_refused() {
+    let r = relays(1).await;
+    // A node that has the wrong key for the relay.
+    let (_tx, mut out_rx) = mpsc::channel(1);
+    let (ev_tx, _rx) = mpsc::channel(1);
+    let why = relay::dial::run(
+        &r[0].addr,
+        [9; 32],
+        &Zeroizing::new([1; 32]),
+        &mut out_rx,
+        &ev_tx,
+    )
+    .await;
+    assert!(why.contains("wrong relay key"), "{why}");
+    // A relay that is not on the mesh list.
+    let mut stream = tokio::net::TcpStream::connect(&r[0].addr).await.unwrap();
+    let early = node::upgrade(&mut stream, &r[0].addr).await.unwrap();
+    assert!(early.is_empty());
+    let mut c = RelayClient::new(
+        std::time::Instant::now(),
+        Role::Mesh,
+        &[0x33; 32],
+        &r[0].node.public_key(),
+        [1; 32],
+    )
+    .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Some(b) = c.poll_transmit() {
+        stream.write_all(&b).await.unwrap();
+    }
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        r[0].node.counters.rejected_mesh_key.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(r[0].node.status(), (0, 0, 0));
+    // Metrics say so.
+    let text = r[0].node.metrics();
+    assert!(
+        text.contains("cvlan_relay_connections_rejected_total{reason=\"mesh_key\"} 1"),
+        "{text}"
+    );
+}
