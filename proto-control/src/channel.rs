@@ -283,17 +283,22 @@ impl Channel {
     }
 
     fn handle_frame(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
-        let mut payload = Zeroizing::new(vec![0u8; MAX_FRAME]);
+        // Plaintext is never longer than the frame. Transport messages are
+        // opened straight into the buffer handed to the caller; handshake
+        // payloads (a hello may carry an auth key) are wiped after use.
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Closed => Err(ChannelError::Closed),
             State::Open(mut t) => {
+                let mut payload = vec![0u8; frame.len()];
                 let Ok(n) = t.read_message(frame, &mut payload) else {
                     return self.fail(ChannelError::Decrypt);
                 };
+                payload.truncate(n);
                 self.state = State::Open(t);
-                self.push_event(ChannelEvent::Message(payload[..n].to_vec()))
+                self.push_event(ChannelEvent::Message(payload))
             }
             State::Handshake(mut hs) => {
+                let mut payload = Zeroizing::new(vec![0u8; frame.len()]);
                 let Ok(n) = hs.read_message(frame, &mut payload) else {
                     return self.fail(ChannelError::Handshake);
                 };
@@ -341,11 +346,19 @@ impl Channel {
                 ChannelError::NotConnected
             });
         };
-        let mut out = vec![0u8; message.len() + 16];
+        if self.transmits.len() >= MAX_QUEUED {
+            return self.fail(ChannelError::Backlog);
+        }
+        // Sealed straight behind its 2-byte length: one buffer, no copy.
+        let mut framed = vec![0u8; 2 + message.len() + 16];
         let n = t
-            .write_message(message, &mut out)
+            .write_message(message, &mut framed[2..])
             .map_err(|_| ChannelError::TooLarge)?;
-        self.queue(&out[..n])
+        let len = u16::try_from(n).map_err(|_| ChannelError::TooLarge)?;
+        framed[..2].copy_from_slice(&len.to_be_bytes());
+        framed.truncate(2 + n);
+        self.transmits.push_back(framed);
+        Ok(())
     }
 
     /// Bytes to write to the stream, in order.

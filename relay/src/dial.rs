@@ -4,9 +4,11 @@
 
 use std::time::Instant;
 
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, timeout, Duration};
 use zeroize::Zeroizing;
 
@@ -53,48 +55,86 @@ async fn session(
     client
         .handle_input(Instant::now(), &early)
         .map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        // Everything sealed so far goes out in one write.
+    let (mut rd, mut wr) = stream.into_split();
+    let client = Mutex::new(client);
+    let lock = || client.lock().unwrap_or_else(|e| e.into_inner());
+    // The reader asks the writer to flush what opening a frame produced
+    // (the handshake's completion, a pong).
+    let flush_now = Notify::new();
+    flush_now.notify_one(); // the first handshake message
+    let reader = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pending = Vec::new();
+        loop {
+            let n = rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                if !lock().is_connected() {
+                    return Err(
+                        "the relay closed the connection during the handshake (wrong relay key?)"
+                            .to_string(),
+                    );
+                }
+                return Ok(());
+            }
+            {
+                let mut c = lock();
+                c.handle_input(Instant::now(), &buf[..n])
+                    .map_err(|e| e.to_string())?;
+                while let Some(ev) = c.poll_event() {
+                    pending.push(ev);
+                }
+            }
+            flush_now.notify_one();
+            for ev in pending.drain(..) {
+                if events.send(ev).await.is_err() {
+                    return Ok(()); // nobody listens any more
+                }
+            }
+        }
+    };
+    let writer = async {
         let mut out = Vec::new();
-        while let Some(b) = client.poll_transmit() {
-            out.extend_from_slice(&b);
-        }
-        if !out.is_empty() {
-            timeout(WRITE_TIMEOUT, stream.write_all(&out))
-                .await
-                .map_err(|_| "relay not reading".to_string())?
-                .map_err(|e| e.to_string())?;
-        }
-        let keepalive = tokio::time::Instant::from_std(client.poll_timeout());
-        tokio::select! {
-            read = stream.read(&mut buf) => {
-                let n = read.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    if !client.is_connected() {
-                        return Err("the relay closed the connection during the handshake (wrong relay key?)".into());
-                    }
-                    return Ok(());
-                }
-                client.handle_input(Instant::now(), &buf[..n]).map_err(|e| e.to_string())?;
-                while let Some(ev) = client.poll_event() {
-                    if events.send(ev).await.is_err() {
-                        return Ok(()); // nobody listens any more
+        loop {
+            let (connected, keepalive) = {
+                let c = lock();
+                (
+                    c.is_connected(),
+                    tokio::time::Instant::from_std(c.poll_timeout()),
+                )
+            };
+            tokio::select! {
+                next = outgoing.recv(), if connected => {
+                    let Some((dst, packet)) = next else { return Ok(()) };
+                    let now = Instant::now();
+                    let mut c = lock();
+                    c.send_packet(now, &dst, &packet).map_err(|e| e.to_string())?;
+                    // Whatever else is waiting goes out in the same write.
+                    while let Ok((dst, packet)) = outgoing.try_recv() {
+                        c.send_packet(now, &dst, &packet).map_err(|e| e.to_string())?;
                     }
                 }
-            }
-            next = outgoing.recv(), if client.is_connected() => {
-                let Some((dst, packet)) = next else { return Ok(()) };
-                let now = Instant::now();
-                client.send_packet(now, &dst, &packet).map_err(|e| e.to_string())?;
-                // Whatever else is waiting goes out in the same write.
-                while let Ok((dst, packet)) = outgoing.try_recv() {
-                    client.send_packet(now, &dst, &packet).map_err(|e| e.to_string())?;
+                () = flush_now.notified() => {}
+                () = sleep_until(keepalive), if connected => {
+                    lock().handle_timeout(Instant::now()).map_err(|e| e.to_string())?;
                 }
             }
-            () = sleep_until(keepalive) => {
-                client.handle_timeout(Instant::now()).map_err(|e| e.to_string())?;
+            {
+                let mut c = lock();
+                while let Some(b) = c.poll_transmit() {
+                    out.extend_from_slice(&b);
+                }
+            }
+            if !out.is_empty() {
+                timeout(WRITE_TIMEOUT, wr.write_all(&out))
+                    .await
+                    .map_err(|_| "relay not reading".to_string())?
+                    .map_err(|e| e.to_string())?;
+                out.clear();
             }
         }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => r,
     }
 }

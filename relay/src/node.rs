@@ -441,7 +441,7 @@ async fn run_link(
         node.wake(&mut core);
     }
     debug!(key = %hex::encode(key), ?role, "link up");
-    let result = pump(&mut stream, &mut sealer, conn, &handle, frames, node).await;
+    let result = pump(stream, sealer, conn, &handle, frames, node).await;
     {
         let mut core = node.core();
         core.disconnect(conn);
@@ -452,66 +452,110 @@ async fn run_link(
     result
 }
 
+/// Hands decrypted frames to the core; an error closes the link.
+fn handle_frames(node: &RelayNode, conn: ConnId, frames: &mut Vec<Vec<u8>>) -> Result<(), String> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let mut core = node.core();
+    let now = Instant::now();
+    for f in frames.drain(..) {
+        if let Err(e) = core.handle_frame(now, conn, &f) {
+            node.counters
+                .closed_protocol
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(format!("protocol violation: {e}"));
+        }
+    }
+    node.wake(&mut core);
+    Ok(())
+}
+
+fn lock_sealer<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Moves frames both ways. Reading and writing run side by side (never
+/// one waiting for the other), or two peers that both write could each
+/// block on a full socket while neither reads. The sealer is shared
+/// under a lock held only to seal or open, never across IO.
 async fn pump(
-    stream: &mut TcpStream,
-    sealer: &mut impl Sealer,
+    stream: TcpStream,
+    sealer: impl Sealer,
     conn: ConnId,
     handle: &ConnHandle,
     mut frames: Vec<Vec<u8>>,
     node: &RelayNode,
 ) -> Result<(), String> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = Vec::with_capacity(DRAIN_BATCH);
-    loop {
-        if !frames.is_empty() {
-            let mut core = node.core();
-            let now = Instant::now();
-            for f in frames.drain(..) {
-                if let Err(e) = core.handle_frame(now, conn, &f) {
-                    node.counters
-                        .closed_protocol
-                        .fetch_add(1, Ordering::Relaxed);
-                    return Err(format!("protocol violation: {e}"));
-                }
+    handle_frames(node, conn, &mut frames)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let sealer = Mutex::new(sealer);
+    let reader = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = timeout(RelayServer::IDLE_TIMEOUT, rd.read(&mut buf))
+                .await
+                .map_err(|_| "idle".to_string())?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Ok::<(), String>(());
             }
-            node.wake(&mut core);
+            lock_sealer(&sealer).input(&buf[..n], &mut frames)?;
+            handle_frames(node, conn, &mut frames)?;
         }
-        tokio::select! {
-            read = timeout(RelayServer::IDLE_TIMEOUT, stream.read(&mut buf)) => {
-                let n = read.map_err(|_| "idle".to_string())?.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    return Ok(());
-                }
-                sealer.input(&buf[..n], &mut frames)?;
-                flush(stream, sealer).await?;
+    };
+    let writer = async {
+        let mut batch = Vec::with_capacity(DRAIN_BATCH);
+        let mut out = Vec::new();
+        loop {
+            let idle = tokio::time::sleep(crate::client::KEEPALIVE_INTERVAL);
+            let keepalive = tokio::select! {
+                () = handle.notify.notified() => false,
+                () = idle => true,
+            };
+            if handle.closed.load(Ordering::Relaxed) {
+                return Err("replaced by a newer connection".to_string());
             }
-            () = handle.notify.notified() => {
-                if handle.closed.load(Ordering::Relaxed) {
-                    return Err("replaced by a newer connection".into());
-                }
-                loop {
-                    {
-                        let mut core = node.core();
-                        while out.len() < DRAIN_BATCH {
-                            match core.poll_send(conn) {
-                                Some(f) => out.push(f),
-                                None => break,
-                            }
+            if keepalive {
+                let ka = crate::frame::Frame::KeepAlive
+                    .to_vec()
+                    .map_err(|e| e.to_string())?;
+                batch.push(ka);
+            }
+            loop {
+                {
+                    let mut core = node.core();
+                    while batch.len() < DRAIN_BATCH {
+                        match core.poll_send(conn) {
+                            Some(f) => batch.push(f),
+                            None => break,
                         }
                     }
-                    if out.is_empty() {
-                        break;
-                    }
-                    for f in out.drain(..) {
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                {
+                    let mut sealer = lock_sealer(&sealer);
+                    for f in batch.drain(..) {
                         sealer.send(&f)?;
                     }
-                    if let Err(e) = flush(stream, sealer).await {
-                        node.counters.closed_slow.fetch_add(1, Ordering::Relaxed);
-                        return Err(e);
+                    while let Some(b) = sealer.transmit() {
+                        out.extend_from_slice(&b);
                     }
+                }
+                let written = timeout(WRITE_TIMEOUT, wr.write_all(&out)).await;
+                out.clear();
+                if !matches!(written, Ok(Ok(()))) {
+                    node.counters.closed_slow.fetch_add(1, Ordering::Relaxed);
+                    return Err("peer not reading".to_string());
                 }
             }
         }
+    };
+    tokio::select! {
+        r = reader => r,
+        r = writer => r,
     }
 }
 

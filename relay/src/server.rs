@@ -43,8 +43,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            queue_frames: 512,
-            queue_bytes: 2 << 20,
+            // Small, like DERP's: TCP buffers already hold a burst, and a
+            // long queue only adds latency and memory per client.
+            queue_frames: 128,
+            queue_bytes: 512 << 10,
             rate_bytes_per_sec: 125_000_000, // 1 Gbit/s per client
             burst_bytes: 4 << 20,
             remote_keys: 1 << 20,
