@@ -63,7 +63,7 @@ async fn run(
     let got: Vec<Arc<(AtomicU64, Notify)>> = (0..clients)
         .map(|_| Arc::new((AtomicU64::new(0), Notify::new())))
         .collect();
-    for i in 0..clients {
+    for (i, mine) in got.iter().enumerate() {
         let (tx, mut out_rx) = mpsc::channel::<([u8; 32], Vec<u8>)>(256);
         let (ev_tx, mut ev_rx) = mpsc::channel(1024);
         let addr = addr.clone();
@@ -75,7 +75,7 @@ async fn run(
             Ok(Some(ClientEvent::Connected)) => {}
             other => return Err(format!("client {i} did not connect: {other:?}")),
         }
-        let (received, counting, mine) = (received.clone(), counting.clone(), got[i].clone());
+        let (received, counting, mine) = (received.clone(), counting.clone(), mine.clone());
         tokio::spawn(async move {
             while let Some(ev) = ev_rx.recv().await {
                 if matches!(ev, ClientEvent::Packet { .. }) {
