@@ -94,6 +94,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let device = wg_device::start(&wg_device::Options {
         ifname: opts.interface.clone(),
         socket_dir: PathBuf::from("/var/run/wireguard"),
+        probes: None,
     })
     .map_err(|e| format!("interface {}: {e}", opts.interface))?;
     let private = Zeroizing::new(format!("private_key={}", hex::encode(*node_key)));

@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod lifecycle;
 pub mod local_api;
 pub mod mesh;
+pub mod paths;
+pub mod probe;
 pub mod report;
 pub mod settings;
 pub mod uapi;

@@ -49,7 +49,15 @@ const DEFAULT_MTU: u32 = 1420;
 pub struct Options {
     pub ifname: String,
     pub socket_dir: PathBuf,
+    /// Where datagrams starting with [`PROBE_MAGIC`] go (path probes the
+    /// agent sends over the WireGuard socket so they share its NAT
+    /// mapping). Without a sink they are dropped like any non-WireGuard
+    /// datagram.
+    pub probes: Option<mpsc::SyncSender<(SocketAddr, Vec<u8>)>>,
 }
+
+/// First bytes of a path probe: 0xff is no WireGuard message type.
+pub const PROBE_MAGIC: &[u8; 4] = b"\xffCVP";
 
 struct Shared {
     device: Mutex<Device>,
@@ -60,6 +68,7 @@ struct Shared {
     /// Whether UDP GSO still works on this socket and route.
     gso: AtomicBool,
     shutdown: AtomicBool,
+    probes: Option<mpsc::SyncSender<(SocketAddr, Vec<u8>)>>,
 }
 
 impl Shared {
@@ -316,6 +325,13 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
                 for part in batch.datagrams(i) {
                     let (message, from) = batch.get_mut(i);
                     let datagram = &message[part.clone()];
+                    if datagram.starts_with(PROBE_MAGIC) {
+                        if let Some(sink) = &shared.probes {
+                            // Bounded: a probe flood is dropped, not queued.
+                            let _ = sink.try_send((from, datagram.to_vec()));
+                        }
+                        continue;
+                    }
                     device.set_under_load(count_handshake(
                         shared,
                         datagram,
@@ -603,6 +619,11 @@ impl DeviceHandle {
         &self.shared.tun
     }
 
+    /// Sends one datagram from the device's UDP socket (a path probe).
+    pub fn send_datagram(&self, to: SocketAddr, bytes: &[u8]) -> io::Result<()> {
+        self.shared.socket().send_to(bytes, to).map(|_| ())
+    }
+
     pub fn listen_port(&self) -> Option<u16> {
         self.shared.socket().local_addr().ok().map(|a| a.port())
     }
@@ -649,6 +670,7 @@ pub fn start(opts: &Options) -> io::Result<DeviceHandle> {
         handshakes_this_second: AtomicU32::new(0),
         gso: AtomicBool::new(true),
         shutdown: AtomicBool::new(false),
+        probes: opts.probes.clone(),
     });
     let (listener, socket_path) = bind_uapi(&opts.socket_dir, &opts.ifname)?;
     info!(

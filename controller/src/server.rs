@@ -15,7 +15,7 @@ use prost::Message;
 use proto_control::http::{self, Request};
 use proto_control::messages::{
     decode_client, encode_server, split_map_update, ClientBody, ClientHello, Pong, Refused,
-    RefusedReason, Registered, ServerBody, ServerHello, PROTOCOL_VERSION,
+    RefusedReason, Registered, RelayInfo, ServerBody, ServerHello, PROTOCOL_VERSION,
 };
 use proto_control::{Channel, ChannelEvent};
 use thiserror::Error;
@@ -111,7 +111,14 @@ pub async fn serve(
     registry: SharedRegistry,
     key: Arc<Zeroizing<[u8; 32]>>,
 ) -> std::io::Result<()> {
-    serve_with(listener, registry, key, Limits::default()).await
+    serve_with(
+        listener,
+        registry,
+        key,
+        Limits::default(),
+        Arc::new(Vec::new()),
+    )
+    .await
 }
 
 /// As [`serve`], with explicit limits (tests use short ones).
@@ -120,6 +127,7 @@ pub async fn serve_with(
     registry: SharedRegistry,
     key: Arc<Zeroizing<[u8; 32]>>,
     limits: Limits,
+    relays: Arc<Vec<RelayInfo>>,
 ) -> std::io::Result<()> {
     let next_conn = Arc::new(AtomicU64::new(1));
     let slots = Arc::new(Semaphore::new(limits.connections));
@@ -129,7 +137,7 @@ pub async fn serve_with(
             debug!(%from, "connection limit reached, dropping");
             continue;
         };
-        let (registry, key) = (registry.clone(), key.clone());
+        let (registry, key, relays) = (registry.clone(), key.clone(), relays.clone());
         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
@@ -141,6 +149,7 @@ pub async fn serve_with(
                 node: None,
                 limits,
                 last_endpoint_update: None,
+                relays,
             };
             match c.run(&key).await {
                 Ok(()) | Err(ConnError::Eof) => debug!(%from, "connection closed"),
@@ -161,6 +170,7 @@ struct Connection {
     node: Option<u64>,
     limits: Limits,
     last_endpoint_update: Option<tokio::time::Instant>,
+    relays: Arc<Vec<RelayInfo>>,
 }
 
 impl Connection {
@@ -205,6 +215,7 @@ impl Connection {
             name: node.name.clone(),
             address: node.address.to_be_bytes().to_vec(),
             prefix_len: u32::from(prefix_len),
+            relays: self.relays.to_vec(),
         };
         ch.send(&encode_server(ServerBody::Registered(registered)))?;
         let mut sent_version = map.version;

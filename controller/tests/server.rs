@@ -53,6 +53,7 @@ async fn start() -> Server {
         registry.clone(),
         Arc::new(Zeroizing::new(CONTROLLER_KEY)),
         limits,
+        Arc::new(Vec::new()),
     ));
     Server {
         addr,

@@ -20,7 +20,7 @@ pub use generated::refused::Reason as RefusedReason;
 pub use generated::server_message::Body as ServerBody;
 pub use generated::{
     ClientHello, ClientMessage, Endpoint, MapUpdate, Peer, Ping, Pong, Refused, Registered,
-    ServerHello, ServerMessage, UpdateEndpoints,
+    RelayInfo, ServerHello, ServerMessage, UpdateEndpoints,
 };
 
 /// Bumped on any change an older peer would misread.

@@ -97,6 +97,7 @@ fn main() -> ExitCode {
     let opts = agent::wg_device::Options {
         ifname: cli.interface.clone(),
         socket_dir: PathBuf::from(SOCKET_DIR),
+        probes: None,
     };
     match agent::wg_device::run(&opts, || {}) {
         Ok(()) => ExitCode::SUCCESS,

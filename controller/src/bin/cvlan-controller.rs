@@ -12,7 +12,9 @@ use clap::{Parser, Subcommand};
 use controller::admin::{self, AdminCommand};
 use controller::ipam::Ipv4Prefix;
 use controller::registry::{Registry, RegistryError};
+use controller::server::Limits;
 use controller::store::StoreError;
+use proto_control::messages::RelayInfo;
 use tracing::info;
 use zeroize::Zeroizing;
 
@@ -36,11 +38,42 @@ enum Command {
         /// Overlay prefix for a new network (an existing one keeps its own).
         #[arg(long)]
         prefix: Option<Ipv4Prefix>,
+        /// A relay of this network: HOST:PORT#PUBLICKEY[#STUNHOST:PORT]
+        /// (repeatable; STUN defaults to the relay's host, port 3478).
+        #[arg(long = "relay", value_parser = parse_relay)]
+        relays: Vec<RelayInfo>,
     },
     /// Prints the controller's public key (nodes need it to connect).
     Key,
     #[command(flatten)]
     Admin(AdminCommand),
+}
+
+fn parse_relay(s: &str) -> Result<RelayInfo, String> {
+    let mut parts = s.split('#');
+    let (Some(address), Some(key)) = (parts.next(), parts.next()) else {
+        return Err(format!(
+            "{s:?}: expected HOST:PORT#PUBLICKEY[#STUNHOST:PORT]"
+        ));
+    };
+    let address = address
+        .strip_prefix("http://")
+        .unwrap_or(address)
+        .to_string();
+    let (host, _) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?}: the relay address needs a port"))?;
+    let mut public_key = [0u8; 32];
+    hex::decode_to_slice(key, &mut public_key)
+        .map_err(|_| format!("{s:?}: the relay key must be 64 hex digits"))?;
+    let stun = parts
+        .next()
+        .map_or_else(|| format!("{host}:3478"), str::to_string);
+    Ok(RelayInfo {
+        address,
+        public_key: public_key.to_vec(),
+        stun,
+    })
 }
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
@@ -80,7 +113,12 @@ fn open_waiting(db: &Path, prefix: Option<Ipv4Prefix>) -> Result<Registry, Strin
     }
 }
 
-fn serve(dir: &Path, listen: SocketAddr, prefix: Option<Ipv4Prefix>) -> Result<(), String> {
+fn serve(
+    dir: &Path,
+    listen: SocketAddr,
+    prefix: Option<Ipv4Prefix>,
+    relays: Vec<RelayInfo>,
+) -> Result<(), String> {
     let key = controller_key(dir)?;
     let (db, _, admin_sock) = paths(dir);
     let registry = open_waiting(&db, prefix)?;
@@ -110,7 +148,7 @@ fn serve(dir: &Path, listen: SocketAddr, prefix: Option<Ipv4Prefix>) -> Result<(
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
         let result = tokio::select! {
-            r = controller::server::serve(listener, registry, key) => r.map_err(|e| e.to_string()),
+            r = controller::server::serve_with(listener, registry, key, Limits::default(), Arc::new(relays)) => r.map_err(|e| e.to_string()),
             _ = term.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         };
@@ -152,7 +190,11 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let result = match &cli.command {
-        Command::Serve { listen, prefix } => serve(&cli.state_dir, *listen, *prefix),
+        Command::Serve {
+            listen,
+            prefix,
+            relays,
+        } => serve(&cli.state_dir, *listen, *prefix, relays.clone()),
         Command::Key => controller_key(&cli.state_dir)
             .map(|k| println!("{}", hex::encode(proto_control::public_key(&k)))),
         Command::Admin(cmd) => run_admin(&cli.state_dir, cmd).map(|text| print!("{text}")),

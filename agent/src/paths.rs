@@ -1,0 +1,373 @@
+//! Which path each peer's traffic takes: through the relay, or direct to
+//! one of its endpoints. Sans-IO, with time passed in.
+//!
+//! Traffic starts on the relay at once (when there is one), so a new peer
+//! never waits for a direct path. Every [`PROBE_INTERVAL`] the node sends a
+//! sealed ping to each of the peer's endpoints over the WireGuard socket;
+//! the first endpoint to answer becomes the path. When a direct path stops
+//! answering for [`DIRECT_TIMEOUT`], traffic moves back to the relay, and
+//! moves direct again as soon as a probe is answered.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use crate::probe::{self, Key, Kind};
+
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Three probes unanswered.
+pub const DIRECT_TIMEOUT: Duration = Duration::from_millis(6500);
+/// Probes waiting for an answer, per peer.
+const MAX_OUTSTANDING: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Relay,
+    Direct(SocketAddr),
+    /// No relay and no proven direct path: the first endpoint, untested.
+    Unproven(SocketAddr),
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this datagram from the WireGuard socket.
+    Send { to: SocketAddr, datagram: Vec<u8> },
+    /// Point the peer's WireGuard endpoint at `endpoint`.
+    SetEndpoint { peer: Key, endpoint: SocketAddr },
+}
+
+#[derive(Debug)]
+struct PeerPath {
+    shared: Zeroizing<[u8; 32]>,
+    candidates: Vec<SocketAddr>,
+    /// Where the relay path enters the device (the peer's proxy socket).
+    relay: Option<SocketAddr>,
+    path: Path,
+    last_pong: Option<Instant>,
+    next_probe: Instant,
+    outstanding: HashMap<u64, SocketAddr>,
+}
+
+#[derive(Debug)]
+pub struct PathManager {
+    our_secret: Zeroizing<[u8; 32]>,
+    our_public: Key,
+    peers: HashMap<Key, PeerPath>,
+    actions: Vec<Action>,
+    /// Nonces and transaction ids (xorshift over a seed: sans-IO).
+    rng: u64,
+}
+
+impl PathManager {
+    pub fn new(our_secret: Zeroizing<[u8; 32]>, our_public: Key, seed: u64) -> Self {
+        Self {
+            our_secret,
+            our_public,
+            peers: HashMap::new(),
+            actions: Vec::new(),
+            rng: seed | 1,
+        }
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn nonce(&mut self) -> [u8; 12] {
+        let mut n = [0u8; 12];
+        n[..8].copy_from_slice(&self.next_u64().to_le_bytes());
+        n[8..].copy_from_slice(&(self.next_u64() as u32).to_le_bytes());
+        n
+    }
+
+    pub fn path(&self, peer: &Key) -> Option<Path> {
+        self.peers.get(peer).map(|p| p.path)
+    }
+
+    /// Adds or updates a peer; returns the endpoint to configure now.
+    pub fn set_peer(
+        &mut self,
+        now: Instant,
+        peer: Key,
+        candidates: Vec<SocketAddr>,
+        relay: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        let shared = probe::shared_key(&self.our_secret, &peer)?;
+        let entry = self.peers.entry(peer).or_insert_with(|| PeerPath {
+            shared,
+            candidates: Vec::new(),
+            relay: None,
+            path: Path::None,
+            last_pong: None,
+            next_probe: now,
+            outstanding: HashMap::new(),
+        });
+        entry.candidates = candidates;
+        entry.relay = relay;
+        // Keep a proven direct path that is still a candidate.
+        let keep = matches!(entry.path, Path::Direct(a) if entry.candidates.contains(&a));
+        if !keep {
+            entry.path = match (relay, entry.candidates.first()) {
+                (Some(_), _) => Path::Relay,
+                (None, Some(&a)) => Path::Unproven(a),
+                (None, None) => Path::None,
+            };
+        }
+        entry.next_probe = now;
+        endpoint_of(entry)
+    }
+
+    pub fn remove_peer(&mut self, peer: &Key) {
+        self.peers.remove(peer);
+    }
+
+    /// A probe datagram that arrived on the WireGuard socket.
+    pub fn handle_probe(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(sender) = probe::sender(datagram) else {
+            return;
+        };
+        let Some(p) = self.peers.get(&sender) else {
+            return; // not a peer of ours: ignored
+        };
+        let Some((kind, tx)) = probe::open(&p.shared, datagram) else {
+            return;
+        };
+        match kind {
+            Kind::Ping => {
+                let shared = p.shared.clone();
+                let nonce = self.nonce();
+                let datagram = probe::seal(&shared, &self.our_public, nonce, Kind::Pong, tx);
+                self.actions.push(Action::Send { to: from, datagram });
+            }
+            Kind::Pong => {
+                let Some(p) = self.peers.get_mut(&sender) else {
+                    return;
+                };
+                // Only an answer to a ping we sent to exactly that address.
+                if p.outstanding.remove(&tx) != Some(from) {
+                    return;
+                }
+                p.last_pong = Some(now);
+                if p.path != Path::Direct(from) && !matches!(p.path, Path::Direct(_)) {
+                    p.path = Path::Direct(from);
+                    self.actions.push(Action::SetEndpoint {
+                        peer: sender,
+                        endpoint: from,
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut keys: Vec<Key> = self.peers.keys().copied().collect();
+        keys.sort();
+        for key in keys {
+            let fallback = {
+                let Some(p) = self.peers.get_mut(&key) else {
+                    continue;
+                };
+                let stale = p
+                    .last_pong
+                    .is_none_or(|t| now.saturating_duration_since(t) >= DIRECT_TIMEOUT);
+                match (p.path, p.relay) {
+                    (Path::Direct(_), Some(relay)) if stale => {
+                        p.path = Path::Relay;
+                        Some(relay)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(relay) = fallback {
+                self.actions.push(Action::SetEndpoint {
+                    peer: key,
+                    endpoint: relay,
+                });
+            }
+            let due = self.peers.get(&key).is_some_and(|p| now >= p.next_probe);
+            if !due {
+                continue;
+            }
+            let candidates = self
+                .peers
+                .get(&key)
+                .map(|p| p.candidates.clone())
+                .unwrap_or_default();
+            for to in candidates {
+                let (tx, nonce) = (self.next_u64(), self.nonce());
+                let Some(p) = self.peers.get_mut(&key) else {
+                    break;
+                };
+                if p.outstanding.len() >= MAX_OUTSTANDING {
+                    p.outstanding.clear(); // old pings will never be answered now
+                }
+                p.outstanding.insert(tx, to);
+                let datagram = probe::seal(&p.shared, &self.our_public, nonce, Kind::Ping, tx);
+                self.actions.push(Action::Send { to, datagram });
+            }
+            if let Some(p) = self.peers.get_mut(&key) {
+                p.next_probe = now + PROBE_INTERVAL;
+            }
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.peers.values().map(|p| p.next_probe).min()
+    }
+
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.actions.is_empty() {
+            None
+        } else {
+            Some(self.actions.remove(0))
+        }
+    }
+}
+
+fn endpoint_of(p: &PeerPath) -> Option<SocketAddr> {
+    match p.path {
+        Path::Relay => p.relay,
+        Path::Direct(a) | Path::Unproven(a) => Some(a),
+        Path::None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn public(k: &[u8; 32]) -> Key {
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*k)).to_bytes()
+    }
+
+    const A_ADDR: &str = "10.0.0.1:41641";
+    const B_ADDR: &str = "10.0.0.2:41641";
+
+    /// Two managers with a link that can be cut; actions are carried out
+    /// by hand. Returns the endpoints each side set, in order.
+    struct Pair {
+        a: PathManager,
+        b: PathManager,
+        link_up: bool,
+        a_endpoints: Vec<SocketAddr>,
+        b_endpoints: Vec<SocketAddr>,
+    }
+
+    impl Pair {
+        fn new(now: Instant) -> Self {
+            let (ka, kb) = ([1u8; 32], [2u8; 32]);
+            let mut a = PathManager::new(Zeroizing::new(ka), public(&ka), 1);
+            let mut b = PathManager::new(Zeroizing::new(kb), public(&kb), 2);
+            let relay: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+            let first_a = a.set_peer(now, public(&kb), vec![B_ADDR.parse().unwrap()], Some(relay));
+            let first_b = b.set_peer(now, public(&ka), vec![A_ADDR.parse().unwrap()], Some(relay));
+            assert_eq!(
+                (first_a, first_b),
+                (Some(relay), Some(relay)),
+                "traffic starts on the relay"
+            );
+            Self {
+                a,
+                b,
+                link_up: true,
+                a_endpoints: vec![],
+                b_endpoints: vec![],
+            }
+        }
+
+        fn step(&mut self, now: Instant) {
+            self.a.handle_timeout(now);
+            self.b.handle_timeout(now);
+            for _ in 0..4 {
+                while let Some(act) = self.a.poll_action() {
+                    match act {
+                        Action::Send { datagram, .. } if self.link_up => {
+                            self.b.handle_probe(now, A_ADDR.parse().unwrap(), &datagram)
+                        }
+                        Action::Send { .. } => {}
+                        Action::SetEndpoint { endpoint, .. } => self.a_endpoints.push(endpoint),
+                    }
+                }
+                while let Some(act) = self.b.poll_action() {
+                    match act {
+                        Action::Send { datagram, .. } if self.link_up => {
+                            self.a.handle_probe(now, B_ADDR.parse().unwrap(), &datagram)
+                        }
+                        Action::Send { .. } => {}
+                        Action::SetEndpoint { endpoint, .. } => self.b_endpoints.push(endpoint),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn traffic_moves_direct_when_probes_answer_and_back_to_the_relay_when_they_stop() {
+        let mut now = Instant::now();
+        let mut pair = Pair::new(now);
+        let relay: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        pair.link_up = false;
+        for _ in 0..5 {
+            pair.step(now);
+            now += PROBE_INTERVAL;
+        }
+        assert!(
+            pair.a_endpoints.is_empty(),
+            "no direct path proven: stays on the relay"
+        );
+        assert_eq!(pair.a.path(&public(&[2; 32])), Some(Path::Relay));
+
+        pair.link_up = true;
+        pair.step(now);
+        assert_eq!(pair.a_endpoints, [B_ADDR.parse::<SocketAddr>().unwrap()]);
+        assert_eq!(pair.b_endpoints, [A_ADDR.parse::<SocketAddr>().unwrap()]);
+
+        // The direct path dies: after the timeout, back to the relay.
+        pair.link_up = false;
+        let cut = now;
+        while now < cut + DIRECT_TIMEOUT + PROBE_INTERVAL {
+            now += PROBE_INTERVAL;
+            pair.step(now);
+        }
+        assert_eq!(pair.a_endpoints.last(), Some(&relay));
+        // And direct again when it comes back.
+        pair.link_up = true;
+        now += PROBE_INTERVAL;
+        pair.step(now);
+        assert_eq!(pair.a_endpoints.last(), Some(&B_ADDR.parse().unwrap()));
+    }
+
+    #[test]
+    fn strangers_forged_and_unsolicited_probes_change_nothing() {
+        let now = Instant::now();
+        let mut pair = Pair::new(now);
+        let stranger_key = Zeroizing::new([9u8; 32]);
+        let shared = probe::shared_key(&stranger_key, &public(&[1; 32])).unwrap();
+        let ping = probe::seal(&shared, &public(&[9; 32]), [0; 12], Kind::Ping, 1);
+        pair.a
+            .handle_probe(now, "10.9.9.9:1".parse().unwrap(), &ping);
+        assert!(pair.a.poll_action().is_none(), "strangers get no answer");
+        // A pong nobody asked for, from B's real key but an unprobed address.
+        let ab = probe::shared_key(&Zeroizing::new([2u8; 32]), &public(&[1; 32])).unwrap();
+        let pong = probe::seal(&ab, &public(&[2; 32]), [0; 12], Kind::Pong, 12345);
+        pair.a
+            .handle_probe(now, "10.6.6.6:1".parse().unwrap(), &pong);
+        assert!(pair.a.poll_action().is_none());
+        assert_eq!(pair.a.path(&public(&[2; 32])), Some(Path::Relay));
+    }
+
+    #[test]
+    fn without_a_relay_the_first_endpoint_is_used_at_once() {
+        let now = Instant::now();
+        let mut m = PathManager::new(Zeroizing::new([1; 32]), public(&[1; 32]), 3);
+        let e = m.set_peer(now, public(&[2; 32]), vec![B_ADDR.parse().unwrap()], None);
+        assert_eq!(e, Some(B_ADDR.parse().unwrap()));
+        assert!(matches!(m.path(&public(&[2; 32])), Some(Path::Unproven(_))));
+    }
+}
