@@ -12,18 +12,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto_control::messages::{
-    ip_from_bytes, key32, ClientBody, ClientHello, Endpoint, RefusedReason, UpdateEndpoints,
-    PROTOCOL_VERSION,
+    ip_from_bytes, key32, ClientBody, ClientHello, Endpoint, RefusedReason, RelayInfo,
+    UpdateEndpoints, PROTOCOL_VERSION,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
 use crate::control_client::{self, controller_address, ConnectParams, ControlEvent};
 use crate::lifecycle::{Action, Input, Lifecycle, Phase};
 use crate::local_api::{self, Reply, Request};
-use crate::mesh::{uapi_lines, Change, Mesh};
+use crate::mesh::{uapi_lines_with, Change, Mesh};
+use crate::paths::{Action as PathAction, Path, PathManager};
+use crate::relay_path::{choose_home, RelayLink};
 use crate::settings::{CachedMap, Saved, StateDir};
 use crate::wg_device::{self, DeviceHandle};
 
@@ -65,6 +67,12 @@ struct Daemon {
     events_tx: mpsc::Sender<(u64, ControlEvent)>,
     /// `up` requests waiting for the node to run (or to fail for good).
     waiting: Vec<oneshot::Sender<Reply>>,
+    node_key: Zeroizing<[u8; 32]>,
+    paths: PathManager,
+    relay: Option<RelayLink>,
+    /// The relays the controller announced, and the home relay chosen.
+    relays: Vec<RelayInfo>,
+    relay_choice: mpsc::Sender<(Vec<RelayInfo>, usize)>,
 }
 
 fn hex_key(text: &str) -> Result<[u8; 32], String> {
@@ -91,10 +99,24 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let node_public = *proto_wg::PrivateKey::from_bytes(*node_key)
         .public_key()
         .as_bytes();
+    // Path probes arrive on the device's UDP thread; a small thread hands
+    // them to the async side (bounded both ways: a flood is dropped).
+    let (probe_tx, probe_rx) = std::sync::mpsc::sync_channel(256);
+    let (probes_async_tx, probes_async_rx) = mpsc::channel(256);
+    std::thread::Builder::new()
+        .name("probes".into())
+        .spawn(move || {
+            while let Ok(p) = probe_rx.recv() {
+                if probes_async_tx.blocking_send(p).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
     let device = wg_device::start(&wg_device::Options {
         ifname: opts.interface.clone(),
         socket_dir: PathBuf::from("/var/run/wireguard"),
-        probes: None,
+        probes: Some(probe_tx),
     })
     .map_err(|e| format!("interface {}: {e}", opts.interface))?;
     let private = Zeroizing::new(format!("private_key={}", hex::encode(*node_key)));
@@ -109,6 +131,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let saved = state.saved()?;
     let (events_tx, events_rx) = mpsc::channel(64);
+    let (relay_choice, relay_chosen) = mpsc::channel(4);
     let seed = u64::from_le_bytes(machine_key[..8].try_into().unwrap_or_default())
         ^ u64::from(std::process::id());
     let mut daemon = Daemon {
@@ -128,12 +151,22 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         conn: None,
         events_tx,
         waiting: Vec::new(),
+        paths: PathManager::new(node_key.clone(), node_public, seed.rotate_left(17)),
+        node_key,
+        relay: None,
+        relays: Vec::new(),
+        relay_choice,
     };
-    runtime.block_on(daemon.run(events_rx))
+    runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen))
 }
 
 impl Daemon {
-    async fn run(&mut self, mut events: mpsc::Receiver<(u64, ControlEvent)>) -> Result<(), String> {
+    async fn run(
+        &mut self,
+        mut events: mpsc::Receiver<(u64, ControlEvent)>,
+        mut probes: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+        mut relay_chosen: mpsc::Receiver<(Vec<RelayInfo>, usize)>,
+    ) -> Result<(), String> {
         let socket = &self.opts.socket.clone();
         if local_api::call(socket, "status", &[])
             .ok()
@@ -171,11 +204,23 @@ impl Daemon {
         info!(interface = %self.opts.interface, socket = %socket.display(), "cvlan-agent running");
         let reason = loop {
             self.act();
+            self.path_actions();
             let retry = self
                 .lifecycle
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
+            let probe_due = self
+                .paths
+                .poll_timeout()
+                .map(tokio::time::Instant::from_std);
             tokio::select! {
+                Some((from, datagram)) = probes.recv() => {
+                    self.paths.handle_probe(std::time::Instant::now(), from, &datagram);
+                }
+                _ = async { tokio::time::sleep_until(probe_due.unwrap_or_else(tokio::time::Instant::now)).await }, if probe_due.is_some() => {
+                    self.paths.handle_timeout(std::time::Instant::now());
+                }
+                Some((relays, home)) = relay_chosen.recv() => self.start_relay(&relays, home),
                 Some((generation, event)) = events.recv() => {
                     if generation == self.generation {
                         self.on_control(event);
@@ -322,6 +367,7 @@ impl Daemon {
                     self.mesh_controller = controller_key;
                 }
                 self.set_address(&r);
+                self.on_relays(&r.relays);
                 info!(name = %r.name, node = r.node_id, "registered");
                 self.mesh.me = Some(r);
                 self.lifecycle.handle(now, Input::Registered);
@@ -382,11 +428,25 @@ impl Daemon {
         self.state.forget_map();
     }
 
-    fn apply_changes(&self, changes: &[Change]) {
+    fn apply_changes(&mut self, changes: &[Change]) {
         if changes.is_empty() {
             return;
         }
-        let text = uapi_lines(changes);
+        let now = std::time::Instant::now();
+        for c in changes {
+            match c {
+                Change::Remove(p) => self.forget_path(&p.node_key),
+                Change::Update { old, new } if old.node_key != new.node_key => {
+                    self.forget_path(&old.node_key)
+                }
+                _ => {}
+            }
+        }
+        let (paths, relay) = (&mut self.paths, &self.relay);
+        let text = uapi_lines_with(changes, |p| {
+            let proxy = relay.as_ref().and_then(|r| r.proxy_for(p.node_key).ok());
+            paths.set_peer(now, p.node_key, p.endpoints.clone(), proxy)
+        });
         if let Err(e) = self.device.set(text.lines()) {
             warn!(error = %e, "device refused peer configuration");
         }
@@ -397,6 +457,79 @@ impl Daemon {
                 Change::Remove(p) => info!(peer = %p.name, "peer removed"),
             }
         }
+    }
+
+    fn forget_path(&mut self, key: &[u8; 32]) {
+        self.paths.remove_peer(key);
+        if let Some(r) = &self.relay {
+            r.remove_peer(key);
+        }
+    }
+
+    /// Carries out the path manager's decisions on the device.
+    fn path_actions(&mut self) {
+        while let Some(action) = self.paths.poll_action() {
+            match action {
+                PathAction::Send { to, datagram } => {
+                    if let Err(e) = self.device.send_datagram(to, &datagram) {
+                        debug!(%to, error = %e, "probe not sent");
+                    }
+                }
+                PathAction::SetEndpoint { peer, endpoint } => {
+                    // Only for a peer the device still has (a `public_key`
+                    // line would otherwise create it).
+                    if !self.mesh.peers.values().any(|p| p.node_key == peer) {
+                        continue;
+                    }
+                    let lines = [
+                        format!("public_key={}", hex::encode(peer)),
+                        format!("endpoint={endpoint}"),
+                    ];
+                    match self.device.set(lines.iter().map(String::as_str)) {
+                        Ok(()) => info!(peer = %hex::encode(&peer[..4]), %endpoint, "path changed"),
+                        Err(e) => warn!(error = %e, "could not set the endpoint"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The controller named the network's relays: pick the home relay
+    /// (lowest STUN round trip) without holding up anything else.
+    fn on_relays(&mut self, relays: &[RelayInfo]) {
+        if relays == self.relays.as_slice() {
+            return;
+        }
+        self.relays = relays.to_vec();
+        if relays.is_empty() {
+            self.relay = None;
+            return;
+        }
+        let (relays, tx) = (relays.to_vec(), self.relay_choice.clone());
+        tokio::spawn(async move {
+            let home = choose_home(&relays).await.unwrap_or(0);
+            let _ = tx.send((relays, home)).await;
+        });
+    }
+
+    fn start_relay(&mut self, relays: &[RelayInfo], home: usize) {
+        if relays != self.relays.as_slice() {
+            return; // superseded
+        }
+        let Some(info) = relays.get(home) else { return };
+        if self
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.address == info.address)
+        {
+            return;
+        }
+        let port = self.device.listen_port().unwrap_or(self.opts.listen_port);
+        self.relay = RelayLink::start(info, self.node_key.clone(), port);
+        info!(relay = %info.address, "home relay");
+        // Every peer gets its relay path (and starts on it if not direct).
+        let peers: Vec<Change> = self.mesh.peers.values().cloned().map(Change::Add).collect();
+        self.apply_changes(&peers);
     }
 
     fn set_address(&mut self, r: &proto_control::messages::Registered) {
@@ -446,6 +579,7 @@ impl Daemon {
         }
         self.mesh_controller = key32(&cache.controller_key);
         self.set_address(&me);
+        self.on_relays(&me.relays);
         self.mesh.me = Some(me);
         if let Ok((changes, _)) = self.mesh.apply(&map) {
             info!(
@@ -544,7 +678,16 @@ impl Daemon {
             },
             "down" => self.down(),
             "status" => Reply::ok(self.status()),
-            "peers" => Reply::ok(crate::report::peers(&self.mesh, &self.device.get())),
+            "peers" => Reply::ok(crate::report::peers(
+                &self.mesh,
+                &self.device.get(),
+                |k| match self.paths.path(k) {
+                    Some(Path::Relay) => "relay".to_string(),
+                    Some(Path::Direct(_)) => "direct".to_string(),
+                    Some(Path::Unproven(_)) => "direct?".to_string(),
+                    _ => "-".to_string(),
+                },
+            )),
             "routes" => Reply::ok(crate::report::routes(
                 &self.mesh,
                 self.address,
@@ -572,6 +715,18 @@ impl Daemon {
         self.node_public = *proto_wg::PrivateKey::from_bytes(*fresh)
             .public_key()
             .as_bytes();
+        // Probes and the relay prove the node key: both start over with it.
+        self.paths = PathManager::new(
+            fresh.clone(),
+            self.node_public,
+            u64::from_le_bytes(fresh[..8].try_into().unwrap_or_default()),
+        );
+        self.node_key = fresh.clone();
+        self.relay = None;
+        let relays = std::mem::take(&mut self.relays);
+        let peers: Vec<Change> = self.mesh.peers.values().cloned().map(Change::Add).collect();
+        self.apply_changes(&peers);
+        self.on_relays(&relays);
         info!(public_key = %hex::encode(self.node_public), "node key rotated");
         let now = std::time::Instant::now();
         self.lifecycle.handle(now, Input::Down);

@@ -134,11 +134,11 @@ impl Mesh {
     }
 }
 
-fn configure_peer(out: &mut String, p: &MeshPeer) {
+fn configure_peer(out: &mut String, p: &MeshPeer, endpoint: Option<SocketAddr>) {
     let _ = writeln!(out, "public_key={}", hex::encode(p.node_key));
     let _ = writeln!(out, "replace_allowed_ips=true");
     let _ = writeln!(out, "allowed_ip={}/32", p.address);
-    if let Some(e) = p.endpoint() {
+    if let Some(e) = endpoint {
         let _ = writeln!(out, "endpoint={e}");
     }
     // Keeps NAT mappings open, and (being new to the device) sends a
@@ -155,23 +155,33 @@ fn remove_peer(out: &mut String, key: &[u8; 32]) {
     let _ = writeln!(out, "remove=true");
 }
 
-/// UAPI `set` lines that carry `changes` out on the device. A peer whose
-/// key rotated is removed under its old key and added under the new one.
-pub fn uapi_lines(changes: &[Change]) -> String {
+/// UAPI `set` lines that carry `changes` out on the device, with each
+/// peer's endpoint as `endpoint` picks it (the path manager's choice). A
+/// peer whose key rotated is removed under its old key and added under
+/// the new one.
+pub fn uapi_lines_with(
+    changes: &[Change],
+    mut endpoint: impl FnMut(&MeshPeer) -> Option<SocketAddr>,
+) -> String {
     let mut out = String::new();
     for c in changes {
         match c {
-            Change::Add(p) => configure_peer(&mut out, p),
+            Change::Add(p) => configure_peer(&mut out, p, endpoint(p)),
             Change::Remove(p) => remove_peer(&mut out, &p.node_key),
             Change::Update { old, new } => {
                 if old.node_key != new.node_key {
                     remove_peer(&mut out, &old.node_key);
                 }
-                configure_peer(&mut out, new);
+                configure_peer(&mut out, new, endpoint(new));
             }
         }
     }
     out
+}
+
+/// As [`uapi_lines_with`], each peer at its first reported endpoint.
+pub fn uapi_lines(changes: &[Change]) -> String {
+    uapi_lines_with(changes, MeshPeer::endpoint)
 }
 
 #[cfg(test)]

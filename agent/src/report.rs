@@ -42,7 +42,8 @@ fn stats(uapi: &str) -> HashMap<String, PeerStats> {
     out
 }
 
-pub fn peers(mesh: &Mesh, uapi: &str) -> String {
+/// `path` names the path each peer's traffic takes (relay or direct).
+pub fn peers(mesh: &Mesh, uapi: &str, path: impl Fn(&[u8; 32]) -> String) -> String {
     let stats = stats(uapi);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -50,8 +51,8 @@ pub fn peers(mesh: &Mesh, uapi: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24}  {:<15}  {:<22}  {:<14}  {:>12}  {:>12}",
-        "NAME", "ADDRESS", "ENDPOINT", "HANDSHAKE", "RX", "TX"
+        "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}",
+        "NAME", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"
     );
     for p in mesh.peers.values() {
         let s = stats.get(&hex::encode(p.node_key));
@@ -64,9 +65,10 @@ pub fn peers(mesh: &Mesh, uapi: &str) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<24}  {:<15}  {:<22}  {:<14}  {:>12}  {:>12}",
+            "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}",
             p.name,
             p.address,
+            path(&p.node_key),
             endpoint,
             handshake,
             s.map_or(0, |s| s.rx),

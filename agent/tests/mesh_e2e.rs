@@ -22,14 +22,23 @@ fn agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cvlan-agent")
 }
 
-fn controller_bin() -> PathBuf {
-    let bin = Path::new(agent_bin()).with_file_name("cvlan-controller");
+/// Another daemon of the workspace, built next to `cvlan-agent`.
+fn sibling_bin(name: &str, package: &str) -> PathBuf {
+    let bin = Path::new(agent_bin()).with_file_name(name);
     assert!(
         bin.exists(),
-        "{} is missing: build it with `cargo build -p controller` (cargo test --workspace does)",
+        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
         bin.display()
     );
     bin
+}
+
+fn controller_bin() -> PathBuf {
+    sibling_bin("cvlan-controller", "controller")
+}
+
+fn relay_bin() -> PathBuf {
+    sibling_bin("cvlan-relay", "relay")
 }
 
 struct Agent {
@@ -48,12 +57,25 @@ struct Mesh {
     agents: Vec<(String, Agent)>,
     controller_key: String,
     auth_key: String,
+    /// `--relay` for the controller, when the mesh has a relay.
+    relay_arg: Option<String>,
+    relay: Option<Child>,
 }
 
 const CONTROLLER_IP: &str = "10.150.0.1";
+const RELAY_IP: &str = "10.150.0.2";
 
 impl Mesh {
     fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// A mesh whose controller announces one relay (in its own namespace).
+    fn with_relay() -> Self {
+        Self::build(true)
+    }
+
+    fn build(with_relay: bool) -> Self {
         require(&["ip", "ping"]);
         let n = NEXT_MESH.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 100_000);
@@ -67,13 +89,17 @@ impl Mesh {
             agents: Vec::new(),
             controller_key: String::new(),
             auth_key: String::new(),
+            relay_arg: None,
+            relay: None,
             tag,
         };
         let br = mesh.add_ns("br");
         run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
         run(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-        let ctl = mesh.attach("ctl", CONTROLLER_IP);
-        let _ = ctl;
+        mesh.attach("ctl", CONTROLLER_IP);
+        if with_relay {
+            mesh.start_relay();
+        }
         mesh.start_controller();
         mesh.controller_key = mesh.ctl(&["key"]).expect("key").trim().to_string();
         mesh.auth_key = mesh
@@ -122,6 +148,42 @@ impl Mesh {
         self.dir.join("controller")
     }
 
+    fn start_relay(&mut self) {
+        let ns = self.attach("rly", RELAY_IP);
+        let key_file = self.dir.join("relay.key");
+        let out = Command::new(relay_bin())
+            .arg("--key")
+            .arg(&key_file)
+            .arg("--print-key")
+            .output()
+            .expect("relay key");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let log = std::fs::File::create(self.dir.join("relay.log")).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(relay_bin())
+            .arg("--key")
+            .arg(&key_file)
+            .args([
+                "--listen",
+                &format!("{RELAY_IP}:8443"),
+                "--stun",
+                &format!("{RELAY_IP}:3478"),
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn relay");
+        self.relay = Some(child);
+        self.relay_arg = Some(format!("{RELAY_IP}:8443#{key}#{RELAY_IP}:3478"));
+    }
+
     fn start_controller(&mut self) {
         // A killed controller leaves its socket file behind.
         let _ = std::fs::remove_file(self.ctl_dir().join("admin.sock"));
@@ -136,6 +198,7 @@ impl Mesh {
             .arg("--state-dir")
             .arg(self.ctl_dir())
             .args(["serve", "--listen", &format!("{CONTROLLER_IP}:7443")])
+            .args(self.relay_arg.iter().flat_map(|r| ["--relay", r.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -308,6 +371,10 @@ impl Drop for Mesh {
             }
         }
         self.kill_controller();
+        if let Some(mut r) = self.relay.take() {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
@@ -569,5 +636,118 @@ fn bad_keys_get_clear_errors_and_disturb_nobody() {
         Duration::from_secs(5),
         "bad -> good under the new key",
         || mesh.ping("bad", good),
+    );
+}
+
+/// `name`'s path to `peer` as `cvlan-agent peers` reports it.
+fn path_to(mesh: &Mesh, name: &str, peer: &str) -> String {
+    let peers = mesh.cli(name, &["peers"]).unwrap_or_default();
+    peers
+        .lines()
+        .find(|l| l.starts_with(peer))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("-")
+        .to_string()
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, veth, bridge, TUN, nftables (CI runs it)"]
+fn blocked_direct_udp_falls_back_to_the_relay_and_returns_when_unblocked() {
+    require(&["nft"]);
+    let mut mesh = Mesh::with_relay();
+    mesh.add_agent("alpha");
+    mesh.add_agent("beta");
+    // Alpha's host drops every UDP datagram to or from beta's: no direct
+    // path exists, TCP (controller, relay) still works.
+    let beta_underlay = "10.150.0.11";
+    let alpha_ns = mesh.agent("alpha").ns.clone();
+    let rules = format!(
+        "table inet cvlan_block {{\n  chain out {{\n    type filter hook output priority 0;\n    ip daddr {beta_underlay} meta l4proto udp drop\n  }}\n  chain in {{\n    type filter hook input priority 0;\n    ip saddr {beta_underlay} meta l4proto udp drop\n  }}\n}}\n"
+    );
+    let rules_file = mesh.dir.join("block.nft");
+    std::fs::write(&rules_file, rules).expect("rules");
+    let block = || {
+        let file = rules_file.to_string_lossy();
+        run(&["ip", "netns", "exec", &alpha_ns, "nft", "-f", &file]);
+    };
+    block();
+    for n in ["alpha", "beta"] {
+        mesh.up(n)
+            .unwrap_or_else(|e| panic!("{n} up: {e}\n{}", mesh.log(n)));
+    }
+    let beta = mesh.overlay("beta");
+    let alpha = mesh.overlay("alpha");
+    wait_for(
+        Duration::from_secs(10),
+        "alpha -> beta through the relay",
+        || mesh.ping("alpha", beta),
+    );
+    assert!(mesh.ping("beta", alpha));
+    assert_eq!(
+        path_to(&mesh, "alpha", "beta"),
+        "relay",
+        "{}",
+        mesh.cli("alpha", &["peers"]).unwrap_or_default()
+    );
+    let mbps = transfer(
+        alpha_ns.clone(),
+        mesh.agent("beta").ns.clone(),
+        SocketAddr::from((beta, 5201)),
+        10 << 20,
+    );
+    eprintln!("through the relay: 10 MiB at {mbps:.0} Mbit/s");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        path_to(&mesh, "alpha", "beta"),
+        "relay",
+        "still blocked: still relayed"
+    );
+
+    // The block is lifted: probes get answers and traffic goes direct.
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &alpha_ns,
+        "nft",
+        "delete",
+        "table",
+        "inet",
+        "cvlan_block",
+    ]);
+    let direct = wait_for(Duration::from_secs(10), "alpha going direct", || {
+        path_to(&mesh, "alpha", "beta") == "direct"
+    });
+    wait_for(Duration::from_secs(10), "beta going direct", || {
+        path_to(&mesh, "beta", "alpha") == "direct"
+    });
+    eprintln!("direct path taken {direct:?} after the block was lifted");
+    wait_for(Duration::from_secs(5), "alpha -> beta direct", || {
+        mesh.ping("alpha", beta)
+    });
+    let mbps = transfer(
+        mesh.agent("beta").ns.clone(),
+        alpha_ns.clone(),
+        SocketAddr::from((alpha, 5202)),
+        10 << 20,
+    );
+    eprintln!("direct: 10 MiB at {mbps:.0} Mbit/s");
+    let endpoint_line = mesh.cli("alpha", &["peers"]).unwrap_or_default();
+    assert!(
+        endpoint_line.contains(&format!("{beta_underlay}:")),
+        "alpha's endpoint for beta is beta's address: {endpoint_line}"
+    );
+
+    // Blocked again: the direct path stops answering, traffic goes back to
+    // the relay by itself and keeps flowing.
+    block();
+    let back = wait_for(Duration::from_secs(15), "alpha back on the relay", || {
+        path_to(&mesh, "alpha", "beta") == "relay"
+    });
+    eprintln!("back on the relay {back:?} after the block");
+    wait_for(
+        Duration::from_secs(10),
+        "alpha -> beta through the relay again",
+        || mesh.ping("alpha", beta),
     );
 }

@@ -53,6 +53,11 @@ fn main() -> std::io::Result<()> {
             name: "a".into(),
             address: vec![100, 64, 0, 1],
             prefix_len: 10,
+            relays: vec![RelayInfo {
+                address: "10.0.0.9:8443".into(),
+                public_key: vec![9; 32],
+                stun: "10.0.0.9:3478".into(),
+            }],
         })),
         encode_server(ServerBody::Refused(Refused {
             reason: 2,
