@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a local CloudVLAN mesh in network namespaces. One
-# controller (its embedded redb database) and two agents on a bridge; the
-# agents join with a pre-auth key, learn each other from the network map,
-# and ping each other over WireGuard by overlay address.
+# controller (its embedded redb database), one relay (with STUN) and two
+# agents on a bridge; the agents join with a pre-auth key, learn each
+# other from the network map, and ping each other over WireGuard by
+# overlay address: first through the relay, then directly once their
+# probes prove the direct path.
 #
 #   bash scripts/demo.sh        # build, bring the mesh up, show it (it stays up)
 #   bash scripts/demo.sh down   # tear it all down
@@ -21,8 +23,9 @@ down() {
     fi
   done
   pkill -f -- "--state-dir $state/controller serve" 2>/dev/null || true
+  pkill -f -- "--key $state/relay.key --listen" 2>/dev/null || true
   sleep 0.3
-  for ns in cvdemo-ctl cvdemo-alpha cvdemo-beta "$br_ns"; do
+  for ns in cvdemo-ctl cvdemo-relay cvdemo-alpha cvdemo-beta "$br_ns"; do
     ip netns del "$ns" 2>/dev/null || true
   done
   rm -rf "$state"
@@ -37,9 +40,9 @@ fi
 bash "$here/.ci/install-deps"
 profile=${BUILD:-release}
 if [ "$profile" = release ]; then
-  (cd "$here" && cargo build --release -p controller -p agent --bins)
+  (cd "$here" && cargo build --release -p controller -p relay -p agent --bins)
 else
-  (cd "$here" && cargo build -p controller -p agent --bins)
+  (cd "$here" && cargo build -p controller -p relay -p agent --bins)
 fi
 bin="$here/target/$profile"
 down >/dev/null
@@ -59,12 +62,20 @@ attach() { # namespace, address
   ip -n "$1" link set eth0 up
 }
 attach cvdemo-ctl 10.99.0.1
+attach cvdemo-relay 10.99.0.2
 attach cvdemo-alpha 10.99.0.11
 attach cvdemo-beta 10.99.0.12
 
+echo "== relay (forwards sealed packets by node key; answers STUN)"
+relay_key=$("$bin/cvlan-relay" --key "$state/relay.key" --print-key)
+ip netns exec cvdemo-relay "$bin/cvlan-relay" --key "$state/relay.key" --listen 10.99.0.2:8443 \
+  --stun 10.99.0.2:3478 >"$state/relay.log" 2>&1 &
+echo "relay key: $relay_key"
+
 echo "== controller (state in $state/controller)"
 ip netns exec cvdemo-ctl "$bin/cvlan-controller" --state-dir "$state/controller" \
-  serve --listen 10.99.0.1:7443 >"$state/controller.log" 2>&1 &
+  serve --listen 10.99.0.1:7443 --relay "10.99.0.2:8443#$relay_key#10.99.0.2:3478" \
+  >"$state/controller.log" 2>&1 &
 for _ in $(seq 100); do [ -S "$state/controller/admin.sock" ] && break; sleep 0.1; done
 ctl() { "$bin/cvlan-controller" --state-dir "$state/controller" "$@"; }
 controller_key=$(ctl key)
@@ -92,6 +103,9 @@ alpha_ip=$(agent alpha status | sed -n 's/^node: .*, \([0-9.]*\)\/.*/\1/p')
 echo "== alpha pings beta ($beta_ip) and beta pings alpha ($alpha_ip) over the mesh"
 ip netns exec cvdemo-alpha ping -c 3 -i 0.2 -W 2 "$beta_ip"
 ip netns exec cvdemo-beta ping -c 3 -i 0.2 -W 2 "$alpha_ip"
+sleep 1
+echo "== alpha's peers again: the probes have proven the direct path (PATH column)"
+agent alpha peers
 echo "== wg show (the agents speak the WireGuard UAPI)"
 ip netns exec cvdemo-alpha wg show cvl-alpha || true
 cat <<EOT

@@ -274,3 +274,46 @@ async fn wrong_keys_are_refused() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_relay_answers_stun_with_the_address_it_sees() {
+    let node = RelayNode::new(
+        Zeroizing::new([0x71; 32]),
+        HashSet::new(),
+        Limits::default(),
+    );
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    tokio::spawn(node::serve_stun(server, node.clone()));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut client = stun::client::BindingClient::new(stun::client::ClientConfig::default());
+    let now = std::time::Instant::now();
+    client
+        .query(now, server_addr, stun::wire::TransactionId([7; 12]))
+        .unwrap();
+    let t = client.poll_transmit().unwrap();
+    socket.send_to(&t.payload, t.to).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, from) = timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    client
+        .handle_input(std::time::Instant::now(), from, &buf[..n])
+        .unwrap();
+    let mapped = std::iter::from_fn(|| client.poll_event()).find_map(|e| match e {
+        stun::client::Event::Mapped { reflexive, .. } => Some(reflexive),
+        _ => None,
+    });
+    assert_eq!(mapped, Some(socket.local_addr().unwrap()));
+    // Junk is ignored and counted.
+    socket
+        .send_to(b"not stun at all, not at all", server_addr)
+        .await
+        .unwrap();
+    wait_until("junk counted", || {
+        node.counters.stun_ignored.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(node.counters.stun_answered.load(Ordering::Relaxed), 1);
+}
