@@ -29,7 +29,7 @@ use crate::relay_path::{choose_home, RelayLink};
 use crate::settings::{CachedMap, Saved, StateDir};
 use crate::wg_device::{self, DeviceHandle};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DaemonOptions {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
@@ -38,6 +38,21 @@ pub struct DaemonOptions {
     /// From the config file: used when `up` and the saved settings do not say.
     pub defaults: Saved,
     pub auth_key: Option<Zeroizing<String>>,
+    /// Trusted for `tls://` relays.
+    pub relay_tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for DaemonOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No auth key in logs.
+        f.debug_struct("DaemonOptions")
+            .field("state_dir", &self.state_dir)
+            .field("socket", &self.socket)
+            .field("interface", &self.interface)
+            .field("listen_port", &self.listen_port)
+            .field("relay_tls", &self.relay_tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How often local addresses are re-read (a changed address is reported).
@@ -525,7 +540,12 @@ impl Daemon {
             return;
         }
         let port = self.device.listen_port().unwrap_or(self.opts.listen_port);
-        self.relay = RelayLink::start(info, self.node_key.clone(), port);
+        self.relay = RelayLink::start(
+            info,
+            self.node_key.clone(),
+            port,
+            self.opts.relay_tls.clone(),
+        );
         info!(relay = %info.address, "home relay");
         // Every peer gets its relay path (and starts on it if not direct).
         let peers: Vec<Change> = self.mesh.peers.values().cloned().map(Change::Add).collect();

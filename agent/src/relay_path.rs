@@ -60,6 +60,7 @@ impl RelayLink {
         relay: &RelayInfo,
         node_key: Zeroizing<[u8; 32]>,
         device_port: u16,
+        tls: Option<tokio_rustls::TlsConnector>,
     ) -> Option<Self> {
         let relay_key = key32(&relay.public_key)?;
         let (to_relay, mut outgoing) = mpsc::channel::<(Key, Vec<u8>)>(TO_RELAY_QUEUE);
@@ -82,9 +83,15 @@ impl RelayLink {
                         })
                     };
                     let started = Instant::now();
-                    let why =
-                        relay::dial::run(&address, relay_key, &node_key, &mut outgoing, &ev_tx)
-                            .await;
+                    let why = relay::dial::run(
+                        &address,
+                        tls.as_ref(),
+                        relay_key,
+                        &node_key,
+                        &mut outgoing,
+                        &ev_tx,
+                    )
+                    .await;
                     counters.connected.store(false, Ordering::Relaxed);
                     dispatch.abort();
                     info!(relay = %address, reason = %why, "relay connection ended");

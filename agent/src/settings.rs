@@ -36,6 +36,8 @@ pub struct ConfigFile {
     pub state_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub listen_port: Option<u16>,
+    /// PEM CA certificates trusted for relays announced as `tls://`.
+    pub relay_ca_file: Option<PathBuf>,
 }
 
 impl ConfigFile {

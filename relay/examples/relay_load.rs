@@ -68,9 +68,9 @@ async fn run(
         let (ev_tx, mut ev_rx) = mpsc::channel(1024);
         let addr = addr.clone();
         let sk = Zeroizing::new(secret(i));
-        tokio::spawn(
-            async move { relay::dial::run(&addr, relay_key, &sk, &mut out_rx, &ev_tx).await },
-        );
+        tokio::spawn(async move {
+            relay::dial::run(&addr, None, relay_key, &sk, &mut out_rx, &ev_tx).await
+        });
         match tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await {
             Ok(Some(ClientEvent::Connected)) => {}
             other => return Err(format!("client {i} did not connect: {other:?}")),

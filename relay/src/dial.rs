@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, timeout, Duration};
@@ -17,19 +16,19 @@ use crate::frame::Key;
 use crate::node::upgrade;
 use crate::server::Role;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one relay connection. `ClientEvent::Connected` is sent once the
 /// relay has authenticated us; the function returns why it ended.
 pub async fn run(
     addr: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
     relay_key: Key,
     node_key: &Zeroizing<[u8; 32]>,
     outgoing: &mut mpsc::Receiver<(Key, Vec<u8>)>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> String {
-    match session(addr, relay_key, node_key, outgoing, events).await {
+    match session(addr, tls, relay_key, node_key, outgoing, events).await {
         Ok(()) => "relay closed the connection".into(),
         Err(e) => e,
     }
@@ -37,17 +36,16 @@ pub async fn run(
 
 async fn session(
     addr: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
     relay_key: Key,
     node_key: &Zeroizing<[u8; 32]>,
     outgoing: &mut mpsc::Receiver<(Key, Vec<u8>)>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> Result<(), String> {
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+    let mut stream = crate::node::connect(addr, tls)
         .await
-        .map_err(|_| format!("connecting to relay {addr}: timed out"))?
-        .map_err(|e| format!("connecting to relay {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let early = upgrade(&mut stream, addr).await?;
+        .map_err(|e| format!("relay: {e}"))?;
+    let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
     let mut client = RelayClient::new(Instant::now(), Role::Client, node_key, &relay_key, seed)
@@ -55,7 +53,7 @@ async fn session(
     client
         .handle_input(Instant::now(), &early)
         .map_err(|e| e.to_string())?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let client = Mutex::new(client);
     let lock = || client.lock().unwrap_or_else(|e| e.into_inner());
     // The reader asks the writer to flush what opening a frame produced

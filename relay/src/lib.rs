@@ -10,6 +10,7 @@ pub mod frame;
 pub mod link;
 pub mod node;
 pub mod server;
+pub mod tls;
 
 #[cfg(test)]
 mod link_tests;

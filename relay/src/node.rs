@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use proto_control::http;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Notify;
 use tokio::time::timeout;
@@ -292,18 +292,72 @@ impl RelayNode {
     }
 }
 
-/// Accepts TCP connections until the listener fails.
-pub async fn serve_tcp(listener: TcpListener, node: Arc<RelayNode>) -> std::io::Result<()> {
+/// Any byte stream a link can run on: TCP, or TLS over TCP.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens a stream to `addr` (`host:port`, or `tls://host:port` with a
+/// connector that trusts the relay's certificate).
+pub async fn connect(
+    addr: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Box<dyn Io>, String> {
+    let (host_port, wants_tls) = crate::tls::split_scheme(addr);
+    let tcp = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(host_port))
+        .await
+        .map_err(|_| format!("connecting to {host_port}: timed out"))?
+        .map_err(|e| format!("connecting to {host_port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    if !wants_tls {
+        return Ok(Box::new(tcp));
+    }
+    let connector = tls.ok_or_else(|| {
+        format!("{addr} needs TLS, and no CA certificate is configured to check it")
+    })?;
+    let name = crate::tls::server_name(host_port)?;
+    let stream = timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+        .await
+        .map_err(|_| format!("TLS with {host_port}: timed out"))?
+        .map_err(|e| format!("TLS with {host_port}: {e}"))?;
+    Ok(Box::new(stream))
+}
+
+/// Accepts TCP connections (inside TLS when `tls` is given) until the
+/// listener fails.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    node: Arc<RelayNode>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> std::io::Result<()> {
     loop {
         let (stream, from) = listener.accept().await?;
         if node.open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
             node.counters.rejected_limit.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let node = node.clone();
+        let (node, tls) = (node.clone(), tls.clone());
         tokio::spawn(async move {
             node.open.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = accept(stream, &node).await {
+            let _ = stream.set_nodelay(true);
+            let result = match tls {
+                None => accept(stream, &node).await,
+                Some(acceptor) => match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => accept(s, &node).await,
+                    Ok(Err(e)) => {
+                        node.counters
+                            .rejected_handshake
+                            .fetch_add(1, Ordering::Relaxed);
+                        Err(format!("TLS: {e}"))
+                    }
+                    Err(_) => {
+                        node.counters
+                            .rejected_handshake
+                            .fetch_add(1, Ordering::Relaxed);
+                        Err("TLS handshake timed out".into())
+                    }
+                },
+            };
+            if let Err(e) = result {
                 debug!(%from, error = %e, "connection ended");
             }
             node.open.fetch_sub(1, Ordering::Relaxed);
@@ -311,7 +365,7 @@ pub async fn serve_tcp(listener: TcpListener, node: Arc<RelayNode>) -> std::io::
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<(Vec<u8>, usize), String> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(Vec<u8>, usize), String> {
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     loop {
@@ -329,8 +383,7 @@ async fn read_head(stream: &mut TcpStream) -> Result<(Vec<u8>, usize), String> {
     }
 }
 
-async fn accept(mut stream: TcpStream, node: &Arc<RelayNode>) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+async fn accept(mut stream: impl Io, node: &Arc<RelayNode>) -> Result<(), String> {
     let (buf, end) = timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream))
         .await
         .map_err(|_| "no HTTP head in time".to_string())??;
@@ -367,7 +420,10 @@ async fn accept(mut stream: TcpStream, node: &Arc<RelayNode>) -> Result<(), Stri
 }
 
 /// Writes everything sealed so far, in one write.
-async fn flush(stream: &mut TcpStream, sealer: &mut impl Sealer) -> Result<(), String> {
+async fn flush(
+    stream: &mut (impl AsyncWrite + Unpin + ?Sized),
+    sealer: &mut impl Sealer,
+) -> Result<(), String> {
     let Some(mut out) = sealer.transmit() else {
         return Ok(());
     };
@@ -383,7 +439,7 @@ async fn flush(stream: &mut TcpStream, sealer: &mut impl Sealer) -> Result<(), S
 /// Runs one authenticated link: handshake, registration with the core,
 /// then frames both ways until either side fails.
 async fn run_link(
-    mut stream: TcpStream,
+    mut stream: impl Io,
     mut sealer: impl Sealer,
     early: Vec<u8>,
     node: &Arc<RelayNode>,
@@ -480,7 +536,7 @@ fn lock_sealer<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
 /// block on a full socket while neither reads. The sealer is shared
 /// under a lock held only to seal or open, never across IO.
 async fn pump(
-    stream: TcpStream,
+    stream: impl Io,
     sealer: impl Sealer,
     conn: ConnId,
     handle: &ConnHandle,
@@ -488,7 +544,7 @@ async fn pump(
     node: &RelayNode,
 ) -> Result<(), String> {
     handle_frames(node, conn, &mut frames)?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let sealer = Mutex::new(sealer);
     let reader = async {
         let mut buf = vec![0u8; 64 * 1024];
@@ -561,10 +617,15 @@ async fn pump(
 
 /// Keeps a link to another relay of the region up: dials `addr`, proves
 /// our relay key, and redials with backoff whenever the link drops.
-pub async fn mesh_with(addr: String, peer: Key, node: Arc<RelayNode>) {
+pub async fn mesh_with(
+    addr: String,
+    peer: Key,
+    node: Arc<RelayNode>,
+    tls: Option<tokio_rustls::TlsConnector>,
+) {
     let mut delay = Duration::from_secs(1);
     loop {
-        match dial_mesh(&addr, peer, &node).await {
+        match dial_mesh(&addr, peer, &node, tls.as_ref()).await {
             Ok(()) => delay = Duration::from_secs(1),
             Err(e) => info!(relay = %addr, error = %e, "mesh link down"),
         }
@@ -573,13 +634,14 @@ pub async fn mesh_with(addr: String, peer: Key, node: Arc<RelayNode>) {
     }
 }
 
-async fn dial_mesh(addr: &str, peer: Key, node: &Arc<RelayNode>) -> Result<(), String> {
-    let mut stream = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    let early = upgrade(&mut stream, addr).await?;
+async fn dial_mesh(
+    addr: &str,
+    peer: Key,
+    node: &Arc<RelayNode>,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<(), String> {
+    let mut stream = connect(addr, tls).await?;
+    let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
     let client = RelayClient::new(Instant::now(), Role::Mesh, &node.key, &peer, seed())
         .map_err(|e| e.to_string())?;
     info!(relay = %addr, "mesh link connecting");
@@ -590,7 +652,7 @@ async fn dial_mesh(addr: &str, peer: Key, node: &Arc<RelayNode>) -> Result<(), S
 }
 
 /// The client side of the HTTP upgrade; returns bytes after the head.
-pub async fn upgrade(stream: &mut TcpStream, host: &str) -> Result<Vec<u8>, String> {
+pub async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, String> {
     stream
         .write_all(http::upgrade_request_for(host, RELAY_PATH, UPGRADE_TOKEN).as_bytes())
         .await

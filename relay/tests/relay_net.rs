@@ -42,13 +42,14 @@ async fn relays(n: u8) -> Vec<Relay> {
     let mut out = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         let node = RelayNode::new(Zeroizing::new(keys[i]), publics.clone(), Limits::default());
-        tokio::spawn(node::serve_tcp(l, node.clone()));
+        tokio::spawn(node::serve_tcp(l, node.clone(), None));
         for (j, addr) in addrs.iter().enumerate() {
             if j != i {
                 tokio::spawn(node::mesh_with(
                     addr.clone(),
                     public_key(&keys[j]),
                     node.clone(),
+                    None,
                 ));
             }
         }
@@ -74,6 +75,7 @@ async fn join(relay: &Relay, secret: [u8; 32]) -> Node {
     let task = tokio::spawn(async move {
         relay::dial::run(
             &addr,
+            None,
             relay_key,
             &Zeroizing::new(secret),
             &mut out_rx,
@@ -229,6 +231,7 @@ async fn wrong_keys_are_refused() {
     let (ev_tx, _rx) = mpsc::channel(1);
     let why = relay::dial::run(
         &r[0].addr,
+        None,
         [9; 32],
         &Zeroizing::new([1; 32]),
         &mut out_rx,
@@ -316,4 +319,81 @@ async fn the_relay_answers_stun_with_the_address_it_sees() {
     })
     .await;
     assert_eq!(node.counters.stun_answered.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn nodes_can_reach_a_relay_inside_tls() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let acceptor = relay::tls::acceptor(&data.join("relay.pem"), &data.join("relay.key")).unwrap();
+    let connector = relay::tls::connector(&data.join("ca.pem")).unwrap();
+    let node = RelayNode::new(
+        Zeroizing::new([0x72; 32]),
+        HashSet::new(),
+        Limits::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("tls://{}", listener.local_addr().unwrap());
+    tokio::spawn(node::serve_tcp(listener, node.clone(), Some(acceptor)));
+
+    let mut nodes = Vec::new();
+    for secret in [[1u8; 32], [2u8; 32]] {
+        let (tx, mut out_rx) = mpsc::channel(16);
+        let (ev_tx, mut rx) = mpsc::channel(16);
+        let (addr, key, connector) = (addr.clone(), node.public_key(), connector.clone());
+        tokio::spawn(async move {
+            relay::dial::run(
+                &addr,
+                Some(&connector),
+                key,
+                &Zeroizing::new(secret),
+                &mut out_rx,
+                &ev_tx,
+            )
+            .await
+        });
+        assert_eq!(
+            timeout(Duration::from_secs(5), rx.recv()).await.unwrap(),
+            Some(ClientEvent::Connected)
+        );
+        nodes.push((public_key(&secret), tx, rx));
+    }
+    let to = nodes[1].0;
+    nodes[0].1.send((to, b"inside tls".to_vec())).await.unwrap();
+    let got = timeout(Duration::from_secs(5), nodes[1].2.recv())
+        .await
+        .unwrap();
+    assert_eq!(
+        got,
+        Some(ClientEvent::Packet {
+            src: nodes[0].0,
+            packet: b"inside tls".to_vec()
+        })
+    );
+
+    // Without a CA to check the certificate, a tls:// relay is refused up
+    // front; plain TCP to a TLS relay gets nowhere.
+    let (_tx, mut out_rx) = mpsc::channel(1);
+    let (ev_tx, _rx) = mpsc::channel(1);
+    let why = relay::dial::run(
+        &addr,
+        None,
+        node.public_key(),
+        &Zeroizing::new([3; 32]),
+        &mut out_rx,
+        &ev_tx,
+    )
+    .await;
+    assert!(why.contains("needs TLS"), "{why}");
+    let plain = addr.trim_start_matches("tls://").to_string();
+    let why = relay::dial::run(
+        &plain,
+        None,
+        node.public_key(),
+        &Zeroizing::new([3; 32]),
+        &mut out_rx,
+        &ev_tx,
+    )
+    .await;
+    assert!(!why.is_empty(), "plain TCP to a TLS relay must fail");
+    assert_eq!(node.status().0, 2, "only the two TLS nodes are connected");
 }

@@ -184,6 +184,10 @@ fn run(cli: &Cli) -> Result<String, String> {
                     .or(r.config.listen_port)
                     .unwrap_or(settings::DEFAULT_LISTEN_PORT),
                 auth_key: r.config.auth_key()?,
+                relay_tls: match &r.config.relay_ca_file {
+                    Some(ca) => Some(relay::tls::connector(ca)?),
+                    None => None,
+                },
                 defaults,
                 state_dir: r.state_dir,
                 socket: r.socket,

@@ -38,7 +38,7 @@ enum Command {
         /// Overlay prefix for a new network (an existing one keeps its own).
         #[arg(long)]
         prefix: Option<Ipv4Prefix>,
-        /// A relay of this network: HOST:PORT#PUBLICKEY[#STUNHOST:PORT]
+        /// A relay of this network: [tls://]HOST:PORT#PUBLICKEY[#STUNHOST:PORT]
         /// (repeatable; STUN defaults to the relay's host, port 3478).
         #[arg(long = "relay", value_parser = parse_relay)]
         relays: Vec<RelayInfo>,
@@ -60,7 +60,9 @@ fn parse_relay(s: &str) -> Result<RelayInfo, String> {
         .strip_prefix("http://")
         .unwrap_or(address)
         .to_string();
+    // `tls://` stays in the address (nodes then dial with TLS).
     let (host, _) = address
+        .trim_start_matches("tls://")
         .rsplit_once(':')
         .ok_or_else(|| format!("{s:?}: the relay address needs a port"))?;
     let mut public_key = [0u8; 32];

@@ -35,6 +35,15 @@ struct Cli {
     /// Another relay of the region: HOST:PORT#PUBLICKEY (repeatable).
     #[arg(long = "mesh-with")]
     mesh_with: Vec<String>,
+    /// Serve inside TLS with this PEM certificate chain (and --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates trusted for `tls://` mesh peers.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// Print the public key (creating the key file if needed) and exit.
     #[arg(long)]
     print_key: bool,
@@ -48,6 +57,9 @@ struct Config {
     key: Option<PathBuf>,
     #[serde(default)]
     mesh_with: Vec<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// `HOST:PORT#HEXKEY` -> (address, key).
@@ -55,7 +67,7 @@ fn parse_mesh(s: &str) -> Result<(String, Key), String> {
     let (addr, key) = s
         .rsplit_once('#')
         .ok_or_else(|| format!("--mesh-with {s:?}: expected HOST:PORT#PUBLICKEY"))?;
-    let addr = addr.strip_prefix("http://").unwrap_or(addr).to_string();
+    let addr = addr.strip_prefix("http://").unwrap_or(addr).to_string(); // tls:// stays
     let mut k = [0u8; 32];
     hex::decode_to_slice(key, &mut k)
         .map_err(|_| format!("--mesh-with {s:?}: the key must be 64 hex digits"))?;
@@ -100,6 +112,18 @@ fn run(cli: Cli) -> Result<(), String> {
         mesh.push(parse_mesh(m)?);
     }
     let mesh_keys: HashSet<Key> = mesh.iter().map(|(_, k)| *k).collect();
+    let acceptor = match (
+        cli.tls_cert.or(config.tls_cert),
+        cli.tls_key.or(config.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(relay::tls::acceptor(&cert, &key)?),
+        (None, None) => None,
+        _ => return Err("--tls-cert and --tls-key go together".into()),
+    };
+    let connector = match cli.tls_ca.or(config.tls_ca) {
+        Some(ca) => Some(relay::tls::connector(&ca)?),
+        None => None,
+    };
     let node = RelayNode::new(key, mesh_keys, Limits::default());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -108,13 +132,13 @@ fn run(cli: Cli) -> Result<(), String> {
     runtime.block_on(async move {
         let tcp = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let udp = tokio::net::UdpSocket::bind(stun).await.map_err(|e| format!("cannot bind STUN on {stun}: {e}"))?;
-        info!(%listen, %stun, public_key = %hex::encode(node.public_key()), mesh = mesh.len(), "cvlan-relay serving");
+        info!(%listen, %stun, tls = acceptor.is_some(), public_key = %hex::encode(node.public_key()), mesh = mesh.len(), "cvlan-relay serving");
         for (addr, peer) in mesh {
-            tokio::spawn(node::mesh_with(addr, peer, node.clone()));
+            tokio::spawn(node::mesh_with(addr, peer, node.clone(), connector.clone()));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         tokio::select! {
-            r = node::serve_tcp(tcp, node.clone()) => r.map_err(|e| e.to_string()),
+            r = node::serve_tcp(tcp, node.clone(), acceptor) => r.map_err(|e| e.to_string()),
             r = node::serve_stun(udp, node.clone()) => r.map_err(|e| e.to_string()),
             _ = term.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
