@@ -374,26 +374,22 @@ async fn nodes_can_reach_a_relay_inside_tls() {
     // front; plain TCP to a TLS relay gets nowhere.
     let (_tx, mut out_rx) = mpsc::channel(1);
     let (ev_tx, _rx) = mpsc::channel(1);
-    let why = relay::dial::run(
-        &addr,
-        None,
-        node.public_key(),
-        &Zeroizing::new([3; 32]),
-        &mut out_rx,
-        &ev_tx,
-    )
-    .await;
-    assert!(why.contains("needs TLS"), "{why}");
     let plain = addr.trim_start_matches("tls://").to_string();
-    let why = relay::dial::run(
-        &plain,
-        None,
-        node.public_key(),
-        &Zeroizing::new([3; 32]),
-        &mut out_rx,
-        &ev_tx,
-    )
-    .await;
+    let mut failures = Vec::new();
+    for target in [&addr, &plain] {
+        let secret = Zeroizing::new([3; 32]);
+        let why = relay::dial::run(
+            target,
+            None,
+            node.public_key(),
+            &secret,
+            &mut out_rx,
+            &ev_tx,
+        );
+        failures.push(why.await);
+    }
+    assert!(failures[0].contains("needs TLS"), "{}", failures[0]);
+    let why = &failures[1];
     assert!(!why.is_empty(), "plain TCP to a TLS relay must fail");
     assert_eq!(node.status().0, 2, "only the two TLS nodes are connected");
 }
