@@ -572,9 +572,15 @@ fn bind_uapi(dir: &Path, ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
         }
         std::fs::remove_file(&path)?;
     }
-    let listener = UnixListener::bind(&path)?;
-    // `get` returns the private key: only root may talk to the socket.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    // Bound and locked down under a temporary name, then renamed into
+    // place: the socket appears only once it listens (wg-quick connects the
+    // moment it sees it) and never with wider permissions (`get` returns
+    // the private key: only root may talk to it).
+    let staging = dir.join(format!(".{ifname}.sock.{}", std::process::id()));
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staging, &path)?;
     Ok((listener, path))
 }
 
