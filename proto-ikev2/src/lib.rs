@@ -4,12 +4,29 @@
 //!   fills in every length; never panics on any input.
 //! - [`crypto`]: the PRF and prf+, Diffie-Hellman groups 14/19/20/31 and
 //!   the key schedule. [`sk`]: the Encrypted payload, sealed with
-//!   proto-esp's ciphers.
+//!   proto-esp's ciphers (one file of symmetric crypto for IKE and ESP).
+//! - [`proposal`]: strongSwan-style proposal strings, SA payloads, and
+//!   the choice of a suite from a peer's offer.
+//! - [`IkeSa`]: one IKE SA, initiator or responder: IKE_SA_INIT, IKE_AUTH
+//!   with pre-shared keys and the first Child SA (handed out as a
+//!   [`ChildSa`] that builds proto-esp SAs), INFORMATIONAL (delete,
+//!   liveness), retransmissions, NAT detection and the float to UDP 4500.
 //!
-//! No IO inside: time comes in as an argument, randomness from an injected
-//! `RngCore + CryptoRng`.
+//! No IO inside: time comes in as an argument, randomness from a seed the
+//! caller supplies per SA.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod child;
+pub mod config;
 pub mod crypto;
+pub mod ike_sa;
+pub mod nat;
+pub mod proposal;
 pub mod sk;
 pub mod wire;
+
+pub use child::ChildSa;
+pub use config::{Config, Credentials, Identity, Timers};
+pub use ike_sa::{DownReason, Event, IkeSa, Phase, Refusal, Role, Transmit};
+pub use proposal::{EspProposal, EspSuite, IkeProposal, IkeSuite};

@@ -1,0 +1,424 @@
+//! IKE_AUTH (RFC 7296 §1.2, §2.15): identities, PSK authentication, and
+//! the first Child SA (proposal, narrowed traffic selectors, keys).
+
+use std::time::Instant;
+
+use rand_core::RngCore;
+
+use super::{find, first_error, DownReason, Event, IkeSa, RequestKind, State};
+use crate::auth::{auth_matches, maced_id, psk_auth};
+use crate::child::{ChildSa, DirectionKeys};
+use crate::config::{Credentials, Identity};
+use crate::crypto::keys::KeyLengths;
+use crate::crypto::ChildKeys;
+use crate::proposal::{accept_esp_answer, choose_esp, esp_answer, EspSuite};
+use crate::wire::consts::{auth_method, exchange, notify, payload as pt};
+use crate::wire::{Auth, Identification, Notify, Payload, SaPayload, TrafficSelector, Writer};
+
+/// What IKE_SA_INIT left for IKE_AUTH: both messages (each side signs
+/// its own), both nonces, and what NAT detection found.
+pub(super) struct Exchange {
+    pub(super) msg1: Vec<u8>,
+    pub(super) msg2: Vec<u8>,
+    pub(super) ni: Vec<u8>,
+    pub(super) nr: Vec<u8>,
+    pub(super) nat_local: bool,
+    pub(super) nat_remote: bool,
+}
+
+pub(super) struct AuthSent {
+    exchange: Exchange,
+    child_spi: u32,
+}
+
+pub(super) struct AwaitingAuth(pub(super) Exchange);
+
+/// A fresh inbound SPI: SPIs 1-255 are reserved (RFC 4303 §2.1).
+fn esp_spi(rng: &mut impl RngCore) -> u32 {
+    loop {
+        let v = rng.next_u32();
+        if v > 255 {
+            return v;
+        }
+    }
+}
+
+/// RFC 7296 §2.9: each selector the peer proposed, cut down to what our
+/// policy allows.
+fn narrow(proposed: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<TrafficSelector> {
+    let mut out = Vec::new();
+    for p in proposed {
+        for a in allowed {
+            if let Some(x) = p.intersect(a) {
+                if !out.contains(&x) {
+                    out.push(x);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether every selector of `got` lies inside one of `offered`.
+fn within(got: &[TrafficSelector], offered: &[TrafficSelector]) -> bool {
+    !got.is_empty()
+        && got
+            .iter()
+            .all(|g| offered.iter().any(|o| o.intersect(g) == Some(*g)))
+}
+
+fn ts_list(payloads: &[Payload<'_>], kind: u8) -> Option<Vec<TrafficSelector>> {
+    match find(payloads, kind)? {
+        Payload::TsI(v) | Payload::TsR(v) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn identity(payloads: &[Payload<'_>], kind: u8) -> Option<(u8, Vec<u8>)> {
+    match find(payloads, kind)? {
+        Payload::IdI(id) | Payload::IdR(id) => Some((id.id_type, id.data.to_vec())),
+        _ => None,
+    }
+}
+
+fn auth_of<'p>(payloads: &'p [Payload<'_>]) -> Option<(u8, &'p [u8])> {
+    match find(payloads, pt::AUTH)? {
+        Payload::Auth(a) => Some((a.method, a.data)),
+        _ => None,
+    }
+}
+
+fn notify(kind: u16) -> Payload<'static> {
+    Payload::Notify(Notify {
+        protocol: 0,
+        spi: &[],
+        kind,
+        data: &[],
+    })
+}
+
+impl IkeSa {
+    fn psk(&self) -> &[u8] {
+        match &self.config.credentials {
+            Credentials::Psk(k) => k,
+        }
+    }
+
+    /// The AUTH data for `signed_message` | `peer_nonce` | prf(SK_p, ID).
+    fn psk_auth_for(
+        &self,
+        signed_message: &[u8],
+        peer_nonce: &[u8],
+        id: &(u8, Vec<u8>),
+        sk_p: &[u8],
+    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
+        let p = self.protection.as_ref()?;
+        let prf = p.suite.prf;
+        let maced = maced_id(prf, sk_p, id.0, &id.1);
+        Some(psk_auth(
+            prf,
+            self.psk(),
+            signed_message,
+            peer_nonce,
+            &maced,
+        ))
+    }
+
+    fn child_sa(
+        &self,
+        suite: EspSuite,
+        spi_in: u32,
+        spi_out: u32,
+        ex: &Exchange,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    ) -> Option<ChildSa> {
+        let p = self.protection.as_ref()?;
+        let lens = KeyLengths {
+            integ: suite.integ.map_or(0, |i| i.key_len()),
+            encr: suite.encr.keymat_len(),
+        };
+        let k = ChildKeys::derive(p.suite.prf, &p.keys.sk_d, lens, None, &ex.ni, &ex.nr)?;
+        let i_to_r = DirectionKeys {
+            encr: k.encr_i,
+            integ: k.integ_i,
+        };
+        let r_to_i = DirectionKeys {
+            encr: k.encr_r,
+            integ: k.integ_r,
+        };
+        let (keys_in, keys_out) = match self.role {
+            super::Role::Initiator => (r_to_i, i_to_r),
+            super::Role::Responder => (i_to_r, r_to_i),
+        };
+        Some(ChildSa {
+            spi_in,
+            spi_out,
+            suite,
+            local_ts,
+            remote_ts,
+            encap: self.encap,
+            keys_in,
+            keys_out,
+        })
+    }
+
+    /// Initiator: sends IKE_AUTH with our identity, AUTH and the first
+    /// Child SA's proposals and selectors.
+    pub(super) fn start_auth(&mut self, now: Instant, ex: Exchange) {
+        let id = self.config.local_id.to_wire();
+        let Some(sk_pi) = self.protection.as_ref().map(|p| p.keys.sk_pi.clone()) else {
+            return;
+        };
+        let Some(auth) = self.psk_auth_for(&ex.msg1, &ex.nr, &id, &sk_pi) else {
+            return;
+        };
+        let child_spi = esp_spi(&mut self.rng);
+        let config = self.config.clone();
+        let remote_id = config.remote_id.as_ref().map(Identity::to_wire);
+        let offer = SaPayload {
+            proposals: config
+                .esp_proposals
+                .iter()
+                .zip(1u8..)
+                .map(|(p, n)| p.to_wire(n, child_spi, false))
+                .collect(),
+        };
+        let mut w = Writer::chain();
+        w.push(&Payload::IdI(Identification {
+            id_type: id.0,
+            data: &id.1,
+        }));
+        w.push(&notify(notify::INITIAL_CONTACT));
+        if let Some(r) = &remote_id {
+            w.push(&Payload::IdR(Identification {
+                id_type: r.0,
+                data: &r.1,
+            }));
+        }
+        w.push(&Payload::Auth(Auth {
+            method: auth_method::PSK,
+            data: &auth,
+        }))
+        .push(&Payload::Sa(offer))
+        .push(&Payload::TsI(config.local_ts.clone()))
+        .push(&Payload::TsR(config.remote_ts.clone()));
+        self.send_request(now, RequestKind::Auth, exchange::IKE_AUTH, w);
+        self.state = State::AuthSent(Box::new(AuthSent {
+            exchange: ex,
+            child_spi,
+        }));
+    }
+
+    /// Initiator: checks the responder's identity and AUTH, then installs
+    /// the Child SA it agreed to.
+    pub(super) fn auth_response(&mut self, now: Instant, s: AuthSent, payloads: &[Payload<'_>]) {
+        let ex = s.exchange;
+        let Some(idr) = identity(payloads, pt::IDR) else {
+            let reason = match first_error(payloads) {
+                Some(notify::AUTHENTICATION_FAILED) => DownReason::AuthenticationFailed(
+                    "the responder refused our authentication (wrong PSK or identity?)".into(),
+                ),
+                Some(n) => DownReason::PeerRefused(n),
+                None => DownReason::Protocol("IKE_AUTH response without IDr"),
+            };
+            self.close(now, reason);
+            return;
+        };
+        let Some(peer) = Identity::from_wire(idr.0, &idr.1) else {
+            self.close(
+                now,
+                DownReason::AuthenticationFailed("unknown ID type".into()),
+            );
+            return;
+        };
+        if let Some(want) = &self.config.remote_id {
+            if *want != peer {
+                let why = format!("responder identified as {peer}, expected {want}");
+                self.close(now, DownReason::AuthenticationFailed(why));
+                return;
+            }
+        }
+        let Some(sk_pr) = self.protection.as_ref().map(|p| p.keys.sk_pr.clone()) else {
+            return;
+        };
+        let verified = match auth_of(payloads) {
+            Some((auth_method::PSK, got)) => self
+                .psk_auth_for(&ex.msg2, &ex.ni, &idr, &sk_pr)
+                .is_some_and(|want| auth_matches(got, &want)),
+            _ => false,
+        };
+        if !verified {
+            let why = format!("{peer}: AUTH does not verify with our PSK");
+            self.close(now, DownReason::AuthenticationFailed(why));
+            return;
+        }
+        self.state = State::Established;
+        self.deadline = None;
+        let Some(suite) = self.suite() else { return };
+        self.events.push_back(Event::IkeSaUp {
+            remote_id: peer,
+            suite,
+            nat_local: ex.nat_local,
+            nat_remote: ex.nat_remote,
+        });
+
+        let config = self.config.clone();
+        let chosen = match find(payloads, pt::SA) {
+            Some(Payload::Sa(sa)) => accept_esp_answer(sa, &config.esp_proposals, false),
+            _ => None,
+        };
+        let (tsi, tsr) = (ts_list(payloads, pt::TSI), ts_list(payloads, pt::TSR));
+        let child = match (chosen, tsi, tsr) {
+            (Some((spi_out, suite)), Some(tsi), Some(tsr))
+                if within(&tsi, &config.local_ts) && within(&tsr, &config.remote_ts) =>
+            {
+                self.child_sa(suite, s.child_spi, spi_out, &ex, tsi, tsr)
+            }
+            _ => None,
+        };
+        match child {
+            Some(c) => {
+                self.children.push((c.spi_in, c.spi_out));
+                self.events.push_back(Event::ChildSaUp(c));
+            }
+            None => {
+                let n = first_error(payloads).unwrap_or(notify::NO_PROPOSAL_CHOSEN);
+                self.events.push_back(Event::ChildSaFailed { notify: n });
+            }
+        }
+    }
+
+    /// Responder: authenticates the initiator, answers with our AUTH and
+    /// the Child SA (or why there is none).
+    pub(super) fn auth_request(
+        &mut self,
+        now: Instant,
+        s: AwaitingAuth,
+        payloads: &[Payload<'_>],
+    ) -> Writer {
+        let ex = s.0;
+        let fail = |sa: &mut Self, n: u16, reason: DownReason| {
+            sa.close(now, reason);
+            Self::error_notify(n, &[])
+        };
+        let (Some(idi), Some((method, got))) = (identity(payloads, pt::IDI), auth_of(payloads))
+        else {
+            return fail(
+                self,
+                notify::INVALID_SYNTAX,
+                DownReason::Protocol("IKE_AUTH without IDi or AUTH"),
+            );
+        };
+        let Some(peer) = Identity::from_wire(idi.0, &idi.1) else {
+            return fail(
+                self,
+                notify::AUTHENTICATION_FAILED,
+                DownReason::AuthenticationFailed(format!("unknown ID type {}", idi.0)),
+            );
+        };
+        if let Some(want) = &self.config.remote_id {
+            if *want != peer {
+                let why = format!("initiator identified as {peer}, expected {want}");
+                return fail(
+                    self,
+                    notify::AUTHENTICATION_FAILED,
+                    DownReason::AuthenticationFailed(why),
+                );
+            }
+        }
+        if method != auth_method::PSK {
+            let why = format!("{peer} used auth method {method}, this tunnel expects PSK (2)");
+            return fail(
+                self,
+                notify::AUTHENTICATION_FAILED,
+                DownReason::AuthenticationFailed(why),
+            );
+        }
+        let Some((sk_pi, sk_pr)) = self
+            .protection
+            .as_ref()
+            .map(|p| (p.keys.sk_pi.clone(), p.keys.sk_pr.clone()))
+        else {
+            return Writer::chain();
+        };
+        let verified = self
+            .psk_auth_for(&ex.msg1, &ex.nr, &idi, &sk_pi)
+            .is_some_and(|want| auth_matches(got, &want));
+        if !verified {
+            let why = format!("{peer}: AUTH does not verify with our PSK");
+            return fail(
+                self,
+                notify::AUTHENTICATION_FAILED,
+                DownReason::AuthenticationFailed(why),
+            );
+        }
+        let id = self.config.local_id.to_wire();
+        let Some(auth) = self.psk_auth_for(&ex.msg2, &ex.ni, &id, &sk_pr) else {
+            return Writer::chain();
+        };
+        self.state = State::Established;
+        self.deadline = None;
+        if let Some(suite) = self.suite() {
+            self.events.push_back(Event::IkeSaUp {
+                remote_id: peer,
+                suite,
+                nat_local: ex.nat_local,
+                nat_remote: ex.nat_remote,
+            });
+        }
+        let mut w = Writer::chain();
+        w.push(&Payload::IdR(Identification {
+            id_type: id.0,
+            data: &id.1,
+        }))
+        .push(&Payload::Auth(Auth {
+            method: auth_method::PSK,
+            data: &auth,
+        }));
+        match self.accept_child(&ex, payloads) {
+            Ok((child, answer)) => {
+                w.push(&Payload::Sa(answer))
+                    .push(&Payload::TsI(child.remote_ts.clone()))
+                    .push(&Payload::TsR(child.local_ts.clone()));
+                self.children.push((child.spi_in, child.spi_out));
+                self.events.push_back(Event::ChildSaUp(child));
+            }
+            Err(n) => {
+                w.push(&notify(n));
+                self.events.push_back(Event::ChildSaFailed { notify: n });
+            }
+        }
+        w
+    }
+
+    /// The Child SA the initiator asked for, as our policy allows it, or
+    /// the notify that says why not.
+    fn accept_child(
+        &mut self,
+        ex: &Exchange,
+        payloads: &[Payload<'_>],
+    ) -> Result<(ChildSa, SaPayload), u16> {
+        let config = self.config.clone();
+        let (Some(Payload::Sa(offer)), Some(tsi), Some(tsr)) = (
+            find(payloads, pt::SA),
+            ts_list(payloads, pt::TSI),
+            ts_list(payloads, pt::TSR),
+        ) else {
+            return Err(notify::INVALID_SYNTAX);
+        };
+        let (number, spi_out, suite) =
+            choose_esp(offer, &config.esp_proposals, false).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        // TSi is the initiator's side: our remote selectors.
+        let remote_ts = narrow(&tsi, &config.remote_ts);
+        let local_ts = narrow(&tsr, &config.local_ts);
+        if remote_ts.is_empty() || local_ts.is_empty() {
+            return Err(notify::TS_UNACCEPTABLE);
+        }
+        let spi_in = esp_spi(&mut self.rng);
+        let child = self
+            .child_sa(suite, spi_in, spi_out, ex, local_ts, remote_ts)
+            .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        Ok((child, esp_answer(number, &suite, spi_in)))
+    }
+}

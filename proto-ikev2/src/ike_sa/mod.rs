@@ -1,0 +1,676 @@
+//! One IKE SA as a sans-IO state machine, initiator or responder.
+//!
+//! Driver surface (as every protocol crate here): `handle_input(now, from,
+//! to, message)`, `handle_timeout(now)`, `poll_transmit()`,
+//! `poll_event()`, `poll_timeout()`. Messages come in without the
+//! non-ESP marker; transmits carry it when the SA runs on UDP 4500.
+//!
+//! Exchanges follow RFC 7296's window of one: we have at most one request
+//! outstanding (retransmitted with doubling timeouts, the SA given up
+//! after the configured tries), and answer each peer request once,
+//! resending the same answer to an identical retransmission.
+
+mod authx;
+mod init;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto_esp::Cipher;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+use crate::child::ChildSa;
+use crate::config::{Config, Identity};
+use crate::crypto::IkeKeys;
+use crate::proposal::IkeSuite;
+use crate::sk;
+use crate::wire::consts::{exchange, flags, notify, protocol};
+use crate::wire::{parse_chain, Delete, Header, Message, Notify, Payload, Writer};
+
+pub use init::Refusal;
+
+/// UDP port for IKE and ESP once NAT traversal floats (RFC 3948).
+pub const NAT_T_PORT: u16 = 4500;
+/// RFC 3948 §2.2: what precedes an IKE message on port 4500.
+const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// How long a closed SA still answers retransmissions of its last request.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    /// The UDP payload (with the non-ESP marker on port 4500).
+    pub contents: Vec<u8>,
+}
+
+/// Why an IKE SA ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// The peer's AUTH did not verify, or its identity is not the one
+    /// configured; the text says which.
+    AuthenticationFailed(String),
+    /// The peer answered with an error notify (NO_PROPOSAL_CHOSEN, ...).
+    PeerRefused(u16),
+    /// The peer stopped answering (retransmissions exhausted or DPD).
+    NoResponse,
+    /// The peer deleted the SA.
+    DeletedByPeer,
+    /// We deleted it and the peer confirmed (or stopped answering).
+    Deleted,
+    /// A responder SA that never saw IKE_AUTH.
+    HalfOpenExpired,
+    /// The peer broke the protocol in a way that ends the SA.
+    Protocol(&'static str),
+}
+
+/// What the SA reports to its owner.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// IKE_AUTH completed: the peer is who it claimed.
+    IkeSaUp {
+        remote_id: Identity,
+        suite: IkeSuite,
+        /// NAT between us: ours, the peer's.
+        nat_local: bool,
+        nat_remote: bool,
+    },
+    /// A Child SA to install (keys for proto-esp inside).
+    ChildSaUp(ChildSa),
+    /// The peer declined the Child SA we asked for, or we declined its.
+    ChildSaFailed {
+        notify: u16,
+    },
+    /// A Child SA was deleted (by either side): remove it.
+    ChildSaDeleted {
+        spi_in: u32,
+        spi_out: u32,
+    },
+    IkeSaDown(DownReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Initiator,
+    Responder,
+}
+
+/// Coarse state, for status displays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Established,
+    Deleting,
+    Closed,
+}
+
+enum State {
+    /// Initiator: IKE_SA_INIT sent.
+    InitSent(Box<init::InitSent>),
+    /// Initiator: IKE_AUTH sent.
+    AuthSent(Box<authx::AuthSent>),
+    /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+    AwaitingAuth(Box<authx::AwaitingAuth>),
+    Established,
+    Deleting,
+    Closed,
+}
+
+/// What our outstanding request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    Init,
+    Auth,
+    Liveness,
+    DeleteIke,
+}
+
+struct Outstanding {
+    message_id: u32,
+    kind: RequestKind,
+    datagram: Vec<u8>,
+    next_retry: Instant,
+    tries: u32,
+}
+
+/// The keys in use once IKE_SA_INIT is done.
+struct Protection {
+    suite: IkeSuite,
+    keys: IkeKeys,
+    /// Seals what we send / opens what the peer sends.
+    tx: Cipher,
+    rx: Cipher,
+    iv_counter: u64,
+}
+
+pub struct IkeSa {
+    config: Arc<Config>,
+    role: Role,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+    encap: bool,
+    rng: ChaCha20Rng,
+    state: State,
+    protection: Option<Protection>,
+    next_request_id: u32,
+    expected_request_id: u32,
+    outstanding: Option<Outstanding>,
+    /// (message id, SHA-256 of the request, the answer as sent).
+    last_response: Option<(u32, [u8; 32], Vec<u8>)>,
+    children: Vec<(u32, u32)>,
+    last_heard: Instant,
+    /// Responder: half-open deadline; closed SAs: when to forget them.
+    deadline: Option<Instant>,
+    /// IkeSaDown has been reported (once only).
+    down_reported: bool,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+}
+
+impl std::fmt::Debug for IkeSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeSa")
+            .field("role", &self.role)
+            .field("spi_i", &format_args!("{:016x}", self.spi_i))
+            .field("spi_r", &format_args!("{:016x}", self.spi_r))
+            .field("remote", &self.remote)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
+    }
+}
+
+fn nonzero_spi(rng: &mut ChaCha20Rng) -> u64 {
+    loop {
+        let v = rng.next_u64();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl IkeSa {
+    fn new(
+        config: Arc<Config>,
+        role: Role,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seed: [u8; 32],
+        now: Instant,
+    ) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let own = nonzero_spi(&mut rng);
+        let (spi_i, spi_r) = match role {
+            Role::Initiator => (own, 0),
+            Role::Responder => (0, own),
+        };
+        Self {
+            config,
+            role,
+            spi_i,
+            spi_r,
+            local,
+            remote,
+            encap: local.port() == NAT_T_PORT,
+            rng,
+            state: State::Closed,
+            protection: None,
+            next_request_id: 0,
+            expected_request_id: 0,
+            outstanding: None,
+            last_response: None,
+            children: Vec::new(),
+            last_heard: now,
+            deadline: None,
+            down_reported: false,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn spis(&self) -> (u64, u64) {
+        (self.spi_i, self.spi_r)
+    }
+
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn suite(&self) -> Option<IkeSuite> {
+        self.protection.as_ref().map(|p| p.suite)
+    }
+
+    /// (inbound, outbound) SPIs of the Child SAs this IKE SA made.
+    pub fn child_spis(&self) -> &[(u32, u32)] {
+        &self.children
+    }
+
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::InitSent(_) | State::AuthSent(_) | State::AwaitingAuth(_) => Phase::Connecting,
+            State::Established => Phase::Established,
+            State::Deleting => Phase::Deleting,
+            State::Closed => Phase::Closed,
+        }
+    }
+
+    /// Closed and done answering retransmissions: the owner may drop it.
+    pub fn is_drained(&self, now: Instant) -> bool {
+        matches!(self.state, State::Closed) && self.deadline.is_none_or(|d| now >= d)
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = self.deadline;
+        let mut consider = |x: Instant| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(o) = &self.outstanding {
+            consider(o.next_retry);
+        }
+        if let (State::Established, Some(dpd), None) =
+            (&self.state, self.config.timers.dpd, &self.outstanding)
+        {
+            consider(self.last_heard + dpd);
+        }
+        t
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(d) = self.deadline {
+            if now >= d {
+                self.deadline = None;
+                if let State::AwaitingAuth(_) = self.state {
+                    self.close(now, DownReason::HalfOpenExpired);
+                }
+            }
+        }
+        if let Some(o) = &mut self.outstanding {
+            if now >= o.next_retry {
+                if o.tries >= self.config.timers.retransmit_tries {
+                    let kind = o.kind;
+                    self.outstanding = None;
+                    let reason = if kind == RequestKind::DeleteIke {
+                        DownReason::Deleted
+                    } else {
+                        DownReason::NoResponse
+                    };
+                    self.close(now, reason);
+                } else {
+                    o.tries += 1;
+                    o.next_retry = now + self.config.timers.retransmit * (1 << o.tries.min(16));
+                    let datagram = o.datagram.clone();
+                    self.send_raw(datagram);
+                }
+            }
+        }
+        if let (State::Established, Some(dpd), None) =
+            (&self.state, self.config.timers.dpd, &self.outstanding)
+        {
+            if now >= self.last_heard + dpd {
+                self.send_informational(now, RequestKind::Liveness, Writer::chain());
+            }
+        }
+    }
+
+    /// Starts deleting the IKE SA (and with it every Child SA).
+    pub fn delete(&mut self, now: Instant) {
+        if !matches!(self.state, State::Established) {
+            self.close(now, DownReason::Deleted);
+            return;
+        }
+        let mut inner = Writer::chain();
+        inner.push(&Payload::Delete(Delete {
+            protocol: protocol::IKE,
+            spi_size: 0,
+            spis: &[],
+        }));
+        // Our pending request (if any) is abandoned: the delete replaces it.
+        self.outstanding = None;
+        self.send_informational(now, RequestKind::DeleteIke, inner);
+        self.state = State::Deleting;
+    }
+
+    /// Feeds one IKE message (non-ESP marker already removed) that
+    /// arrived from `from` on our address `to`.
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, msg: &[u8]) {
+        let Ok(header) = Header::parse(msg) else {
+            return;
+        };
+        // SPIr is still 0 in the IKE_SA_INIT response to a cookie or
+        // group request, and in retransmissions of the IKE_SA_INIT request.
+        let init_retransmit = header.spi_r == 0
+            && header.exchange == exchange::IKE_SA_INIT
+            && self.role == Role::Responder;
+        if header.spi_i != self.spi_i
+            || (header.spi_r != self.spi_r
+                && !init_retransmit
+                && !matches!(self.state, State::InitSent(_)))
+        {
+            return;
+        }
+        if header.is_response() {
+            self.handle_response(now, from, to, header, msg);
+        } else {
+            self.handle_request(now, from, to, header, msg);
+        }
+    }
+
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        header: Header,
+        msg: &[u8],
+    ) {
+        let Some(o) = &self.outstanding else {
+            return;
+        };
+        if header.message_id != o.message_id {
+            return;
+        }
+        let kind = o.kind;
+        if kind == RequestKind::Init {
+            // Unencrypted: handled (and authenticated later) by init.
+            if let State::InitSent(_) = self.state {
+                let State::InitSent(s) = std::mem::replace(&mut self.state, State::Closed) else {
+                    return;
+                };
+                self.init_response(now, from, to, *s, msg);
+            }
+            return;
+        }
+        let Some((first, plain)) = self.open(msg) else {
+            return;
+        };
+        let Ok(payloads) = parse_chain(first, &plain) else {
+            return;
+        };
+        self.outstanding = None;
+        self.last_heard = now;
+        match kind {
+            RequestKind::Auth => {
+                if let State::AuthSent(_) = self.state {
+                    let State::AuthSent(s) = std::mem::replace(&mut self.state, State::Closed)
+                    else {
+                        return;
+                    };
+                    self.auth_response(now, *s, &payloads);
+                }
+            }
+            RequestKind::DeleteIke => self.close(now, DownReason::Deleted),
+            RequestKind::Liveness | RequestKind::Init => {}
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        header: Header,
+        msg: &[u8],
+    ) {
+        let digest: [u8; 32] = Sha256::digest(msg).into();
+        if let Some((id, hash, answer)) = &self.last_response {
+            if header.message_id == *id {
+                if *hash == digest {
+                    let answer = answer.clone();
+                    self.send_raw(answer);
+                }
+                return;
+            }
+        }
+        if header.message_id != self.expected_request_id {
+            return;
+        }
+        // Only the peer that is not the original initiator sets no I flag.
+        let from_initiator = header.flags & flags::INITIATOR != 0;
+        if from_initiator != (self.role == Role::Responder) {
+            return;
+        }
+        // Bad integrity: discarded without an answer (RFC 7296 §2.21.2).
+        let Some((first, plain)) = self.open(msg) else {
+            return;
+        };
+        let payloads = match parse_chain(first, &plain) {
+            Ok(p) => p,
+            Err(e) => {
+                // Authentic but malformed: say so (RFC 7296 §2.21.2).
+                let kind = e.notify().unwrap_or(notify::INVALID_SYNTAX);
+                self.answer(header, digest, Self::error_notify(kind, &[]));
+                return;
+            }
+        };
+        self.last_heard = now;
+        if to.port() == NAT_T_PORT {
+            // The initiator floated (RFC 7296 §2.23): so do we.
+            self.encap = true;
+        }
+        if self.role == Role::Responder && self.encap {
+            // Follow the peer's NAT mapping (RFC 7296 §2.23).
+            self.remote = from;
+            self.local = to;
+        }
+        let answer = match (&self.state, header.exchange) {
+            (State::AwaitingAuth(_), exchange::IKE_AUTH) => {
+                let State::AwaitingAuth(s) = std::mem::replace(&mut self.state, State::Closed)
+                else {
+                    return;
+                };
+                self.auth_request(now, *s, &payloads)
+            }
+            (State::Established | State::Deleting, exchange::INFORMATIONAL) => {
+                self.informational_request(now, &payloads)
+            }
+            (State::Established, exchange::CREATE_CHILD_SA) => {
+                // Rekeying is not offered yet: decline so the peer keeps
+                // the SAs it has (RFC 7296 §1.3).
+                let mut w = Writer::chain();
+                w.push(&Payload::Notify(Notify {
+                    protocol: 0,
+                    spi: &[],
+                    kind: notify::NO_ADDITIONAL_SAS,
+                    data: &[],
+                }));
+                w
+            }
+            _ => return,
+        };
+        self.answer(header, digest, answer);
+    }
+
+    /// Sends the answer to the request `header` (whose bytes hash to
+    /// `digest`) and keeps it for retransmissions of that request.
+    fn answer(&mut self, header: Header, digest: [u8; 32], inner: Writer) {
+        self.expected_request_id = self.expected_request_id.wrapping_add(1);
+        let datagram = self.seal(header.exchange, header.message_id, true, inner);
+        self.last_response = Some((header.message_id, digest, datagram.clone()));
+        self.send_raw(datagram);
+    }
+
+    fn informational_request(&mut self, now: Instant, payloads: &[Payload<'_>]) -> Writer {
+        let mut answer = Writer::chain();
+        let mut ours = Vec::new();
+        for p in payloads {
+            let Payload::Delete(d) = p else { continue };
+            match d.protocol {
+                protocol::IKE => {
+                    self.close(now, DownReason::DeletedByPeer);
+                    self.deadline = Some(now + LINGER);
+                    return answer;
+                }
+                protocol::ESP => {
+                    for spi_out in d.esp_spis() {
+                        if let Some(i) = self.children.iter().position(|c| c.1 == spi_out) {
+                            let (spi_in, spi_out) = self.children.remove(i);
+                            ours.extend_from_slice(&spi_in.to_be_bytes());
+                            self.events
+                                .push_back(Event::ChildSaDeleted { spi_in, spi_out });
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !ours.is_empty() {
+            answer.push(&Payload::Delete(Delete {
+                protocol: protocol::ESP,
+                spi_size: 4,
+                spis: &ours,
+            }));
+        }
+        answer
+    }
+
+    /// Opens an encrypted message into (first inner payload type,
+    /// plaintext chain); `None` if this SA has no keys yet or the message
+    /// does not open.
+    fn open(&self, msg: &[u8]) -> Option<(u8, Vec<u8>)> {
+        let p = self.protection.as_ref()?;
+        let m = Message::parse(msg).ok()?;
+        let Some(Payload::Sk(s)) = m.payloads.last() else {
+            return None;
+        };
+        if s.fragment.is_some() {
+            // Fragment reassembly is not offered (we do not announce
+            // IKEV2_FRAGMENTATION_SUPPORTED), so none should arrive.
+            return None;
+        }
+        let plain = sk::open(msg, s.body, &p.rx).ok()?;
+        Some((s.next, plain))
+    }
+
+    /// Seals `inner` into a message of this SA.
+    fn seal(&mut self, exchange: u8, message_id: u32, response: bool, inner: Writer) -> Vec<u8> {
+        let mut fl = if self.role == Role::Initiator {
+            flags::INITIATOR
+        } else {
+            0
+        };
+        if response {
+            fl |= flags::RESPONSE;
+        }
+        let header = Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: 0,
+            version: 0x20,
+            exchange,
+            flags: fl,
+            message_id,
+            length: 0,
+        };
+        let Some(p) = self.protection.as_mut() else {
+            return Writer::message(header).finish();
+        };
+        p.iv_counter += 1;
+        sk::seal(header, inner, &p.tx, p.iv_counter)
+    }
+
+    fn send_request(&mut self, now: Instant, kind: RequestKind, exchange: u8, inner: Writer) {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        let datagram = self.seal(exchange, id, false, inner);
+        self.track_request(now, kind, id, datagram);
+    }
+
+    fn track_request(&mut self, now: Instant, kind: RequestKind, id: u32, message: Vec<u8>) {
+        self.outstanding = Some(Outstanding {
+            message_id: id,
+            kind,
+            datagram: message.clone(),
+            next_retry: now + self.config.timers.retransmit,
+            tries: 0,
+        });
+        self.send_raw(message);
+    }
+
+    fn send_informational(&mut self, now: Instant, kind: RequestKind, inner: Writer) {
+        self.send_request(now, kind, exchange::INFORMATIONAL, inner);
+    }
+
+    fn send_raw(&mut self, message: Vec<u8>) {
+        let contents = if self.encap {
+            let mut c = Vec::with_capacity(message.len() + 4);
+            c.extend_from_slice(&NON_ESP_MARKER);
+            c.extend_from_slice(&message);
+            c
+        } else {
+            message
+        };
+        self.transmits.push_back(Transmit {
+            source: self.local,
+            destination: self.remote,
+            contents,
+        });
+    }
+
+    /// Moves IKE (and ESP) to port 4500 (RFC 7296 §2.23).
+    fn float(&mut self) {
+        self.local.set_port(NAT_T_PORT);
+        self.remote.set_port(NAT_T_PORT);
+        self.encap = true;
+    }
+
+    fn close(&mut self, now: Instant, reason: DownReason) {
+        if self.down_reported {
+            return;
+        }
+        self.down_reported = true;
+        for (spi_in, spi_out) in self.children.drain(..) {
+            self.events
+                .push_back(Event::ChildSaDeleted { spi_in, spi_out });
+        }
+        self.state = State::Closed;
+        self.outstanding = None;
+        self.deadline = Some(now + LINGER);
+        self.events.push_back(Event::IkeSaDown(reason));
+    }
+
+    /// The error notify a refused request is answered with.
+    fn error_notify(kind: u16, data: &[u8]) -> Writer {
+        let mut w = Writer::chain();
+        w.push(&Payload::Notify(Notify {
+            protocol: 0,
+            spi: &[],
+            kind,
+            data,
+        }));
+        w
+    }
+}
+
+/// The first error notify among payloads, if any.
+fn first_error(payloads: &[Payload<'_>]) -> Option<u16> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if notify::is_error(n.kind) => Some(n.kind),
+        _ => None,
+    })
+}
+
+fn find<'p, 'a>(payloads: &'p [Payload<'a>], kind: u8) -> Option<&'p Payload<'a>> {
+    payloads.iter().find(|p| p.kind() == kind)
+}

@@ -1,0 +1,648 @@
+//! Our initiator against our responder in memory, with a virtual clock, a
+//! link that can drop or tamper, and an optional NAT in between: every
+//! IKE/ESP transform combination, wrong keys and identities, proposals in
+//! common or not, a DH group guessed wrong, NAT traversal, loss,
+//! liveness checks and deletes. Each established pair then passes ESP
+//! packets both ways through proto-esp with the keys IKE agreed.
+
+#![allow(clippy::unwrap_used)] // a test panics to report a failure
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto_ikev2::wire::TrafficSelector;
+use proto_ikev2::{
+    ChildSa, Config, Credentials, DownReason, EspProposal, Event, Identity, IkeProposal, IkeSa,
+    Phase, Timers,
+};
+use zeroize::Zeroizing;
+
+const A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 500);
+const B: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 500);
+/// A's address as B sees it when the NAT is on, and the NAT's port for
+/// A's port 4500.
+const NAT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+const NAT_PORT_4500: u16 = 34500;
+
+/// The NAT maps A's port p to 30000 + p mod 10000.
+fn nat_port(p: u16) -> u16 {
+    30000 + p % 10000
+}
+
+fn subnet(s: &str) -> TrafficSelector {
+    let (a, p) = s.split_once('/').unwrap();
+    TrafficSelector::subnet(a.parse().unwrap(), p.parse().unwrap())
+}
+
+fn config(local: &str, remote: &str, psk: &str, ike: &str, esp: &str) -> Config {
+    Config {
+        local_id: Identity::parse(local),
+        remote_id: Some(Identity::parse(remote)),
+        credentials: Credentials::Psk(Zeroizing::new(psk.as_bytes().to_vec())),
+        ike_proposals: ike
+            .split(',')
+            .map(|p| IkeProposal::parse(p).unwrap())
+            .collect(),
+        esp_proposals: esp
+            .split(',')
+            .map(|p| EspProposal::parse(p).unwrap())
+            .collect(),
+        local_ts: vec![subnet("10.1.0.0/16")],
+        remote_ts: vec![subnet("10.2.0.0/16")],
+        force_encap: false,
+        timers: Timers::default(),
+    }
+}
+
+/// The responder's view: sides swapped.
+fn mirror(c: &Config) -> Config {
+    Config {
+        local_id: c.remote_id.clone().unwrap(),
+        remote_id: Some(c.local_id.clone()),
+        local_ts: c.remote_ts.clone(),
+        remote_ts: c.local_ts.clone(),
+        ..c.clone()
+    }
+}
+
+/// The usual initiator configuration: PSK, AES-GCM, ECP-256.
+fn gcm() -> Config {
+    config(
+        "10.0.0.1",
+        "@gw.example",
+        "k",
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+    )
+}
+
+#[derive(Default)]
+struct Seen {
+    up: Option<(Identity, bool, bool)>,
+    child: Option<ChildSa>,
+    child_failed: Option<u16>,
+    deleted_children: usize,
+    down: Option<DownReason>,
+}
+
+impl Seen {
+    fn take(&mut self, sa: &mut IkeSa) {
+        while let Some(e) = sa.poll_event() {
+            match e {
+                Event::IkeSaUp {
+                    remote_id,
+                    nat_local,
+                    nat_remote,
+                    ..
+                } => self.up = Some((remote_id, nat_local, nat_remote)),
+                Event::ChildSaUp(c) => self.child = Some(c),
+                Event::ChildSaFailed { notify } => self.child_failed = Some(notify),
+                Event::ChildSaDeleted { .. } => self.deleted_children += 1,
+                Event::IkeSaDown(r) => self.down = Some(r),
+                _ => {}
+            }
+        }
+    }
+}
+
+type Filter = Box<dyn FnMut(bool, &mut Vec<u8>) -> bool>;
+
+struct Pair {
+    now: Instant,
+    a: IkeSa,
+    b: Option<IkeSa>,
+    b_config: Arc<Config>,
+    nat: bool,
+    /// Called with (from A?, datagram): false drops it; may tamper.
+    filter: Filter,
+    ea: Seen,
+    eb: Seen,
+    refusals: Vec<Option<u16>>,
+    datagrams: usize,
+}
+
+fn strip_marker(port: u16, contents: &[u8]) -> Option<&[u8]> {
+    if port == 4500 {
+        contents.strip_prefix(&[0u8; 4][..])
+    } else {
+        Some(contents)
+    }
+}
+
+impl Pair {
+    fn new(a_config: Config, b_config: Config) -> Self {
+        // The virtual clock's origin; only handle_timeout moves it on.
+        #[allow(clippy::disallowed_methods)]
+        let now = Instant::now();
+        let a = IkeSa::initiate(now, Arc::new(a_config), A, B, [1; 32]);
+        Self {
+            now,
+            a,
+            b: None,
+            b_config: Arc::new(b_config),
+            nat: false,
+            filter: Box::new(|_, _| true),
+            ea: Seen::default(),
+            eb: Seen::default(),
+            refusals: vec![],
+            datagrams: 0,
+        }
+    }
+
+    fn with_nat(mut self) -> Self {
+        self.nat = true;
+        self
+    }
+
+    /// A's address after the NAT: one mapping per source port.
+    fn translate(&self, from: SocketAddr) -> SocketAddr {
+        if self.nat {
+            SocketAddr::new(NAT_IP.into(), nat_port(from.port()))
+        } else {
+            from
+        }
+    }
+
+    /// Moves datagrams until both sides are quiet; no time passes.
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                self.datagrams += 1;
+                let mut bytes = t.contents;
+                if !(self.filter)(true, &mut bytes) {
+                    continue;
+                }
+                assert_eq!(t.destination.ip(), B.ip());
+                let from = self.translate(t.source);
+                let Some(msg) = strip_marker(t.destination.port(), &bytes) else {
+                    continue;
+                };
+                match &mut self.b {
+                    Some(b) => b.handle_input(self.now, from, t.destination, msg),
+                    None => match IkeSa::respond(
+                        self.now,
+                        self.b_config.clone(),
+                        t.destination,
+                        from,
+                        msg,
+                        [2; 32],
+                    ) {
+                        Ok(b) => self.b = Some(b),
+                        Err(r) => {
+                            self.refusals.push(r.notify);
+                            if let Some(reply) = r.reply {
+                                // Straight back to A (through the NAT).
+                                let m = strip_marker(reply.source.port(), &reply.contents)
+                                    .unwrap()
+                                    .to_vec();
+                                self.a.handle_input(self.now, B, A, &m);
+                            }
+                        }
+                    },
+                }
+            }
+            if let Some(b) = &mut self.b {
+                while let Some(t) = b.poll_transmit() {
+                    moved = true;
+                    self.datagrams += 1;
+                    let mut bytes = t.contents;
+                    if !(self.filter)(false, &mut bytes) {
+                        continue;
+                    }
+                    // Undo the NAT: the destination maps back to A.
+                    let to = if self.nat {
+                        assert_eq!(t.destination.ip(), IpAddr::V4(NAT_IP));
+                        let port = if t.destination.port() == NAT_PORT_4500 {
+                            4500
+                        } else {
+                            500
+                        };
+                        SocketAddr::new(A.ip(), port)
+                    } else {
+                        t.destination
+                    };
+                    let Some(msg) = strip_marker(to.port(), &bytes) else {
+                        continue;
+                    };
+                    self.a.handle_input(self.now, t.source, to, msg);
+                }
+            }
+            self.ea.take(&mut self.a);
+            if let Some(b) = &mut self.b {
+                self.eb.take(b);
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Advances the clock to the next timer of either side, `n` times.
+    fn run_timers(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        loop {
+            self.pump();
+            let next = [
+                self.a.poll_timeout(),
+                self.b.as_ref().and_then(|b| b.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    self.a.handle_timeout(self.now);
+                    if let Some(b) = &mut self.b {
+                        b.handle_timeout(self.now);
+                    }
+                }
+                _ => {
+                    self.now = end;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn b(&mut self) -> &mut IkeSa {
+        self.b.as_mut().unwrap()
+    }
+}
+
+/// ESP both ways with the Child SAs each side got.
+fn esp_round_trip(a: &ChildSa, b: &ChildSa) {
+    assert_eq!(a.spi_out, b.spi_in);
+    assert_eq!(a.spi_in, b.spi_out);
+    assert_eq!(a.suite, b.suite);
+    for (tx, rx) in [(a, b), (b, a)] {
+        let mut out = tx.outbound().unwrap();
+        let mut inb = rx.inbound(1024).unwrap();
+        for n in 0..3u8 {
+            let payload: Vec<u8> = (0..100u8).map(|i| i ^ n).collect();
+            let mut buf = vec![0u8; 2048];
+            let h = out.headroom();
+            buf[h..h + payload.len()].copy_from_slice(&payload);
+            let len = out.seal(&mut buf, payload.len(), 4).unwrap();
+            let opened = inb.open(&mut buf[..len]).unwrap();
+            assert_eq!(&buf[opened.payload.clone()], &payload[..]);
+        }
+    }
+}
+
+fn established(ike: &str, esp: &str) -> Pair {
+    let ca = config("10.0.0.1", "@gw.example", "s3cret-psk", ike, esp);
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert!(p.ea.down.is_none(), "{ike}: {:?}", p.ea.down);
+    assert!(p.eb.down.is_none(), "{ike}: {:?}", p.eb.down);
+    assert_eq!(p.a.phase(), Phase::Established, "{ike}");
+    assert_eq!(p.b().phase(), Phase::Established, "{ike}");
+    p
+}
+
+#[test]
+fn every_transform_combination_establishes_and_carries_esp() {
+    let cases = [
+        ("aes256gcm16-prfsha256-ecp256", "aes256gcm16"),
+        ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+        ("chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
+        ("aes256-sha256-modp2048", "aes256-sha256"),
+        ("aes128-sha384-prfsha384-ecp384", "aes128-sha384-esn"),
+        ("aes256-sha512-ecp256", "aes256-sha512"),
+        ("aes256gcm16-prfsha512-ecp384", "aes256gcm16-esn"),
+    ];
+    for (ike, esp) in cases {
+        let p = established(ike, esp);
+        let (id, nat_l, nat_r) = p.ea.up.clone().unwrap();
+        assert_eq!(id, Identity::parse("@gw.example"));
+        assert!(!nat_l && !nat_r);
+        assert_eq!(p.eb.up.as_ref().unwrap().0, Identity::parse("10.0.0.1"));
+        let (ca, cb) = (p.ea.child.as_ref().unwrap(), p.eb.child.as_ref().unwrap());
+        assert_eq!(ca.local_ts, vec![subnet("10.1.0.0/16")]);
+        assert_eq!(ca.remote_ts, vec![subnet("10.2.0.0/16")]);
+        assert_eq!(cb.local_ts, ca.remote_ts);
+        assert!(!ca.encap);
+        esp_round_trip(ca, cb);
+        // Four datagrams: two exchanges, nothing retransmitted.
+        assert_eq!(p.datagrams, 4, "{ike}");
+    }
+}
+
+#[test]
+fn wrong_psk_fails_on_both_sides() {
+    let ca = config(
+        "10.0.0.1",
+        "@gw.example",
+        "right",
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+    );
+    let mut cb = mirror(&ca);
+    cb.credentials = Credentials::Psk(Zeroizing::new(b"wrong".to_vec()));
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert!(
+        matches!(&p.eb.down, Some(DownReason::AuthenticationFailed(w)) if w.contains("does not verify")),
+        "{:?}",
+        p.eb.down
+    );
+    assert!(
+        matches!(&p.ea.down, Some(DownReason::AuthenticationFailed(w)) if w.contains("refused")),
+        "{:?}",
+        p.ea.down
+    );
+    assert!(p.ea.child.is_none() && p.eb.child.is_none());
+}
+
+#[test]
+fn wrong_identity_is_named_in_the_reason() {
+    let ca = gcm();
+    let mut cb = mirror(&ca);
+    cb.remote_id = Some(Identity::parse("10.0.0.99"));
+    let mut p = Pair::new(ca.clone(), cb);
+    p.pump();
+    assert!(
+        matches!(&p.eb.down, Some(DownReason::AuthenticationFailed(w)) if w.contains("10.0.0.1") && w.contains("10.0.0.99")),
+        "{:?}",
+        p.eb.down
+    );
+    // The initiator expecting another responder identity refuses too.
+    let mut ca2 = ca.clone();
+    ca2.remote_id = Some(Identity::parse("@other.example"));
+    let mut p = Pair::new(ca2, mirror(&ca));
+    p.pump();
+    assert!(
+        matches!(&p.ea.down, Some(DownReason::AuthenticationFailed(w)) if w.contains("@gw.example")),
+        "{:?}",
+        p.ea.down
+    );
+}
+
+#[test]
+fn no_proposal_in_common_is_refused_with_the_notify() {
+    let ca = gcm();
+    let mut cb = mirror(&ca);
+    cb.ike_proposals = vec![IkeProposal::parse("chacha20poly1305-prfsha512-x25519").unwrap()];
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert_eq!(p.refusals, vec![Some(14)]);
+    assert_eq!(p.ea.down, Some(DownReason::PeerRefused(14)));
+}
+
+#[test]
+fn child_proposal_mismatch_keeps_the_ike_sa() {
+    let ca = gcm();
+    let mut cb = mirror(&ca);
+    cb.esp_proposals = vec![EspProposal::parse("chacha20poly1305").unwrap()];
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert!(p.ea.up.is_some() && p.eb.up.is_some());
+    assert_eq!(p.ea.child_failed, Some(14));
+    assert_eq!(p.eb.child_failed, Some(14));
+}
+
+#[test]
+fn traffic_selectors_are_narrowed_and_disjoint_ones_refused() {
+    let ca = gcm();
+    let mut cb = mirror(&ca);
+    cb.remote_ts = vec![subnet("10.1.2.0/24")];
+    let mut p = Pair::new(ca.clone(), cb);
+    p.pump();
+    let child = p.ea.child.as_ref().unwrap();
+    assert_eq!(child.local_ts, vec![subnet("10.1.2.0/24")]);
+    assert_eq!(
+        p.eb.child.as_ref().unwrap().remote_ts,
+        vec![subnet("10.1.2.0/24")]
+    );
+
+    let mut cb = mirror(&ca);
+    cb.remote_ts = vec![subnet("192.168.0.0/24")];
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert_eq!(p.ea.child_failed, Some(38), "TS_UNACCEPTABLE");
+}
+
+#[test]
+fn a_wrong_dh_guess_is_corrected_by_invalid_ke_payload() {
+    let ca = config(
+        "10.0.0.1",
+        "@gw.example",
+        "k",
+        "aes256gcm16-prfsha256-ecp256-x25519",
+        "aes256gcm16",
+    );
+    let mut cb = mirror(&ca);
+    cb.ike_proposals = vec![IkeProposal::parse("aes256gcm16-prfsha256-x25519").unwrap()];
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert_eq!(p.refusals, vec![Some(17)], "INVALID_KE_PAYLOAD first");
+    assert_eq!(p.a.phase(), Phase::Established);
+    assert_eq!(
+        p.a.suite().unwrap().dh,
+        proto_ikev2::crypto::DhGroup::Curve25519
+    );
+    esp_round_trip(p.ea.child.as_ref().unwrap(), p.eb.child.as_ref().unwrap());
+}
+
+#[test]
+fn a_nat_is_detected_and_both_sides_float_to_4500() {
+    let ca = config(
+        "10.0.0.1",
+        "@gw.example",
+        "k",
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16",
+    );
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb).with_nat();
+    p.pump();
+    assert_eq!(p.a.phase(), Phase::Established);
+    let (_, nat_local, nat_remote) = p.ea.up.clone().unwrap();
+    assert!(nat_local && !nat_remote, "the initiator is behind the NAT");
+    let (_, b_nat_local, b_nat_remote) = p.eb.up.clone().unwrap();
+    assert!(!b_nat_local && b_nat_remote);
+    assert_eq!(p.a.local().port(), 4500);
+    assert_eq!(
+        p.b().remote(),
+        SocketAddr::new(NAT_IP.into(), nat_port(4500))
+    );
+    let (ca, cb) = (p.ea.child.as_ref().unwrap(), p.eb.child.as_ref().unwrap());
+    assert!(ca.encap && cb.encap);
+    esp_round_trip(ca, cb);
+}
+
+#[test]
+fn forced_encapsulation_floats_without_a_nat() {
+    let mut ca = gcm();
+    ca.force_encap = true;
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert_eq!(p.a.phase(), Phase::Established);
+    assert_eq!(p.a.remote().port(), 4500);
+    assert!(p.ea.child.as_ref().unwrap().encap && p.eb.child.as_ref().unwrap().encap);
+}
+
+#[test]
+fn loss_is_repaired_by_retransmission() {
+    // Drop every other datagram in each direction for the first eight.
+    let ca = config(
+        "10.0.0.1",
+        "@gw.example",
+        "k",
+        "aes256-sha256-modp2048",
+        "aes256-sha256",
+    );
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb);
+    let mut n = 0;
+    p.filter = Box::new(move |_, _| {
+        n += 1;
+        n > 8 || n % 2 == 0
+    });
+    p.run_timers(Duration::from_secs(60));
+    assert_eq!(p.a.phase(), Phase::Established, "{:?}", p.ea.down);
+    assert_eq!(p.b().phase(), Phase::Established);
+    assert!(p.datagrams > 4);
+    esp_round_trip(p.ea.child.as_ref().unwrap(), p.eb.child.as_ref().unwrap());
+}
+
+#[test]
+fn tampered_messages_are_dropped_and_the_retransmission_wins() {
+    let ca = config(
+        "10.0.0.1",
+        "@gw.example",
+        "k",
+        "chacha20poly1305-prfsha256-x25519",
+        "chacha20poly1305",
+    );
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb);
+    let mut n = 0;
+    p.filter = Box::new(move |from_a, bytes| {
+        // Flip a bit in the first IKE_AUTH request (A's second datagram).
+        if from_a {
+            n += 1;
+            if n == 2 {
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x40;
+            }
+        }
+        true
+    });
+    p.run_timers(Duration::from_secs(30));
+    assert_eq!(p.a.phase(), Phase::Established, "{:?}", p.ea.down);
+    assert!(p.eb.down.is_none());
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead() {
+    let mut p = established_from(gcm(), mirror(&gcm()));
+    let sent_before = p.datagrams;
+    p.filter = Box::new(|from_a, _| from_a); // B's answers are lost
+                                             // DPD after 30 s idle, then 5 retransmissions at 4, 8, 16, 32, 64 s.
+    p.run_timers(Duration::from_secs(30 + 2 + 4 + 8 + 16 + 32 + 64 + 5));
+    assert_eq!(p.ea.down, Some(DownReason::NoResponse));
+    assert_eq!(p.ea.deleted_children, 1, "the Child SA goes with it");
+    assert!(p.datagrams > sent_before + 5);
+}
+
+fn established_from(ca: Config, cb: Config) -> Pair {
+    let mut p = Pair::new(ca, cb);
+    p.pump();
+    assert_eq!(p.a.phase(), Phase::Established);
+    p
+}
+
+#[test]
+fn liveness_checks_keep_a_quiet_pair_up() {
+    let mut p = established_from(gcm(), mirror(&gcm()));
+    p.run_timers(Duration::from_secs(300));
+    assert!(p.ea.down.is_none() && p.eb.down.is_none());
+    assert_eq!(p.a.phase(), Phase::Established);
+    assert!(
+        p.datagrams >= 4 + 2 * 9,
+        "DPD exchanges every 30 s: {}",
+        p.datagrams
+    );
+}
+
+#[test]
+fn delete_from_either_side_ends_both() {
+    for initiator_deletes in [true, false] {
+        let ca = gcm();
+        let cb = mirror(&ca);
+        let mut p = established_from(ca, cb);
+        let now = p.now;
+        if initiator_deletes {
+            p.a.delete(now);
+        } else {
+            p.b().delete(now);
+        }
+        p.pump();
+        let (us, them) = if initiator_deletes {
+            (&p.ea, &p.eb)
+        } else {
+            (&p.eb, &p.ea)
+        };
+        assert_eq!(us.down, Some(DownReason::Deleted));
+        assert_eq!(them.down, Some(DownReason::DeletedByPeer));
+        assert_eq!(us.deleted_children, 1);
+        assert_eq!(them.deleted_children, 1);
+        assert_eq!(p.a.phase(), Phase::Closed);
+        assert_eq!(p.b().phase(), Phase::Closed);
+    }
+}
+
+#[test]
+fn a_half_open_responder_expires() {
+    let ca = gcm();
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb);
+    let mut n = 0;
+    p.filter = Box::new(move |from_a, _| {
+        // Only IKE_SA_INIT reaches B; A never hears back after that.
+        n += 1;
+        from_a && n == 1
+    });
+    p.run_timers(Duration::from_secs(31));
+    assert_eq!(p.eb.down, Some(DownReason::HalfOpenExpired));
+}
+
+#[test]
+fn garbage_never_disturbs_an_established_sa() {
+    let mut p = established_from(gcm(), mirror(&gcm()));
+    let (spi_i, spi_r) = p.a.spis();
+    let mut seed = 7u64;
+    for len in 0..600usize {
+        let mut m: Vec<u8> = (0..len)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 56) as u8
+            })
+            .collect();
+        // Half of them carry the right SPIs and a plausible header.
+        if len >= 28 && len % 2 == 0 {
+            m[..8].copy_from_slice(&spi_i.to_be_bytes());
+            m[8..16].copy_from_slice(&spi_r.to_be_bytes());
+            m[17] = 0x20;
+            m[24..28].copy_from_slice(&(len as u32).to_be_bytes());
+        }
+        let now = p.now;
+        p.a.handle_input(now, B, A, &m);
+        p.b().handle_input(now, A, B, &m);
+    }
+    p.pump();
+    assert!(p.ea.down.is_none() && p.eb.down.is_none());
+    assert_eq!(p.a.phase(), Phase::Established);
+    // Still working: a liveness exchange completes.
+    p.run_timers(Duration::from_secs(40));
+    assert_eq!(p.a.phase(), Phase::Established);
+}
