@@ -48,6 +48,11 @@ impl Writer {
 
     pub fn push(&mut self, p: &Payload<'_>) -> &mut Self {
         let start = self.open(p.kind(), false);
+        if let Payload::Sk(sk) = p {
+            // The encrypted payload is last; its "next payload" names the
+            // first payload inside it.
+            self.buf[start] = sk.next;
+        }
         p.emit_body(&mut self.buf);
         self.close(start);
         self
@@ -100,5 +105,37 @@ impl Writer {
             self.buf[24..28].copy_from_slice(&len.to_be_bytes());
         }
         self.buf
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Message, Sk};
+
+    #[test]
+    fn an_encrypted_payload_keeps_its_inner_type_when_re_encoded() {
+        let header = Header {
+            spi_i: 1,
+            spi_r: 2,
+            next_payload: 0,
+            version: 0x20,
+            exchange: 37,
+            flags: 0x08,
+            message_id: 5,
+            length: 0,
+        };
+        for fragment in [None, Some((1, 2))] {
+            let sk = Payload::Sk(Sk {
+                next: 42,
+                fragment,
+                body: &[7; 33],
+            });
+            let mut w = Writer::message(header);
+            w.push(&Payload::Vendor(b"v")).push(&sk);
+            let bytes = w.finish();
+            let m = Message::parse(&bytes).unwrap();
+            assert_eq!(m.payloads, vec![Payload::Vendor(b"v"), sk]);
+        }
     }
 }
