@@ -11,6 +11,9 @@
 //!   with pre-shared keys and the first Child SA (handed out as a
 //!   [`ChildSa`] that builds proto-esp SAs), INFORMATIONAL (delete,
 //!   liveness), retransmissions, NAT detection and the float to UDP 4500.
+//! - [`Endpoint`]: many IKE SAs on one pair of ports: demultiplexing,
+//!   responder configurations by peer address, stateless cookies under
+//!   load, bounded half-open state.
 //!
 //! No IO inside: time comes in as an argument, randomness from a seed the
 //! caller supplies per SA.
@@ -20,6 +23,7 @@ pub mod auth;
 pub mod child;
 pub mod config;
 pub mod crypto;
+pub mod endpoint;
 pub mod ike_sa;
 pub mod nat;
 pub mod proposal;
@@ -28,5 +32,6 @@ pub mod wire;
 
 pub use child::ChildSa;
 pub use config::{Config, Credentials, Identity, Timers};
+pub use endpoint::{Drops, Endpoint, EndpointConfig, SaHandle};
 pub use ike_sa::{DownReason, Event, IkeSa, Phase, Refusal, Role, Transmit};
 pub use proposal::{EspProposal, EspSuite, IkeProposal, IkeSuite};

@@ -1,0 +1,457 @@
+//! Many IKE SAs behind one pair of UDP ports: demultiplexing by SPI,
+//! choosing a responder configuration by the peer's address, stateless
+//! cookies when half-open SAs pile up (RFC 7296 §2.6), and hard bounds on
+//! how many SAs unauthenticated peers can make us hold.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::ike_sa::{Event, IkeSa, Phase, Role, Transmit, NAT_T_PORT};
+use crate::wire::consts::{exchange, flags, notify, payload as pt};
+use crate::wire::{Header, Message, Notify, Payload, Writer, HEADER_LEN};
+
+/// Our SPI of an IKE SA: its handle in the endpoint.
+pub type SaHandle = u64;
+
+/// Limits and thresholds.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointConfig {
+    /// Half-open responder SAs at which new IKE_SA_INIT requests must
+    /// return a cookie first.
+    pub cookie_threshold: usize,
+    /// Half-open responder SAs at which new requests are dropped.
+    pub max_half_open: usize,
+    /// All SAs, any state.
+    pub max_sas: usize,
+    /// How often the cookie secret changes (the previous one stays valid).
+    pub cookie_rotation: Duration,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        Self {
+            cookie_threshold: 64,
+            max_half_open: 4096,
+            max_sas: 65536,
+            cookie_rotation: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Counters of what the endpoint refused or dropped, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Drops {
+    pub malformed: u64,
+    pub unknown_spi: u64,
+    pub no_config: u64,
+    pub refused: u64,
+    pub cookies_sent: u64,
+    pub bad_cookie: u64,
+    pub half_open_limit: u64,
+    pub sa_limit: u64,
+}
+
+/// A responder configuration and the peer addresses it serves.
+#[derive(Debug)]
+struct Responder {
+    peers: Option<(IpAddr, u8)>,
+    config: Arc<Config>,
+}
+
+fn in_prefix(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    rng: ChaCha20Rng,
+    responders: Vec<Responder>,
+    sas: HashMap<SaHandle, IkeSa>,
+    /// Responder SAs by (SPIi, peer): to find them for IKE_SA_INIT
+    /// retransmissions, which carry SPIr = 0.
+    by_initiator: HashMap<(u64, SocketAddr), SaHandle>,
+    cookie_secret: Zeroizing<[u8; 32]>,
+    previous_secret: Zeroizing<[u8; 32]>,
+    secret_version: u8,
+    rotate_at: Option<Instant>,
+    drops: Drops,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<(SaHandle, Event)>,
+}
+
+impl Endpoint {
+    pub fn new(config: EndpointConfig, seed: [u8; 32]) -> Self {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut secret[..]);
+        Self {
+            config,
+            rng,
+            responders: Vec::new(),
+            sas: HashMap::new(),
+            by_initiator: HashMap::new(),
+            previous_secret: secret.clone(),
+            cookie_secret: secret,
+            secret_version: 0,
+            rotate_at: None,
+            drops: Drops::default(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Answers IKE_SA_INIT from peers inside `peers` (any peer if `None`)
+    /// with `config`. The first matching entry wins.
+    pub fn add_responder(&mut self, peers: Option<(IpAddr, u8)>, config: Arc<Config>) {
+        self.responders.push(Responder { peers, config });
+    }
+
+    /// Removes every responder configuration (a reload adds them back);
+    /// established SAs are not touched.
+    pub fn clear_responders(&mut self) {
+        self.responders.clear();
+    }
+
+    pub fn drops(&self) -> Drops {
+        self.drops
+    }
+
+    pub fn sa(&self, h: SaHandle) -> Option<&IkeSa> {
+        self.sas.get(&h)
+    }
+
+    pub fn sa_mut(&mut self, h: SaHandle) -> Option<&mut IkeSa> {
+        self.sas.get_mut(&h)
+    }
+
+    pub fn sas(&self) -> impl Iterator<Item = (SaHandle, &IkeSa)> {
+        self.sas.iter().map(|(h, sa)| (*h, sa))
+    }
+
+    fn half_open(&self) -> usize {
+        self.sas
+            .values()
+            .filter(|sa| sa.role() == Role::Responder && sa.phase() == Phase::Connecting)
+            .count()
+    }
+
+    fn seed(&mut self) -> [u8; 32] {
+        let mut s = [0u8; 32];
+        self.rng.fill_bytes(&mut s);
+        s
+    }
+
+    /// Starts an IKE SA to `remote` as initiator.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        config: Arc<Config>,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> SaHandle {
+        let seed = self.seed();
+        let sa = IkeSa::initiate(now, config, local, remote, seed);
+        let h = sa.spis().0;
+        self.sas.insert(h, sa);
+        self.drain(h);
+        h
+    }
+
+    /// Feeds one IKE message (without the non-ESP marker).
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, msg: &[u8]) {
+        let Ok(header) = Header::parse(msg) else {
+            self.drops.malformed += 1;
+            return;
+        };
+        let ours = if header.from_initiator() {
+            header.spi_r
+        } else {
+            header.spi_i
+        };
+        if let Some(sa) = self.sas.get_mut(&ours) {
+            sa.handle_input(now, from, to, msg);
+            self.drain(ours);
+            return;
+        }
+        let is_init_request = header.exchange == exchange::IKE_SA_INIT
+            && !header.is_response()
+            && header.spi_r == 0
+            && header.flags & flags::INITIATOR != 0;
+        if !is_init_request {
+            self.drops.unknown_spi += 1;
+            return;
+        }
+        if let Some(&h) = self.by_initiator.get(&(header.spi_i, from)) {
+            if let Some(sa) = self.sas.get_mut(&h) {
+                sa.handle_input(now, from, to, msg);
+            }
+            self.drain(h);
+            return;
+        }
+        self.new_responder(now, from, to, header, msg);
+    }
+
+    fn new_responder(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        header: Header,
+        msg: &[u8],
+    ) {
+        let Some(config) = self
+            .responders
+            .iter()
+            .find(|r| r.peers.is_none_or(|p| in_prefix(from.ip(), p)))
+            .map(|r| r.config.clone())
+        else {
+            self.drops.no_config += 1;
+            return;
+        };
+        if self.sas.len() >= self.config.max_sas {
+            self.drops.sa_limit += 1;
+            return;
+        }
+        let half_open = self.half_open();
+        if half_open >= self.config.max_half_open {
+            self.drops.half_open_limit += 1;
+            return;
+        }
+        if half_open >= self.config.cookie_threshold {
+            self.rotate_secret(now);
+            match self.check_cookie(from, msg) {
+                CookieCheck::Valid => {}
+                CookieCheck::Missing => {
+                    self.send_cookie(from, to, header, msg);
+                    return;
+                }
+                CookieCheck::Invalid => {
+                    self.drops.bad_cookie += 1;
+                    return;
+                }
+            }
+        }
+        let seed = self.seed();
+        match IkeSa::respond(now, config, to, from, msg, seed) {
+            Ok(sa) => {
+                let h = sa.spis().1;
+                self.by_initiator.insert((header.spi_i, from), h);
+                self.sas.insert(h, sa);
+                self.drain(h);
+            }
+            Err(refusal) => {
+                self.drops.refused += 1;
+                if let Some(t) = refusal.reply {
+                    self.transmits.push_back(t);
+                }
+            }
+        }
+    }
+
+    /// Cookie = version | HMAC-SHA-256(secret, Ni | IPi | SPIi), truncated:
+    /// the construction RFC 7296 §2.6 suggests, keyed instead of hashed.
+    fn cookie(
+        &self,
+        secret: &[u8; 32],
+        version: u8,
+        ni: &[u8],
+        ip: IpAddr,
+        spi_i: u64,
+    ) -> [u8; 17] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        m.update(ni);
+        match ip {
+            IpAddr::V4(a) => m.update(&a.octets()),
+            IpAddr::V6(a) => m.update(&a.octets()),
+        }
+        m.update(&spi_i.to_be_bytes());
+        let tag = m.finalize().into_bytes();
+        let mut out = [0u8; 17];
+        out[0] = version;
+        out[1..].copy_from_slice(&tag[..16]);
+        out
+    }
+
+    fn check_cookie(&self, from: SocketAddr, msg: &[u8]) -> CookieCheck {
+        let Ok(m) = Message::parse(msg) else {
+            return CookieCheck::Invalid;
+        };
+        // RFC 7296 §2.6: the cookie notify comes first.
+        let Some(Payload::Notify(n)) = m.payloads.first() else {
+            return CookieCheck::Missing;
+        };
+        if n.kind != notify::COOKIE {
+            return CookieCheck::Missing;
+        }
+        let Some(Payload::Nonce(ni)) = m.find(pt::NONCE) else {
+            return CookieCheck::Invalid;
+        };
+        let Some(&version) = n.data.first() else {
+            return CookieCheck::Invalid;
+        };
+        let secret = if version == self.secret_version {
+            &self.cookie_secret
+        } else if version == self.secret_version.wrapping_sub(1) {
+            &self.previous_secret
+        } else {
+            return CookieCheck::Invalid;
+        };
+        let want = self.cookie(secret, version, ni, from.ip(), m.header.spi_i);
+        if n.data.len() == want.len() && bool::from(n.data.ct_eq(&want)) {
+            CookieCheck::Valid
+        } else {
+            CookieCheck::Invalid
+        }
+    }
+
+    fn send_cookie(&mut self, from: SocketAddr, to: SocketAddr, header: Header, msg: &[u8]) {
+        let Ok(m) = Message::parse(msg) else {
+            return;
+        };
+        let Some(Payload::Nonce(ni)) = m.find(pt::NONCE) else {
+            self.drops.malformed += 1;
+            return;
+        };
+        let cookie = self.cookie(
+            &self.cookie_secret,
+            self.secret_version,
+            ni,
+            from.ip(),
+            header.spi_i,
+        );
+        let mut w = Writer::message(Header {
+            spi_r: 0,
+            flags: flags::RESPONSE,
+            next_payload: 0,
+            length: 0,
+            ..header
+        });
+        w.push(&Payload::Notify(Notify {
+            protocol: 0,
+            spi: &[],
+            kind: notify::COOKIE,
+            data: &cookie,
+        }));
+        let reply = w.finish();
+        debug_assert!(reply.len() <= HEADER_LEN + 8 + cookie.len());
+        self.drops.cookies_sent += 1;
+        let contents = if to.port() == NAT_T_PORT {
+            [&[0u8; 4][..], &reply].concat()
+        } else {
+            reply
+        };
+        self.transmits.push_back(Transmit {
+            source: to,
+            destination: from,
+            contents,
+        });
+    }
+
+    fn rotate_secret(&mut self, now: Instant) {
+        match self.rotate_at {
+            None => self.rotate_at = Some(now + self.config.cookie_rotation),
+            Some(t) if now >= t => {
+                self.previous_secret = self.cookie_secret.clone();
+                self.rng.fill_bytes(&mut self.cookie_secret[..]);
+                self.secret_version = self.secret_version.wrapping_add(1);
+                self.rotate_at = Some(now + self.config.cookie_rotation);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Moves an SA's output into the endpoint's queues.
+    fn drain(&mut self, h: SaHandle) {
+        let Some(sa) = self.sas.get_mut(&h) else {
+            return;
+        };
+        while let Some(t) = sa.poll_transmit() {
+            self.transmits.push_back(t);
+        }
+        while let Some(e) = sa.poll_event() {
+            self.events.push_back((h, e));
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<SaHandle> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            if let Some(sa) = self.sas.get_mut(&h) {
+                sa.handle_timeout(now);
+            }
+            self.drain(h);
+        }
+        let gone: Vec<SaHandle> = self
+            .sas
+            .iter()
+            .filter(|(_, sa)| sa.is_drained(now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in gone {
+            if let Some(sa) = self.sas.remove(&h) {
+                let key = (sa.spis().0, sa.remote());
+                if self.by_initiator.get(&key) == Some(&h) {
+                    self.by_initiator.remove(&key);
+                }
+            }
+        }
+        self.by_initiator.retain(|_, h| self.sas.contains_key(h));
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sas.values().filter_map(IkeSa::poll_timeout).min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<(SaHandle, Event)> {
+        self.events.pop_front()
+    }
+
+    /// Deletes an SA (with its Child SAs).
+    pub fn delete(&mut self, now: Instant, h: SaHandle) {
+        if let Some(sa) = self.sas.get_mut(&h) {
+            sa.delete(now);
+        }
+        self.drain(h);
+    }
+}
+
+enum CookieCheck {
+    Valid,
+    Missing,
+    Invalid,
+}

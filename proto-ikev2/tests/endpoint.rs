@@ -1,0 +1,218 @@
+//! Endpoints with many SAs: concurrent initiators, cookies demanded under
+//! load and honoured by our initiator, a spoofed IKE_SA_INIT flood held to
+//! the half-open bound while real peers still get in, and the drops
+//! counted by reason.
+
+#![allow(clippy::unwrap_used)] // a test panics to report a failure
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proto_ikev2::wire::TrafficSelector;
+use proto_ikev2::{
+    Config, Credentials, Endpoint, EndpointConfig, EspProposal, Event, Identity, IkeProposal,
+    Phase, Timers,
+};
+use zeroize::Zeroizing;
+
+const GW: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)), 500);
+
+fn peer(n: u32) -> SocketAddr {
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 8, 0, 0)) + n);
+    SocketAddr::new(IpAddr::V4(ip), 500)
+}
+
+fn config(local: &str) -> Arc<Config> {
+    Arc::new(Config {
+        local_id: Identity::parse(local),
+        remote_id: None,
+        credentials: Credentials::Psk(Zeroizing::new(b"shared".to_vec())),
+        ike_proposals: vec![IkeProposal::parse("aes128gcm16-prfsha256-x25519").unwrap()],
+        esp_proposals: vec![EspProposal::parse("aes128gcm16").unwrap()],
+        local_ts: vec![TrafficSelector::subnet("0.0.0.0".parse().unwrap(), 0)],
+        remote_ts: vec![TrafficSelector::subnet("0.0.0.0".parse().unwrap(), 0)],
+        force_encap: false,
+        timers: Timers::default(),
+    })
+}
+
+/// Every initiator lives in one endpoint (their addresses differ); all
+/// datagrams are delivered until both sides are quiet.
+fn shuttle(now: Instant, ini: &mut Endpoint, gw: &mut Endpoint) {
+    loop {
+        let mut moved = false;
+        while let Some(t) = ini.poll_transmit() {
+            moved = true;
+            gw.handle_input(now, t.source, t.destination, &t.contents);
+        }
+        while let Some(t) = gw.poll_transmit() {
+            moved = true;
+            ini.handle_input(now, t.source, t.destination, &t.contents);
+        }
+        if !moved {
+            break;
+        }
+    }
+}
+
+fn ups(ep: &mut Endpoint) -> usize {
+    let mut n = 0;
+    while let Some((_, e)) = ep.poll_event() {
+        if matches!(e, Event::ChildSaUp(_)) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[allow(clippy::disallowed_methods)] // the virtual clock's origin
+fn start() -> Instant {
+    Instant::now()
+}
+
+#[test]
+fn fifty_initiators_at_once() {
+    let now = start();
+    let mut gw = Endpoint::new(EndpointConfig::default(), [1; 32]);
+    gw.add_responder(None, config("@gw"));
+    let mut ini = Endpoint::new(EndpointConfig::default(), [2; 32]);
+    let handles: Vec<_> = (1..=50)
+        .map(|n| ini.connect(now, config(&format!("@peer{n}")), peer(n), GW))
+        .collect();
+    shuttle(now, &mut ini, &mut gw);
+    for h in handles {
+        assert_eq!(ini.sa(h).unwrap().phase(), Phase::Established);
+    }
+    assert_eq!(ups(&mut ini), 50);
+    assert_eq!(ups(&mut gw), 50);
+    assert_eq!(gw.sas().count(), 50);
+    assert_eq!(gw.drops().cookies_sent, 0, "no load, no cookies");
+}
+
+#[test]
+fn cookies_are_demanded_under_load_and_honoured() {
+    let now = start();
+    let mut gw = Endpoint::new(
+        EndpointConfig {
+            cookie_threshold: 0,
+            ..EndpointConfig::default()
+        },
+        [3; 32],
+    );
+    gw.add_responder(None, config("@gw"));
+    let mut ini = Endpoint::new(EndpointConfig::default(), [4; 32]);
+    let h = ini.connect(now, config("@peer"), peer(1), GW);
+    shuttle(now, &mut ini, &mut gw);
+    assert_eq!(ini.sa(h).unwrap().phase(), Phase::Established);
+    assert_eq!(gw.drops().cookies_sent, 1);
+    assert_eq!(gw.drops().bad_cookie, 0);
+}
+
+#[test]
+fn a_spoofed_flood_is_bounded_and_real_peers_still_connect() {
+    let now = start();
+    let limits = EndpointConfig {
+        cookie_threshold: 20,
+        max_half_open: 100,
+        ..EndpointConfig::default()
+    };
+    let mut gw = Endpoint::new(limits, [5; 32]);
+    gw.add_responder(None, config("@gw"));
+    // IKE_SA_INIT requests from 1000 addresses that never answer (the
+    // flood's own copies of real requests, replayed from other sources).
+    let mut flood = Endpoint::new(EndpointConfig::default(), [6; 32]);
+    for n in 1..=1000 {
+        flood.connect(now, config("@spoof"), peer(1000 + n), GW);
+    }
+    let mut answered = 0;
+    while let Some(t) = flood.poll_transmit() {
+        gw.handle_input(now, t.source, t.destination, &t.contents);
+        while gw.poll_transmit().is_some() {
+            answered += 1;
+        }
+    }
+    assert_eq!(
+        gw.sas().count(),
+        20,
+        "half-open SAs stop at the cookie threshold"
+    );
+    assert_eq!(gw.drops().cookies_sent, 980);
+    assert_eq!(answered, 1000, "every request got one small answer");
+
+    // A real initiator follows the cookie and gets in.
+    let mut ini = Endpoint::new(EndpointConfig::default(), [7; 32]);
+    let h = ini.connect(now, config("@real"), peer(1), GW);
+    shuttle(now, &mut ini, &mut gw);
+    assert_eq!(ini.sa(h).unwrap().phase(), Phase::Established);
+
+    // A forged cookie is dropped.
+    let mut forger = Endpoint::new(EndpointConfig::default(), [8; 32]);
+    forger.connect(now, config("@forger"), peer(2), GW);
+    let t = forger.poll_transmit().unwrap();
+    gw.handle_input(now, t.source, t.destination, &t.contents);
+    let cookie_reply = gw.poll_transmit().unwrap();
+    // Answer from another address with the cookie meant for peer(2).
+    forger.handle_input(
+        now,
+        cookie_reply.source,
+        cookie_reply.destination,
+        &cookie_reply.contents,
+    );
+    let mut retry = forger.poll_transmit().unwrap();
+    retry.source = peer(3);
+    gw.handle_input(now, retry.source, retry.destination, &retry.contents);
+    assert_eq!(gw.drops().bad_cookie, 1);
+
+    // Half-open SAs expire and the endpoint forgets them.
+    gw.handle_timeout(now + Duration::from_secs(31));
+    gw.handle_timeout(now + Duration::from_secs(60));
+    assert_eq!(gw.sas().count(), 1, "only the real peer's SA is left");
+}
+
+#[test]
+fn the_hard_half_open_limit_drops_even_with_cookies_off() {
+    let now = start();
+    let mut gw = Endpoint::new(
+        EndpointConfig {
+            cookie_threshold: usize::MAX,
+            max_half_open: 10,
+            ..EndpointConfig::default()
+        },
+        [9; 32],
+    );
+    gw.add_responder(None, config("@gw"));
+    let mut flood = Endpoint::new(EndpointConfig::default(), [10; 32]);
+    for n in 1..=50 {
+        flood.connect(now, config("@spoof"), peer(n), GW);
+    }
+    while let Some(t) = flood.poll_transmit() {
+        gw.handle_input(now, t.source, t.destination, &t.contents);
+    }
+    assert_eq!(gw.sas().count(), 10);
+    assert_eq!(gw.drops().half_open_limit, 40);
+}
+
+#[test]
+fn strangers_and_unknown_spis_are_counted() {
+    let now = start();
+    let mut gw = Endpoint::new(EndpointConfig::default(), [11; 32]);
+    let only = (IpAddr::V4(Ipv4Addr::new(10, 8, 0, 0)), 30);
+    gw.add_responder(Some(only), config("@gw"));
+    let mut ini = Endpoint::new(EndpointConfig::default(), [12; 32]);
+    let inside = ini.connect(now, config("@in"), peer(1), GW);
+    let outside = ini.connect(now, config("@out"), peer(9), GW);
+    shuttle(now, &mut ini, &mut gw);
+    assert_eq!(ini.sa(inside).unwrap().phase(), Phase::Established);
+    assert_eq!(ini.sa(outside).unwrap().phase(), Phase::Connecting);
+    assert_eq!(gw.drops().no_config, 1);
+    let mut junk = vec![0u8; 40];
+    junk[0] = 1;
+    junk[17] = 0x20;
+    junk[18] = 37;
+    junk[24..28].copy_from_slice(&40u32.to_be_bytes());
+    gw.handle_input(now, peer(1), GW, &junk);
+    gw.handle_input(now, peer(1), GW, &junk[..10]);
+    assert_eq!(gw.drops().unknown_spi, 1);
+    assert_eq!(gw.drops().malformed, 1);
+}
