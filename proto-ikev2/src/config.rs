@@ -110,6 +110,11 @@ pub struct Timers {
     pub dpd: Option<Duration>,
     /// How long a half-open responder SA (no IKE_AUTH yet) lives.
     pub half_open: Duration,
+    /// Rekey each Child SA this long after it was made (`None`: leave it
+    /// to the peer).
+    pub child_rekey: Option<Duration>,
+    /// Rekey the IKE SA this long after it was made.
+    pub ike_rekey: Option<Duration>,
 }
 
 impl Default for Timers {
@@ -121,6 +126,9 @@ impl Default for Timers {
             retransmit_tries: 5,
             dpd: Some(Duration::from_secs(30)),
             half_open: Duration::from_secs(30),
+            // strongSwan's defaults: 1 h for Child SAs, 4 h for IKE SAs.
+            child_rekey: Some(Duration::from_secs(3600)),
+            ike_rekey: Some(Duration::from_secs(4 * 3600)),
         }
     }
 }

@@ -95,6 +95,8 @@ pub struct Endpoint {
     /// Responder SAs by (SPIi, peer): to find them for IKE_SA_INIT
     /// retransmissions, which carry SPIr = 0.
     by_initiator: HashMap<(u64, SocketAddr), SaHandle>,
+    /// Our SPIs of SAs rekeyed since they were made, to their handles.
+    aliases: HashMap<u64, SaHandle>,
     cookie_secret: Zeroizing<[u8; 32]>,
     previous_secret: Zeroizing<[u8; 32]>,
     secret_version: u8,
@@ -115,6 +117,7 @@ impl Endpoint {
             responders: Vec::new(),
             sas: HashMap::new(),
             by_initiator: HashMap::new(),
+            aliases: HashMap::new(),
             previous_secret: secret.clone(),
             cookie_secret: secret,
             secret_version: 0,
@@ -193,9 +196,10 @@ impl Endpoint {
         } else {
             header.spi_i
         };
-        if let Some(sa) = self.sas.get_mut(&ours) {
+        let h = self.aliases.get(&ours).copied().unwrap_or(ours);
+        if let Some(sa) = self.sas.get_mut(&h) {
             sa.handle_input(now, from, to, msg);
-            self.drain(ours);
+            self.drain(h);
             return;
         }
         let is_init_request = header.exchange == exchange::IKE_SA_INIT
@@ -397,6 +401,11 @@ impl Endpoint {
         while let Some(e) = sa.poll_event() {
             self.events.push_back((h, e));
         }
+        // An IKE rekey gives the SA a new SPI: keep finding it.
+        let own = sa.own_spi();
+        if own != h {
+            self.aliases.insert(own, h);
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -427,6 +436,7 @@ impl Endpoint {
             }
         }
         self.by_initiator.retain(|_, h| self.sas.contains_key(h));
+        self.aliases.retain(|_, h| self.sas.contains_key(h));
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -317,13 +317,16 @@ fn match_ike(p: &Proposal, mine: &IkeProposal) -> Option<IkeSuite> {
 }
 
 /// Chooses an ESP suite; returns the peer's proposal number, the peer's
-/// SPI and the suite. `want_dh` is the group both sides must use for PFS
-/// (CREATE_CHILD_SA), `None` when the exchange carries no KE.
+/// SPI and the suite. `ke` is the group of the peer's KE payload when the
+/// exchange carries one (PFS in CREATE_CHILD_SA): a proposal with that
+/// group is preferred; failing that, the suite names the group we would
+/// take and the caller answers INVALID_KE_PAYLOAD.
 pub fn choose_esp(
     offer: &SaPayload,
     ours: &[EspProposal],
-    want_dh: bool,
+    ke: Option<DhGroup>,
 ) -> Option<(u8, u32, EspSuite)> {
+    let mut fallback = None;
     for p in offer
         .proposals
         .iter()
@@ -332,13 +335,28 @@ pub fn choose_esp(
         let Ok(spi) = <[u8; 4]>::try_from(&p.spi[..]) else {
             continue;
         };
+        let spi = u32::from_be_bytes(spi);
         for mine in ours {
-            if let Some(s) = match_esp(p, mine, want_dh) {
-                return Some((p.number, u32::from_be_bytes(spi), s));
+            let Some(mut s) = match_esp(p, mine, ke.is_some()) else {
+                continue;
+            };
+            match ke {
+                Some(g) if s.dh != Some(g) => {
+                    let offered = p
+                        .transforms
+                        .iter()
+                        .any(|tr| tr.kind == t::DH && tr.id == g.id());
+                    if offered && mine.dh.contains(&g) {
+                        s.dh = Some(g);
+                        return Some((p.number, spi, s));
+                    }
+                    fallback = fallback.or(Some((p.number, spi, s)));
+                }
+                _ => return Some((p.number, spi, s)),
             }
         }
     }
-    None
+    fallback
 }
 
 fn match_esp(p: &Proposal, mine: &EspProposal, want_dh: bool) -> Option<EspSuite> {
@@ -519,7 +537,7 @@ mod tests {
         let offer = SaPayload {
             proposals: vec![mine[0].to_wire(1, 0xc0ffee01, false)],
         };
-        let (n, spi, s) = choose_esp(&offer, &mine, false).unwrap();
+        let (n, spi, s) = choose_esp(&offer, &mine, None).unwrap();
         assert_eq!((n, spi), (1, 0xc0ffee01));
         assert!(s.esn);
         assert_eq!(s.integ, Some(Integ::HmacSha256));

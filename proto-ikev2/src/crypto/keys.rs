@@ -46,16 +46,19 @@ impl IkeKeys {
         nonces.extend_from_slice(ni);
         nonces.extend_from_slice(nr);
         let skeyseed = prf.compute(&nonces, &[g_ir]);
-        Self::from_skeyseed(prf, lens, &skeyseed, ni, nr, spi_i, spi_r)
+        Self::expand(prf, prf.output_len(), lens, &skeyseed, ni, nr, spi_i, spi_r)
     }
 
     /// Keys of an IKE SA that replaces one whose SK_d and PRF are given
     /// (RFC 7296 §2.18): SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr).
+    /// As strongSwan does, the old SA's PRF also runs prf+; the pieces
+    /// are cut to the new PRF's key size. (Both sides normally keep the
+    /// same PRF, so the choice rarely matters; this one interoperates.)
     #[allow(clippy::too_many_arguments)]
     pub fn rekeyed(
         old_prf: Prf,
         old_sk_d: &[u8],
-        prf: Prf,
+        new_prf: Prf,
         lens: KeyLengths,
         g_ir: &[u8],
         ni: &[u8],
@@ -64,11 +67,24 @@ impl IkeKeys {
         spi_r: u64,
     ) -> Option<Self> {
         let skeyseed = old_prf.compute(old_sk_d, &[g_ir, ni, nr]);
-        Self::from_skeyseed(prf, lens, &skeyseed, ni, nr, spi_i, spi_r)
+        Self::expand(
+            old_prf,
+            new_prf.output_len(),
+            lens,
+            &skeyseed,
+            ni,
+            nr,
+            spi_i,
+            spi_r,
+        )
     }
 
-    fn from_skeyseed(
+    /// prf+(SKEYSEED, Ni | Nr | SPIi | SPIr) cut into the seven keys; `p`
+    /// is the size of SK_d, SK_pi and SK_pr.
+    #[allow(clippy::too_many_arguments)]
+    fn expand(
         prf: Prf,
+        p: usize,
         lens: KeyLengths,
         skeyseed: &[u8],
         ni: &[u8],
@@ -76,7 +92,6 @@ impl IkeKeys {
         spi_i: u64,
         spi_r: u64,
     ) -> Option<Self> {
-        let p = prf.output_len();
         let total = 3 * p + 2 * lens.integ + 2 * lens.encr;
         let km = prf.plus(
             skeyseed,

@@ -34,7 +34,7 @@ pub(super) struct AuthSent {
 pub(super) struct AwaitingAuth(pub(super) Exchange);
 
 /// A fresh inbound SPI: SPIs 1-255 are reserved (RFC 4303 §2.1).
-fn esp_spi(rng: &mut impl RngCore) -> u32 {
+pub(super) fn esp_spi(rng: &mut impl RngCore) -> u32 {
     loop {
         let v = rng.next_u32();
         if v > 255 {
@@ -45,7 +45,10 @@ fn esp_spi(rng: &mut impl RngCore) -> u32 {
 
 /// RFC 7296 §2.9: each selector the peer proposed, cut down to what our
 /// policy allows.
-fn narrow(proposed: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<TrafficSelector> {
+pub(super) fn narrow(
+    proposed: &[TrafficSelector],
+    allowed: &[TrafficSelector],
+) -> Vec<TrafficSelector> {
     let mut out = Vec::new();
     for p in proposed {
         for a in allowed {
@@ -60,14 +63,14 @@ fn narrow(proposed: &[TrafficSelector], allowed: &[TrafficSelector]) -> Vec<Traf
 }
 
 /// Whether every selector of `got` lies inside one of `offered`.
-fn within(got: &[TrafficSelector], offered: &[TrafficSelector]) -> bool {
+pub(super) fn within(got: &[TrafficSelector], offered: &[TrafficSelector]) -> bool {
     !got.is_empty()
         && got
             .iter()
             .all(|g| offered.iter().any(|o| o.intersect(g) == Some(*g)))
 }
 
-fn ts_list(payloads: &[Payload<'_>], kind: u8) -> Option<Vec<TrafficSelector>> {
+pub(super) fn ts_list(payloads: &[Payload<'_>], kind: u8) -> Option<Vec<TrafficSelector>> {
     match find(payloads, kind)? {
         Payload::TsI(v) | Payload::TsR(v) => Some(v.clone()),
         _ => None,
@@ -124,12 +127,18 @@ impl IkeSa {
         ))
     }
 
-    fn child_sa(
+    /// A Child SA from SK_d and the nonces (and PFS secret) of the
+    /// exchange that made it; `we_initiated` that exchange (RFC 7296
+    /// §2.17: keys and nonces follow the exchange's roles).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn child_sa(
         &self,
         suite: EspSuite,
         spi_in: u32,
         spi_out: u32,
-        ex: &Exchange,
+        nonces: (&[u8], &[u8]),
+        g_ir: Option<&[u8]>,
+        we_initiated: bool,
         local_ts: Vec<TrafficSelector>,
         remote_ts: Vec<TrafficSelector>,
     ) -> Option<ChildSa> {
@@ -138,7 +147,7 @@ impl IkeSa {
             integ: suite.integ.map_or(0, |i| i.key_len()),
             encr: suite.encr.keymat_len(),
         };
-        let k = ChildKeys::derive(p.suite.prf, &p.keys.sk_d, lens, None, &ex.ni, &ex.nr)?;
+        let k = ChildKeys::derive(p.suite.prf, &p.keys.sk_d, lens, g_ir, nonces.0, nonces.1)?;
         let i_to_r = DirectionKeys {
             encr: k.encr_i,
             integ: k.integ_i,
@@ -147,9 +156,10 @@ impl IkeSa {
             encr: k.encr_r,
             integ: k.integ_r,
         };
-        let (keys_in, keys_out) = match self.role {
-            super::Role::Initiator => (r_to_i, i_to_r),
-            super::Role::Responder => (i_to_r, r_to_i),
+        let (keys_in, keys_out) = if we_initiated {
+            (r_to_i, i_to_r)
+        } else {
+            (i_to_r, r_to_i)
         };
         Some(ChildSa {
             spi_in,
@@ -253,8 +263,7 @@ impl IkeSa {
             self.close(now, DownReason::AuthenticationFailed(why));
             return;
         }
-        self.state = State::Established;
-        self.deadline = None;
+        self.established(now);
         let Some(suite) = self.suite() else { return };
         self.events.push_back(Event::IkeSaUp {
             remote_id: peer,
@@ -273,13 +282,14 @@ impl IkeSa {
             (Some((spi_out, suite)), Some(tsi), Some(tsr))
                 if within(&tsi, &config.local_ts) && within(&tsr, &config.remote_ts) =>
             {
-                self.child_sa(suite, s.child_spi, spi_out, &ex, tsi, tsr)
+                let nonces = (&ex.ni[..], &ex.nr[..]);
+                self.child_sa(suite, s.child_spi, spi_out, nonces, None, true, tsi, tsr)
             }
             _ => None,
         };
         match child {
             Some(c) => {
-                self.children.push((c.spi_in, c.spi_out));
+                self.add_child(now, &c);
                 self.events.push_back(Event::ChildSaUp(c));
             }
             None => {
@@ -357,8 +367,7 @@ impl IkeSa {
         let Some(auth) = self.psk_auth_for(&ex.msg2, &ex.ni, &id, &sk_pr) else {
             return Writer::chain();
         };
-        self.state = State::Established;
-        self.deadline = None;
+        self.established(now);
         if let Some(suite) = self.suite() {
             self.events.push_back(Event::IkeSaUp {
                 remote_id: peer,
@@ -381,7 +390,7 @@ impl IkeSa {
                 w.push(&Payload::Sa(answer))
                     .push(&Payload::TsI(child.remote_ts.clone()))
                     .push(&Payload::TsR(child.local_ts.clone()));
-                self.children.push((child.spi_in, child.spi_out));
+                self.add_child(now, &child);
                 self.events.push_back(Event::ChildSaUp(child));
             }
             Err(n) => {
@@ -408,7 +417,7 @@ impl IkeSa {
             return Err(notify::INVALID_SYNTAX);
         };
         let (number, spi_out, suite) =
-            choose_esp(offer, &config.esp_proposals, false).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            choose_esp(offer, &config.esp_proposals, None).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         // TSi is the initiator's side: our remote selectors.
         let remote_ts = narrow(&tsi, &config.remote_ts);
         let local_ts = narrow(&tsr, &config.local_ts);
@@ -416,8 +425,11 @@ impl IkeSa {
             return Err(notify::TS_UNACCEPTABLE);
         }
         let spi_in = esp_spi(&mut self.rng);
+        let nonces = (&ex.ni[..], &ex.nr[..]);
         let child = self
-            .child_sa(suite, spi_in, spi_out, ex, local_ts, remote_ts)
+            .child_sa(
+                suite, spi_in, spi_out, nonces, None, false, local_ts, remote_ts,
+            )
             .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         Ok((child, esp_answer(number, &suite, spi_in)))
     }

@@ -86,14 +86,14 @@ fn nat_state(m: &Message<'_>, local: SocketAddr, remote: SocketAddr) -> (bool, b
     (supported && nat_local, supported && nat_remote, supported)
 }
 
-fn key_lengths(s: &IkeSuite) -> KeyLengths {
+pub(super) fn key_lengths(s: &IkeSuite) -> KeyLengths {
     KeyLengths {
         integ: s.integ.map_or(0, |i| i.key_len()),
         encr: s.encr.keymat_len(),
     }
 }
 
-fn protection(s: IkeSuite, keys: IkeKeys, role: Role) -> Option<Protection> {
+pub(super) fn protection(s: IkeSuite, keys: IkeKeys, role: Role) -> Option<Protection> {
     let (e_tx, a_tx, e_rx, a_rx) = match role {
         Role::Initiator => (&keys.sk_ei, &keys.sk_ai, &keys.sk_er, &keys.sk_ar),
         Role::Responder => (&keys.sk_er, &keys.sk_ar, &keys.sk_ei, &keys.sk_ai),

@@ -12,6 +12,7 @@
 
 mod authx;
 mod init;
+mod rekey;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -84,6 +85,18 @@ pub enum Event {
     },
     /// A Child SA to install (keys for proto-esp inside).
     ChildSaUp(ChildSa),
+    /// A Child SA replaces the one whose inbound SPI is `old_spi_in`:
+    /// install it and send on it now; keep accepting on the old one until
+    /// its `ChildSaDeleted` (RFC 7296 §2.8).
+    ChildSaRekeyed {
+        old_spi_in: u32,
+        new: ChildSa,
+    },
+    /// The IKE SA continues under new SPIs and keys.
+    IkeSaRekeyed {
+        spi_i: u64,
+        spi_r: u64,
+    },
     /// The peer declined the Child SA we asked for, or we declined its.
     ChildSaFailed {
         notify: u16,
@@ -130,6 +143,31 @@ enum RequestKind {
     Auth,
     Liveness,
     DeleteIke,
+    /// CREATE_CHILD_SA for a Child SA (new or rekey) or the IKE SA.
+    Create,
+    DeleteChild,
+    /// The old IKE SA's delete after an IKE rekey we started.
+    DeleteOldIke,
+}
+
+/// Requests waiting for the window (RFC 7296 allows one at a time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    RekeyChild(u32),
+    DeleteChild(u32),
+    RekeyIke,
+}
+
+/// What we keep of each Child SA (its keys went to the owner).
+#[derive(Debug, Clone)]
+struct ChildInfo {
+    spi_in: u32,
+    spi_out: u32,
+    local_ts: Vec<crate::wire::TrafficSelector>,
+    remote_ts: Vec<crate::wire::TrafficSelector>,
+    rekey_at: Option<Instant>,
+    /// A rekey or delete of it is queued or under way.
+    busy: bool,
 }
 
 struct Outstanding {
@@ -166,7 +204,15 @@ pub struct IkeSa {
     outstanding: Option<Outstanding>,
     /// (message id, SHA-256 of the request, the answer as sent).
     last_response: Option<(u32, [u8; 32], Vec<u8>)>,
-    children: Vec<(u32, u32)>,
+    children: Vec<ChildInfo>,
+    work: VecDeque<Work>,
+    /// Our request in flight beyond IKE_SA_INIT/IKE_AUTH, with its state.
+    pending: Option<rekey::Pending>,
+    /// The IKE SA that replaces this one once the old one is deleted.
+    successor: Option<rekey::Successor>,
+    /// We answered the old IKE SA's delete: move to the successor.
+    switch_after_answer: bool,
+    ike_rekey_at: Option<Instant>,
     last_heard: Instant,
     /// Responder: half-open deadline; closed SAs: when to forget them.
     deadline: Option<Instant>,
@@ -228,6 +274,11 @@ impl IkeSa {
             outstanding: None,
             last_response: None,
             children: Vec::new(),
+            work: VecDeque::new(),
+            pending: None,
+            successor: None,
+            switch_after_answer: false,
+            ike_rekey_at: None,
             last_heard: now,
             deadline: None,
             down_reported: false,
@@ -256,9 +307,21 @@ impl IkeSa {
         self.protection.as_ref().map(|p| p.suite)
     }
 
-    /// (inbound, outbound) SPIs of the Child SAs this IKE SA made.
-    pub fn child_spis(&self) -> &[(u32, u32)] {
-        &self.children
+    /// (inbound, outbound) SPIs of the Child SAs this IKE SA holds.
+    pub fn child_spis(&self) -> Vec<(u32, u32)> {
+        self.children
+            .iter()
+            .map(|c| (c.spi_in, c.spi_out))
+            .collect()
+    }
+
+    /// Our own SPI (the endpoint finds the SA by it; it changes when the
+    /// IKE SA is rekeyed).
+    pub fn own_spi(&self) -> u64 {
+        match self.role {
+            Role::Initiator => self.spi_i,
+            Role::Responder => self.spi_r,
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -294,6 +357,16 @@ impl IkeSa {
         {
             consider(self.last_heard + dpd);
         }
+        if let State::Established = self.state {
+            if let Some(at) = self.ike_rekey_at {
+                consider(at);
+            }
+            for c in self.children.iter().filter(|c| !c.busy) {
+                if let Some(at) = c.rekey_at {
+                    consider(at);
+                }
+            }
+        }
         t
     }
 
@@ -311,12 +384,13 @@ impl IkeSa {
                 if o.tries >= self.config.timers.retransmit_tries {
                     let kind = o.kind;
                     self.outstanding = None;
-                    let reason = if kind == RequestKind::DeleteIke {
-                        DownReason::Deleted
-                    } else {
-                        DownReason::NoResponse
-                    };
-                    self.close(now, reason);
+                    match kind {
+                        RequestKind::DeleteIke => self.close(now, DownReason::Deleted),
+                        // The old SA's delete went unanswered: the new one
+                        // takes over anyway (liveness checks will tell).
+                        RequestKind::DeleteOldIke => self.switch_to_successor(now),
+                        _ => self.close(now, DownReason::NoResponse),
+                    }
                 } else {
                     o.tries += 1;
                     o.next_retry = now + self.config.timers.retransmit * (1 << o.tries.min(16));
@@ -325,6 +399,8 @@ impl IkeSa {
                 }
             }
         }
+        self.schedule_rekeys(now);
+        self.kick(now);
         if let (State::Established, Some(dpd), None) =
             (&self.state, self.config.timers.dpd, &self.outstanding)
         {
@@ -375,6 +451,7 @@ impl IkeSa {
         } else {
             self.handle_request(now, from, to, header, msg);
         }
+        self.kick(now);
     }
 
     fn handle_response(
@@ -421,6 +498,9 @@ impl IkeSa {
                 }
             }
             RequestKind::DeleteIke => self.close(now, DownReason::Deleted),
+            RequestKind::Create => self.create_response(now, &payloads),
+            RequestKind::DeleteChild => self.delete_child_response(&payloads),
+            RequestKind::DeleteOldIke => self.switch_to_successor(now),
             RequestKind::Liveness | RequestKind::Init => {}
         }
     }
@@ -485,21 +565,13 @@ impl IkeSa {
             (State::Established | State::Deleting, exchange::INFORMATIONAL) => {
                 self.informational_request(now, &payloads)
             }
-            (State::Established, exchange::CREATE_CHILD_SA) => {
-                // Rekeying is not offered yet: decline so the peer keeps
-                // the SAs it has (RFC 7296 §1.3).
-                let mut w = Writer::chain();
-                w.push(&Payload::Notify(Notify {
-                    protocol: 0,
-                    spi: &[],
-                    kind: notify::NO_ADDITIONAL_SAS,
-                    data: &[],
-                }));
-                w
-            }
+            (State::Established, exchange::CREATE_CHILD_SA) => self.create_request(now, &payloads),
             _ => return,
         };
         self.answer(header, digest, answer);
+        if std::mem::take(&mut self.switch_after_answer) {
+            self.switch_to_successor(now);
+        }
     }
 
     /// Sends the answer to the request `header` (whose bytes hash to
@@ -517,18 +589,29 @@ impl IkeSa {
         for p in payloads {
             let Payload::Delete(d) = p else { continue };
             match d.protocol {
+                protocol::IKE if self.successor.is_some() => {
+                    // The end of an IKE rekey: answer on this SA, then
+                    // carry on as the new one.
+                    self.switch_after_answer = true;
+                    return answer;
+                }
                 protocol::IKE => {
                     self.close(now, DownReason::DeletedByPeer);
-                    self.deadline = Some(now + LINGER);
                     return answer;
                 }
                 protocol::ESP => {
                     for spi_out in d.esp_spis() {
-                        if let Some(i) = self.children.iter().position(|c| c.1 == spi_out) {
-                            let (spi_in, spi_out) = self.children.remove(i);
-                            ours.extend_from_slice(&spi_in.to_be_bytes());
-                            self.events
-                                .push_back(Event::ChildSaDeleted { spi_in, spi_out });
+                        if let Some(i) = self.children.iter().position(|c| c.spi_out == spi_out) {
+                            let c = self.children.remove(i);
+                            ours.extend_from_slice(&c.spi_in.to_be_bytes());
+                            self.work.retain(|w| {
+                                *w != Work::RekeyChild(c.spi_in)
+                                    && *w != Work::DeleteChild(c.spi_in)
+                            });
+                            self.events.push_back(Event::ChildSaDeleted {
+                                spi_in: c.spi_in,
+                                spi_out: c.spi_out,
+                            });
                         }
                     }
                 }
@@ -640,10 +723,15 @@ impl IkeSa {
             return;
         }
         self.down_reported = true;
-        for (spi_in, spi_out) in self.children.drain(..) {
-            self.events
-                .push_back(Event::ChildSaDeleted { spi_in, spi_out });
+        for c in self.children.drain(..) {
+            self.events.push_back(Event::ChildSaDeleted {
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            });
         }
+        self.work.clear();
+        self.pending = None;
+        self.successor = None;
         self.state = State::Closed;
         self.outstanding = None;
         self.deadline = Some(now + LINGER);

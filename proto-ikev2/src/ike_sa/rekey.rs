@@ -1,0 +1,654 @@
+//! CREATE_CHILD_SA (RFC 7296 §1.3): rekeying Child SAs (with PFS when
+//! the ESP proposals name a group), new Child SAs from the peer, rekeying
+//! the IKE SA itself, and deleting Child SAs; plus the queue that keeps
+//! our requests to one at a time.
+
+use std::time::{Duration, Instant};
+
+use rand_core::RngCore;
+
+use super::authx::{esp_spi, narrow, ts_list, within};
+use super::init::{key_lengths, protection};
+use super::{
+    find, first_error, nonzero_spi, ChildInfo, Event, IkeSa, Protection, RequestKind, Role, State,
+    Work,
+};
+use crate::child::ChildSa;
+use crate::crypto::{DhGroup, IkeKeys, KeyShare};
+use crate::proposal::{
+    accept_esp_answer, accept_ike_answer, choose_esp, choose_ike, esp_answer, ike_answer,
+    ike_sa_payload,
+};
+use crate::wire::consts::{exchange, notify, payload as pt, protocol};
+use crate::wire::{Delete, KeyExchange, Notify, Payload, SaPayload, TrafficSelector, Writer};
+
+const NONCE_LEN: usize = 32;
+
+/// Our request in flight, and what we need to finish it.
+pub(super) enum Pending {
+    RekeyChild {
+        old_spi_in: u32,
+        new_spi_in: u32,
+        share: Option<KeyShare>,
+        ni: Vec<u8>,
+    },
+    RekeyIke {
+        new_spi: u64,
+        share: KeyShare,
+        ni: Vec<u8>,
+    },
+    DeleteChild {
+        spi_in: u32,
+    },
+}
+
+/// The IKE SA that replaces this one after an IKE rekey.
+pub(super) struct Successor {
+    spi_i: u64,
+    spi_r: u64,
+    role: Role,
+    protection: Protection,
+}
+
+fn ke_of<'p>(payloads: &'p [Payload<'_>]) -> Option<(u16, &'p [u8])> {
+    match find(payloads, pt::KE)? {
+        Payload::Ke(k) => Some((k.group, k.data)),
+        _ => None,
+    }
+}
+
+fn nonce_of(payloads: &[Payload<'_>]) -> Option<Vec<u8>> {
+    match find(payloads, pt::NONCE)? {
+        Payload::Nonce(n) => Some(n.to_vec()),
+        _ => None,
+    }
+}
+
+fn sa_of<'p>(payloads: &'p [Payload<'_>]) -> Option<&'p SaPayload> {
+    match find(payloads, pt::SA)? {
+        Payload::Sa(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl IkeSa {
+    /// Queues a rekey of the Child SA whose inbound SPI is `spi_in`.
+    pub fn rekey_child(&mut self, now: Instant, spi_in: u32) {
+        if let Some(c) = self
+            .children
+            .iter_mut()
+            .find(|c| c.spi_in == spi_in && !c.busy)
+        {
+            c.busy = true;
+            self.work.push_back(Work::RekeyChild(spi_in));
+        }
+        self.kick(now);
+    }
+
+    /// Queues a delete of the Child SA whose inbound SPI is `spi_in`.
+    pub fn delete_child(&mut self, now: Instant, spi_in: u32) {
+        if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == spi_in) {
+            c.busy = true;
+            self.work.retain(|w| *w != Work::RekeyChild(spi_in));
+            self.work.push_back(Work::DeleteChild(spi_in));
+        }
+        self.kick(now);
+    }
+
+    /// Queues a rekey of the IKE SA.
+    pub fn rekey_ike(&mut self, now: Instant) {
+        if !self.work.contains(&Work::RekeyIke) && self.successor.is_none() {
+            self.work.push_back(Work::RekeyIke);
+        }
+        self.kick(now);
+    }
+
+    pub(super) fn established(&mut self, now: Instant) {
+        self.state = State::Established;
+        self.deadline = None;
+        self.ike_rekey_at = self.config.timers.ike_rekey.map(|d| now + d);
+    }
+
+    pub(super) fn add_child(&mut self, now: Instant, c: &ChildSa) {
+        self.children.push(ChildInfo {
+            spi_in: c.spi_in,
+            spi_out: c.spi_out,
+            local_ts: c.local_ts.clone(),
+            remote_ts: c.remote_ts.clone(),
+            rekey_at: self.config.timers.child_rekey.map(|d| now + d),
+            busy: false,
+        });
+    }
+
+    /// Queues the rekeys whose time has come.
+    pub(super) fn schedule_rekeys(&mut self, now: Instant) {
+        if !matches!(self.state, State::Established) {
+            return;
+        }
+        for c in &mut self.children {
+            if !c.busy && c.rekey_at.is_some_and(|t| now >= t) {
+                c.busy = true;
+                c.rekey_at = None;
+                self.work.push_back(Work::RekeyChild(c.spi_in));
+            }
+        }
+        if self.ike_rekey_at.is_some_and(|t| now >= t) {
+            self.ike_rekey_at = None;
+            self.rekey_ike(now);
+        }
+    }
+
+    /// Sends the next queued request if the window is free.
+    pub(super) fn kick(&mut self, now: Instant) {
+        while matches!(self.state, State::Established)
+            && self.outstanding.is_none()
+            && self.successor.is_none()
+        {
+            let Some(w) = self.work.pop_front() else {
+                return;
+            };
+            match w {
+                Work::RekeyChild(spi) => self.send_rekey_child(now, spi),
+                Work::DeleteChild(spi) => self.send_delete_child(now, spi),
+                Work::RekeyIke => self.send_rekey_ike(now),
+            }
+        }
+    }
+
+    fn nonce(&mut self) -> Vec<u8> {
+        let mut n = vec![0u8; NONCE_LEN];
+        self.rng.fill_bytes(&mut n);
+        n
+    }
+
+    fn jitter(&mut self) -> Duration {
+        Duration::from_millis(1000 + u64::from(self.rng.next_u32() % 4000))
+    }
+
+    fn send_rekey_child(&mut self, now: Instant, old_spi_in: u32) {
+        let Some(old) = self
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .cloned()
+        else {
+            return;
+        };
+        let config = self.config.clone();
+        let new_spi_in = esp_spi(&mut self.rng);
+        let ni = self.nonce();
+        let group = config
+            .esp_proposals
+            .first()
+            .and_then(|p| p.dh.first().copied());
+        let share = group.map(|g| KeyShare::generate(g, &mut self.rng));
+        let offer = SaPayload {
+            proposals: config
+                .esp_proposals
+                .iter()
+                .zip(1u8..)
+                .map(|(p, n)| p.to_wire(n, new_spi_in, share.is_some()))
+                .collect(),
+        };
+        let old_spi = old_spi_in.to_be_bytes();
+        let mut w = Writer::chain();
+        w.push(&Payload::Notify(Notify {
+            protocol: protocol::ESP,
+            spi: &old_spi,
+            kind: notify::REKEY_SA,
+            data: &[],
+        }))
+        .push(&Payload::Sa(offer))
+        .push(&Payload::Nonce(&ni));
+        if let Some(s) = &share {
+            w.push(&Payload::Ke(KeyExchange {
+                group: s.group().id(),
+                data: s.public(),
+            }));
+        }
+        w.push(&Payload::TsI(old.local_ts))
+            .push(&Payload::TsR(old.remote_ts));
+        self.pending = Some(Pending::RekeyChild {
+            old_spi_in,
+            new_spi_in,
+            share,
+            ni,
+        });
+        self.send_request(now, RequestKind::Create, exchange::CREATE_CHILD_SA, w);
+    }
+
+    fn send_delete_child(&mut self, now: Instant, spi_in: u32) {
+        if !self.children.iter().any(|c| c.spi_in == spi_in) {
+            return;
+        }
+        let spi = spi_in.to_be_bytes();
+        let mut w = Writer::chain();
+        w.push(&Payload::Delete(Delete {
+            protocol: protocol::ESP,
+            spi_size: 4,
+            spis: &spi,
+        }));
+        self.pending = Some(Pending::DeleteChild { spi_in });
+        self.send_request(now, RequestKind::DeleteChild, exchange::INFORMATIONAL, w);
+    }
+
+    fn send_rekey_ike(&mut self, now: Instant) {
+        let Some(suite) = self.suite() else { return };
+        let new_spi = nonzero_spi(&mut self.rng);
+        let ni = self.nonce();
+        let share = KeyShare::generate(suite.dh, &mut self.rng);
+        let mut offer = ike_sa_payload(&self.config.ike_proposals);
+        for p in &mut offer.proposals {
+            p.spi = new_spi.to_be_bytes().to_vec();
+        }
+        let mut w = Writer::chain();
+        w.push(&Payload::Sa(offer))
+            .push(&Payload::Nonce(&ni))
+            .push(&Payload::Ke(KeyExchange {
+                group: share.group().id(),
+                data: share.public(),
+            }));
+        self.pending = Some(Pending::RekeyIke { new_spi, share, ni });
+        self.send_request(now, RequestKind::Create, exchange::CREATE_CHILD_SA, w);
+    }
+
+    /// Answers a CREATE_CHILD_SA request.
+    pub(super) fn create_request(&mut self, now: Instant, payloads: &[Payload<'_>]) -> Writer {
+        let (Some(offer), Some(ni)) = (sa_of(payloads), nonce_of(payloads)) else {
+            return Self::error_notify(notify::INVALID_SYNTAX, &[]);
+        };
+        let offer = offer.clone();
+        let rekeying_ike = offer.proposals.iter().any(|p| p.protocol == protocol::IKE);
+        let answer = if rekeying_ike {
+            self.answer_ike_rekey(&offer, &ni, payloads)
+        } else {
+            self.answer_child(now, &offer, &ni, payloads)
+        };
+        answer.unwrap_or_else(|(kind, data)| Self::error_notify(kind, &data))
+    }
+
+    fn answer_ike_rekey(
+        &mut self,
+        offer: &SaPayload,
+        ni: &[u8],
+        payloads: &[Payload<'_>],
+    ) -> Result<Writer, (u16, Vec<u8>)> {
+        // A rekey of ours in flight, or one already agreed: one at a time.
+        if self.successor.is_some() || matches!(self.pending, Some(Pending::RekeyIke { .. })) {
+            return Err((notify::TEMPORARY_FAILURE, vec![]));
+        }
+        let config = self.config.clone();
+        let (number, suite) =
+            choose_ike(offer, &config.ike_proposals).ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        let (group, kei) = ke_of(payloads).ok_or((notify::INVALID_SYNTAX, vec![]))?;
+        if group != suite.dh.id() {
+            return Err((
+                notify::INVALID_KE_PAYLOAD,
+                suite.dh.id().to_be_bytes().to_vec(),
+            ));
+        }
+        let peer_spi = offer
+            .proposals
+            .iter()
+            .find(|p| p.number == number && p.protocol == protocol::IKE)
+            .and_then(|p| <[u8; 8]>::try_from(&p.spi[..]).ok())
+            .map(u64::from_be_bytes)
+            .filter(|s| *s != 0)
+            .ok_or((notify::INVALID_SYNTAX, vec![]))?;
+        let share = KeyShare::generate(suite.dh, &mut self.rng);
+        let g_ir = share
+            .shared(kei)
+            .map_err(|_| (notify::INVALID_SYNTAX, vec![]))?;
+        let nr = self.nonce();
+        let our_spi = nonzero_spi(&mut self.rng);
+        let old = self
+            .protection
+            .as_ref()
+            .ok_or((notify::TEMPORARY_FAILURE, vec![]))?;
+        let keys = IkeKeys::rekeyed(
+            old.suite.prf,
+            &old.keys.sk_d,
+            suite.prf,
+            key_lengths(&suite),
+            &g_ir,
+            ni,
+            &nr,
+            peer_spi,
+            our_spi,
+        )
+        .and_then(|k| protection(suite, k, Role::Responder))
+        .ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        self.successor = Some(Successor {
+            spi_i: peer_spi,
+            spi_r: our_spi,
+            role: Role::Responder,
+            protection: keys,
+        });
+        let mut w = Writer::chain();
+        w.push(&Payload::Sa(ike_answer(
+            number,
+            &suite,
+            our_spi.to_be_bytes().to_vec(),
+        )))
+        .push(&Payload::Nonce(&nr))
+        .push(&Payload::Ke(KeyExchange {
+            group: suite.dh.id(),
+            data: share.public(),
+        }));
+        Ok(w)
+    }
+
+    fn answer_child(
+        &mut self,
+        now: Instant,
+        offer: &SaPayload,
+        ni: &[u8],
+        payloads: &[Payload<'_>],
+    ) -> Result<Writer, (u16, Vec<u8>)> {
+        let config = self.config.clone();
+        let rekeyed = payloads.iter().find_map(|p| match p {
+            Payload::Notify(n) if n.kind == notify::REKEY_SA && n.protocol == protocol::ESP => {
+                <[u8; 4]>::try_from(n.spi).ok().map(u32::from_be_bytes)
+            }
+            _ => None,
+        });
+        let old = match rekeyed {
+            Some(spi_out) => {
+                let c = self
+                    .children
+                    .iter()
+                    .find(|c| c.spi_out == spi_out)
+                    .ok_or((notify::CHILD_SA_NOT_FOUND, vec![]))?;
+                if c.busy {
+                    // We are rekeying or deleting it ourselves (§2.25).
+                    return Err((notify::TEMPORARY_FAILURE, vec![]));
+                }
+                Some(c.spi_in)
+            }
+            None => None,
+        };
+        let ke = ke_of(payloads);
+        let ke_group = match ke {
+            Some((g, _)) => Some(DhGroup::from_id(g).ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?),
+            None => None,
+        };
+        let (number, spi_out, suite) = choose_esp(offer, &config.esp_proposals, ke_group)
+            .ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        if let (Some(want), Some(got)) = (suite.dh, ke_group) {
+            if want != got {
+                return Err((notify::INVALID_KE_PAYLOAD, want.id().to_be_bytes().to_vec()));
+            }
+        }
+        let (Some(tsi), Some(tsr)) = (ts_list(payloads, pt::TSI), ts_list(payloads, pt::TSR))
+        else {
+            return Err((notify::INVALID_SYNTAX, vec![]));
+        };
+        let remote_ts = narrow(&tsi, &config.remote_ts);
+        let local_ts = narrow(&tsr, &config.local_ts);
+        if remote_ts.is_empty() || local_ts.is_empty() {
+            return Err((notify::TS_UNACCEPTABLE, vec![]));
+        }
+        let share = suite.dh.map(|g| KeyShare::generate(g, &mut self.rng));
+        let g_ir = match (&share, ke) {
+            (Some(s), Some((_, data))) => Some(
+                s.shared(data)
+                    .map_err(|_| (notify::INVALID_SYNTAX, vec![]))?,
+            ),
+            _ => None,
+        };
+        let nr = self.nonce();
+        let spi_in = esp_spi(&mut self.rng);
+        let child = self
+            .child_sa(
+                suite,
+                spi_in,
+                spi_out,
+                (ni, &nr),
+                g_ir.as_ref().map(|g| &g[..]),
+                false,
+                local_ts,
+                remote_ts,
+            )
+            .ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        let mut w = Writer::chain();
+        w.push(&Payload::Sa(esp_answer(number, &suite, spi_in)))
+            .push(&Payload::Nonce(&nr));
+        if let Some(s) = &share {
+            w.push(&Payload::Ke(KeyExchange {
+                group: s.group().id(),
+                data: s.public(),
+            }));
+        }
+        w.push(&Payload::TsI(child.remote_ts.clone()))
+            .push(&Payload::TsR(child.local_ts.clone()));
+        self.add_child(now, &child);
+        match old {
+            Some(old_spi_in) => {
+                // The peer deletes the old one; we no longer rekey it.
+                if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old_spi_in) {
+                    c.rekey_at = None;
+                }
+                self.events.push_back(Event::ChildSaRekeyed {
+                    old_spi_in,
+                    new: child,
+                });
+            }
+            None => self.events.push_back(Event::ChildSaUp(child)),
+        }
+        Ok(w)
+    }
+
+    /// The answer to our CREATE_CHILD_SA.
+    pub(super) fn create_response(&mut self, now: Instant, payloads: &[Payload<'_>]) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        match pending {
+            Pending::RekeyChild {
+                old_spi_in,
+                new_spi_in,
+                share,
+                ni,
+            } => self.child_rekeyed(now, old_spi_in, new_spi_in, share, &ni, payloads),
+            Pending::RekeyIke { new_spi, share, ni } => {
+                self.ike_rekeyed(now, new_spi, share, &ni, payloads)
+            }
+            Pending::DeleteChild { .. } => {}
+        }
+    }
+
+    fn child_rekeyed(
+        &mut self,
+        now: Instant,
+        old_spi_in: u32,
+        new_spi_in: u32,
+        share: Option<KeyShare>,
+        ni: &[u8],
+        payloads: &[Payload<'_>],
+    ) {
+        let config = self.config.clone();
+        let made = (|| -> Result<ChildSa, u16> {
+            if let Some(n) = first_error(payloads) {
+                return Err(n);
+            }
+            let sa = sa_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+            let (spi_out, suite) = accept_esp_answer(sa, &config.esp_proposals, share.is_some())
+                .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            let nr = nonce_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+            let g_ir = match &share {
+                Some(s) => {
+                    let (group, data) = ke_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+                    if group != s.group().id() || suite.dh != Some(s.group()) {
+                        return Err(notify::INVALID_KE_PAYLOAD);
+                    }
+                    Some(s.shared(data).map_err(|_| notify::INVALID_SYNTAX)?)
+                }
+                None => None,
+            };
+            let old = self
+                .children
+                .iter()
+                .find(|c| c.spi_in == old_spi_in)
+                .ok_or(notify::CHILD_SA_NOT_FOUND)?;
+            let (tsi, tsr): (Vec<TrafficSelector>, Vec<TrafficSelector>) =
+                match (ts_list(payloads, pt::TSI), ts_list(payloads, pt::TSR)) {
+                    (Some(i), Some(r))
+                        if within(&i, &old.local_ts) && within(&r, &old.remote_ts) =>
+                    {
+                        (i, r)
+                    }
+                    _ => return Err(notify::TS_UNACCEPTABLE),
+                };
+            self.child_sa(
+                suite,
+                new_spi_in,
+                spi_out,
+                (ni, &nr),
+                g_ir.as_ref().map(|g| &g[..]),
+                true,
+                tsi,
+                tsr,
+            )
+            .ok_or(notify::NO_PROPOSAL_CHOSEN)
+        })();
+        match made {
+            Ok(child) => {
+                self.add_child(now, &child);
+                self.events.push_back(Event::ChildSaRekeyed {
+                    old_spi_in,
+                    new: child,
+                });
+                // The old SA goes next (RFC 7296 §1.3.3).
+                self.work.push_front(Work::DeleteChild(old_spi_in));
+            }
+            Err(notify::TEMPORARY_FAILURE) => {
+                // A collision or a busy peer: try again a little later.
+                let again = now + self.jitter();
+                if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old_spi_in) {
+                    c.busy = false;
+                    c.rekey_at = Some(again);
+                }
+            }
+            Err(notify::CHILD_SA_NOT_FOUND) => {
+                self.work.push_front(Work::DeleteChild(old_spi_in));
+            }
+            Err(n) => {
+                // Keep the old SA; it stays until deleted.
+                self.events.push_back(Event::ChildSaFailed { notify: n });
+                if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old_spi_in) {
+                    c.busy = false;
+                }
+            }
+        }
+    }
+
+    fn ike_rekeyed(
+        &mut self,
+        now: Instant,
+        new_spi: u64,
+        share: KeyShare,
+        ni: &[u8],
+        payloads: &[Payload<'_>],
+    ) {
+        let config = self.config.clone();
+        let made = (|| -> Result<Successor, u16> {
+            if let Some(n) = first_error(payloads) {
+                return Err(n);
+            }
+            let sa = sa_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+            let suite =
+                accept_ike_answer(sa, &config.ike_proposals).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            let peer_spi = sa
+                .proposals
+                .first()
+                .and_then(|p| <[u8; 8]>::try_from(&p.spi[..]).ok())
+                .map(u64::from_be_bytes)
+                .filter(|s| *s != 0)
+                .ok_or(notify::INVALID_SYNTAX)?;
+            let nr = nonce_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+            let (group, data) = ke_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+            if group != share.group().id() || suite.dh != share.group() {
+                return Err(notify::INVALID_KE_PAYLOAD);
+            }
+            let g_ir = share.shared(data).map_err(|_| notify::INVALID_SYNTAX)?;
+            let old = self.protection.as_ref().ok_or(notify::INVALID_SYNTAX)?;
+            let keys = IkeKeys::rekeyed(
+                old.suite.prf,
+                &old.keys.sk_d,
+                suite.prf,
+                key_lengths(&suite),
+                &g_ir,
+                ni,
+                &nr,
+                new_spi,
+                peer_spi,
+            )
+            .and_then(|k| protection(suite, k, Role::Initiator))
+            .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            Ok(Successor {
+                spi_i: new_spi,
+                spi_r: peer_spi,
+                role: Role::Initiator,
+                protection: keys,
+            })
+        })();
+        match made {
+            Ok(successor) => {
+                self.successor = Some(successor);
+                // Delete the old IKE SA; the new one takes over after.
+                let mut w = Writer::chain();
+                w.push(&Payload::Delete(Delete {
+                    protocol: protocol::IKE,
+                    spi_size: 0,
+                    spis: &[],
+                }));
+                self.send_request(now, RequestKind::DeleteOldIke, exchange::INFORMATIONAL, w);
+            }
+            Err(notify::TEMPORARY_FAILURE) => {
+                self.ike_rekey_at = Some(now + self.jitter());
+            }
+            Err(_) => {
+                // Keep the current IKE SA; try again much later.
+                self.ike_rekey_at = self.config.timers.ike_rekey.map(|d| now + d / 2);
+            }
+        }
+    }
+
+    /// Our Child SA delete was answered (the peer's SPIs, if any, name the
+    /// same pair).
+    pub(super) fn delete_child_response(&mut self, _payloads: &[Payload<'_>]) {
+        let Some(Pending::DeleteChild { spi_in }) = self.pending.take() else {
+            return;
+        };
+        if let Some(i) = self.children.iter().position(|c| c.spi_in == spi_in) {
+            let c = self.children.remove(i);
+            self.events.push_back(Event::ChildSaDeleted {
+                spi_in: c.spi_in,
+                spi_out: c.spi_out,
+            });
+        }
+    }
+
+    /// The old IKE SA is gone: continue as its successor, with fresh
+    /// message ids (RFC 7296 §2.18). The Child SAs move along.
+    pub(super) fn switch_to_successor(&mut self, now: Instant) {
+        let Some(s) = self.successor.take() else {
+            return;
+        };
+        self.spi_i = s.spi_i;
+        self.spi_r = s.spi_r;
+        self.role = s.role;
+        self.protection = Some(s.protection);
+        self.next_request_id = 0;
+        self.expected_request_id = 0;
+        self.last_response = None;
+        self.outstanding = None;
+        self.pending = None;
+        self.last_heard = now;
+        self.established(now);
+        self.events.push_back(Event::IkeSaRekeyed {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+        });
+    }
+}
