@@ -318,15 +318,18 @@ fn match_ike(p: &Proposal, mine: &IkeProposal) -> Option<IkeSuite> {
 
 /// Chooses an ESP suite; returns the peer's proposal number, the peer's
 /// SPI and the suite. `ke` is the group of the peer's KE payload when the
-/// exchange carries one (PFS in CREATE_CHILD_SA): a proposal with that
-/// group is preferred; failing that, the suite names the group we would
-/// take and the caller answers INVALID_KE_PAYLOAD.
+/// exchange carries one (PFS in CREATE_CHILD_SA). In order of preference:
+/// a proposal with PFS in that group; a proposal without a DH group when
+/// our policy asks for no PFS (the KE is then ignored, as strongSwan's
+/// mixed offers expect); else a suite naming another group we accept, for
+/// the caller to answer INVALID_KE_PAYLOAD with.
 pub fn choose_esp(
     offer: &SaPayload,
     ours: &[EspProposal],
     ke: Option<DhGroup>,
 ) -> Option<(u8, u32, EspSuite)> {
-    let mut fallback = None;
+    let mut without_pfs = None;
+    let mut other_group = None;
     for p in offer
         .proposals
         .iter()
@@ -336,27 +339,35 @@ pub fn choose_esp(
             continue;
         };
         let spi = u32::from_be_bytes(spi);
+        let offers_dh = p.transforms.iter().any(|tr| tr.kind == t::DH && tr.id != 0);
         for mine in ours {
-            let Some(mut s) = match_esp(p, mine, ke.is_some()) else {
+            let Some(g) = ke else {
+                if let Some(s) = match_esp(p, mine, false) {
+                    return Some((p.number, spi, s));
+                }
                 continue;
             };
-            match ke {
-                Some(g) if s.dh != Some(g) => {
-                    let offered = p
-                        .transforms
-                        .iter()
-                        .any(|tr| tr.kind == t::DH && tr.id == g.id());
-                    if offered && mine.dh.contains(&g) {
-                        s.dh = Some(g);
-                        return Some((p.number, spi, s));
-                    }
-                    fallback = fallback.or(Some((p.number, spi, s)));
+            if !offers_dh {
+                if mine.dh.is_empty() && without_pfs.is_none() {
+                    without_pfs = match_esp(p, mine, false).map(|s| (p.number, spi, s));
                 }
-                _ => return Some((p.number, spi, s)),
+                continue;
             }
+            let Some(mut s) = match_esp(p, mine, true) else {
+                continue;
+            };
+            let offered = p
+                .transforms
+                .iter()
+                .any(|tr| tr.kind == t::DH && tr.id == g.id());
+            if offered && mine.dh.contains(&g) {
+                s.dh = Some(g);
+                return Some((p.number, spi, s));
+            }
+            other_group = other_group.or(Some((p.number, spi, s)));
         }
     }
-    fallback
+    without_pfs.or(other_group)
 }
 
 fn match_esp(p: &Proposal, mine: &EspProposal, want_dh: bool) -> Option<EspSuite> {
@@ -546,5 +557,43 @@ mod tests {
             accept_esp_answer(&answer, &mine, false),
             Some((0x11223344, s))
         );
+    }
+
+    /// strongSwan offers the same ciphers with and without a DH group and
+    /// sends a KE for its first group.
+    #[test]
+    fn pfs_is_chosen_by_our_policy_from_a_mixed_offer() {
+        let peer: Vec<EspProposal> = ["aes256gcm16", "aes256gcm16-ecp256", "aes256gcm16-x25519"]
+            .iter()
+            .map(|p| EspProposal::parse(p).unwrap())
+            .collect();
+        let offer = SaPayload {
+            proposals: peer
+                .iter()
+                .zip(1u8..)
+                .map(|(p, n)| p.to_wire(n, 0x01020304, true))
+                .collect(),
+        };
+        let ke = Some(DhGroup::Ecp256);
+        let choose = |ours: &str| {
+            let ours = [EspProposal::parse(ours).unwrap()];
+            choose_esp(&offer, &ours, ke).map(|(n, _, s)| (n, s.dh))
+        };
+        assert_eq!(
+            choose("aes256gcm16"),
+            Some((1, None)),
+            "no PFS wanted: KE ignored"
+        );
+        assert_eq!(
+            choose("aes256gcm16-ecp256"),
+            Some((2, Some(DhGroup::Ecp256)))
+        );
+        assert_eq!(
+            choose("aes256gcm16-x25519"),
+            Some((3, Some(DhGroup::Curve25519))),
+            "another group we take: INVALID_KE_PAYLOAD follows"
+        );
+        assert_eq!(choose("aes256gcm16-ecp384"), None);
+        assert_eq!(choose("chacha20poly1305"), None);
     }
 }
