@@ -350,3 +350,93 @@ fn garbage_never_disturbs_an_established_sa() {
     p.run_timers(Duration::from_secs(40));
     assert_eq!(p.a.phase(), Phase::Established);
 }
+
+#[test]
+fn an_unknown_critical_payload_is_refused_with_its_type() {
+    use proto_ikev2::wire::{Message, Writer};
+    let now = p_now();
+    let cfg = std::sync::Arc::new(gcm());
+    let mut i = proto_ikev2::IkeSa::initiate(now, cfg.clone(), A, B, [5; 32]);
+    let first = i.poll_transmit().unwrap().contents;
+    let m = Message::parse(&first).unwrap();
+    let mut w = Writer::message(m.header);
+    for p in &m.payloads {
+        w.push(p);
+    }
+    w.push_raw(200, true, b"from the future");
+    let with_critical = w.finish();
+    let r = proto_ikev2::IkeSa::respond(
+        now,
+        std::sync::Arc::new(mirror(&gcm())),
+        B,
+        A,
+        &with_critical,
+        [6; 32],
+    )
+    .unwrap_err();
+    assert_eq!(r.notify, Some(1), "UNSUPPORTED_CRITICAL_PAYLOAD");
+    let reply = r.reply.unwrap().contents;
+    let m = Message::parse(&reply).unwrap();
+    let n = m.notifies(1).next().unwrap();
+    assert_eq!(n.data, &[200]);
+    // The same payload marked non-critical is skipped (RFC 7296 §2.5).
+    let mut w = Writer::message(Message::parse(&first).unwrap().header);
+    for p in &Message::parse(&first).unwrap().payloads {
+        w.push(p);
+    }
+    w.push_raw(200, false, b"from the future");
+    let skipped = w.finish();
+    assert!(proto_ikev2::IkeSa::respond(
+        now,
+        std::sync::Arc::new(mirror(&gcm())),
+        B,
+        A,
+        &skipped,
+        [6; 32]
+    )
+    .is_ok());
+}
+
+#[allow(clippy::disallowed_methods)] // a clock origin for a test without the pair
+fn p_now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+#[test]
+fn duplicates_get_the_same_answer_and_stale_ids_none() {
+    let mut p = established_from(gcm(), mirror(&gcm()));
+    // A liveness check from A, delivered by hand.
+    let later = p.now + Duration::from_secs(31);
+    p.a.handle_timeout(later);
+    let request = p.a.poll_transmit().unwrap();
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        p.b().handle_input(
+            later,
+            request.source,
+            request.destination,
+            &request.contents,
+        );
+        answers.push(p.b().poll_transmit().unwrap().contents);
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "a retransmission gets the same bytes"
+    );
+    // A request whose message id is out of the window: no answer.
+    let mut stale = request.contents.clone();
+    stale[20..24].copy_from_slice(&7u32.to_be_bytes());
+    p.b()
+        .handle_input(later, request.source, request.destination, &stale);
+    assert!(p.b().poll_transmit().is_none());
+    // A response for a request A never sent: ignored; the real one completes.
+    let mut wrong = answers[0].clone();
+    wrong[20..24].copy_from_slice(&9u32.to_be_bytes());
+    p.a.handle_input(later, B, A, &wrong);
+    assert!(p.a.poll_timeout().is_some());
+    p.a.handle_input(later, B, A, &answers[0]);
+    p.now = later;
+    p.run_timers(Duration::from_secs(10));
+    assert_eq!(p.a.phase(), Phase::Established);
+    assert!(p.ea.down.is_none());
+}

@@ -304,8 +304,7 @@ impl IkeSa {
             reply: None,
             reason,
         };
-        let m = Message::parse(msg).map_err(|_| quiet("malformed IKE_SA_INIT"))?;
-        let h = m.header;
+        let h = Header::parse(msg).map_err(|_| quiet("malformed IKE_SA_INIT"))?;
         if h.exchange != exchange::IKE_SA_INIT
             || h.is_response()
             || h.message_id != 0
@@ -337,6 +336,14 @@ impl IkeSa {
                 }),
                 reason,
             }
+        };
+        let m = match Message::parse(msg) {
+            Ok(m) => m,
+            Err(e @ crate::wire::WireError::UnknownCritical(_)) => {
+                let kind = notify::UNSUPPORTED_CRITICAL_PAYLOAD;
+                return Err(refuse(kind, &e.notify_data(), "unknown critical payload"));
+            }
+            Err(_) => return Err(quiet("malformed IKE_SA_INIT")),
         };
         let (Some(Payload::Sa(offer)), Some(Payload::Ke(ke)), Some(Payload::Nonce(ni))) =
             (m.find(pt::SA), m.find(pt::KE), m.find(pt::NONCE))

@@ -540,7 +540,7 @@ impl IkeSa {
             Err(e) => {
                 // Authentic but malformed: say so (RFC 7296 §2.21.2).
                 let kind = e.notify().unwrap_or(notify::INVALID_SYNTAX);
-                self.answer(header, digest, Self::error_notify(kind, &[]));
+                self.answer(header, digest, Self::error_notify(kind, &e.notify_data()));
                 return;
             }
         };

@@ -50,6 +50,15 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// The notify's data: the payload type for UNSUPPORTED_CRITICAL_PAYLOAD
+    /// (RFC 7296 §3.10.1), nothing otherwise.
+    pub fn notify_data(self) -> Vec<u8> {
+        match self {
+            Self::UnknownCritical(t) => vec![t],
+            _ => vec![],
+        }
+    }
+
     /// The notify RFC 7296 asks a responder to send for this error, if any.
     pub fn notify(self) -> Option<u16> {
         match self {
