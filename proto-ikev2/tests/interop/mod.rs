@@ -1,0 +1,2 @@
+//! Support for the tests against real peers.
+pub mod driver;
