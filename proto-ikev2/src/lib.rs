@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cert;
 pub mod child;
 pub mod config;
 pub mod crypto;
@@ -27,6 +28,7 @@ pub mod endpoint;
 pub mod ike_sa;
 pub mod nat;
 pub mod proposal;
+pub mod sig;
 pub mod sk;
 pub mod wire;
 

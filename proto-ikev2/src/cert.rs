@@ -1,0 +1,274 @@
+//! X.509 certificates for IKE authentication (RFC 7296 §3.6, RFC 5280):
+//! parsing, the public key inside, a trust store of CA certificates that
+//! checks issuer, signature and validity, and matching an IKE identity
+//! against the certificate's subject or subjectAltName. Signatures
+//! themselves are in `sig.rs`.
+//!
+//! Chains are one level deep: the peer's certificate must be issued
+//! directly by a trusted CA (the common gateway deployment).
+
+use std::net::IpAddr;
+
+use sha1::{Digest, Sha1};
+use thiserror::Error;
+use x509_cert::der::oid::ObjectIdentifier;
+use x509_cert::der::{Decode, DecodePem, Encode};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::SubjectAltName;
+
+use crate::config::Identity;
+use crate::sig::{self, PublicKey, SigAlg};
+
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertError {
+    #[error("not a well-formed X.509 certificate")]
+    Malformed,
+    #[error("unsupported public key (ECDSA P-256/P-384 and RSA are)")]
+    UnsupportedKey,
+    #[error("certificate of {subject} is not valid before {not_before} (unix time)")]
+    NotYetValid { subject: String, not_before: u64 },
+    #[error("certificate of {subject} expired at {not_after} (unix time)")]
+    Expired { subject: String, not_after: u64 },
+    #[error("certificate of {subject} is not issued by a trusted CA (issuer {issuer})")]
+    UntrustedIssuer { subject: String, issuer: String },
+    #[error("certificate of {subject} carries a signature its CA did not make")]
+    BadSignature { subject: String },
+    #[error("no wall-clock time given: certificate validity cannot be checked")]
+    NoClock,
+}
+
+/// A parsed certificate with its DER bytes and public key.
+#[derive(Clone)]
+pub struct Certificate {
+    der: Vec<u8>,
+    cert: x509_cert::Certificate,
+    key: PublicKey,
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("subject", &self.subject())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificate {
+    pub fn from_der(der: &[u8]) -> Result<Self, CertError> {
+        let cert = x509_cert::Certificate::from_der(der).map_err(|_| CertError::Malformed)?;
+        let key = public_key(&cert)?;
+        Ok(Self {
+            der: der.to_vec(),
+            cert,
+            key,
+        })
+    }
+
+    pub fn from_pem(pem: &str) -> Result<Self, CertError> {
+        let cert = x509_cert::Certificate::from_pem(pem).map_err(|_| CertError::Malformed)?;
+        let der = cert.to_der().map_err(|_| CertError::Malformed)?;
+        Self::from_der(&der)
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// The subject as text (for logs and errors).
+    pub fn subject(&self) -> String {
+        self.cert.tbs_certificate.subject.to_string()
+    }
+
+    /// The subject name, DER encoded (what an ID_DER_ASN1_DN carries).
+    pub fn subject_der(&self) -> Vec<u8> {
+        self.cert
+            .tbs_certificate
+            .subject
+            .to_der()
+            .unwrap_or_default()
+    }
+
+    /// (notBefore, notAfter) in unix seconds.
+    pub fn validity(&self) -> (u64, u64) {
+        let v = &self.cert.tbs_certificate.validity;
+        (
+            v.not_before.to_unix_duration().as_secs(),
+            v.not_after.to_unix_duration().as_secs(),
+        )
+    }
+
+    fn alt_names(&self) -> Vec<GeneralName> {
+        let Some(exts) = &self.cert.tbs_certificate.extensions else {
+            return vec![];
+        };
+        exts.iter()
+            .filter(|e| e.extn_id == SUBJECT_ALT_NAME)
+            .filter_map(|e| SubjectAltName::from_der(e.extn_value.as_bytes()).ok())
+            .flat_map(|san| san.0)
+            .collect()
+    }
+
+    /// Whether the certificate speaks for `id`: a DN must equal the
+    /// subject; names and addresses must be among the subjectAltNames
+    /// (RFC 4945 §3.1, as strongSwan matches them).
+    pub fn matches(&self, id: &Identity) -> bool {
+        match id {
+            Identity::Dn(dn) => *dn == self.subject_der(),
+            Identity::Fqdn(name) => self.alt_names().iter().any(|n| match n {
+                GeneralName::DnsName(d) => d.as_str().eq_ignore_ascii_case(name),
+                _ => false,
+            }),
+            Identity::Email(mail) => self.alt_names().iter().any(|n| match n {
+                GeneralName::Rfc822Name(m) => m.as_str().eq_ignore_ascii_case(mail),
+                _ => false,
+            }),
+            Identity::Ip(ip) => self.alt_names().iter().any(|n| match (n, ip) {
+                (GeneralName::IpAddress(b), IpAddr::V4(a)) => b.as_bytes() == a.octets(),
+                (GeneralName::IpAddress(b), IpAddr::V6(a)) => b.as_bytes() == a.octets(),
+                _ => false,
+            }),
+            Identity::KeyId(_) => false,
+        }
+    }
+
+    /// SHA-1 of the SubjectPublicKeyInfo: how a CERTREQ names a CA
+    /// (RFC 7296 §3.7).
+    pub fn spki_sha1(&self) -> [u8; 20] {
+        let spki = self
+            .cert
+            .tbs_certificate
+            .subject_public_key_info
+            .to_der()
+            .unwrap_or_default();
+        Sha1::digest(spki).into()
+    }
+
+    fn issuer_der(&self) -> Vec<u8> {
+        self.cert
+            .tbs_certificate
+            .issuer
+            .to_der()
+            .unwrap_or_default()
+    }
+
+    /// Whether `issuer`'s key made this certificate's signature.
+    fn signed_by(&self, issuer: &Certificate) -> bool {
+        let Ok(tbs) = self.cert.tbs_certificate.to_der() else {
+            return false;
+        };
+        let Ok(alg_der) = self.cert.signature_algorithm.to_der() else {
+            return false;
+        };
+        let Some(alg) = SigAlg::from_algorithm_identifier(&alg_der) else {
+            return false;
+        };
+        let Some(sig) = self.cert.signature.as_bytes() else {
+            return false;
+        };
+        sig::verify(issuer.public_key(), alg, &tbs, sig)
+    }
+
+    fn check_validity(&self, now: u64) -> Result<(), CertError> {
+        let (not_before, not_after) = self.validity();
+        if now < not_before {
+            return Err(CertError::NotYetValid {
+                subject: self.subject(),
+                not_before,
+            });
+        }
+        if now > not_after {
+            return Err(CertError::Expired {
+                subject: self.subject(),
+                not_after,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn public_key(cert: &x509_cert::Certificate) -> Result<PublicKey, CertError> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    let raw = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(CertError::Malformed)?;
+    if spki.algorithm.oid == EC_PUBLIC_KEY {
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok());
+        return match curve {
+            Some(c) if c == P256 => p256::ecdsa::VerifyingKey::from_sec1_bytes(raw)
+                .map(PublicKey::P256)
+                .map_err(|_| CertError::Malformed),
+            Some(c) if c == P384 => p384::ecdsa::VerifyingKey::from_sec1_bytes(raw)
+                .map(|k| PublicKey::P384(Box::new(k)))
+                .map_err(|_| CertError::Malformed),
+            _ => Err(CertError::UnsupportedKey),
+        };
+    }
+    if spki.algorithm.oid == RSA_ENCRYPTION {
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        return rsa::RsaPublicKey::from_pkcs1_der(raw)
+            .map(|k| PublicKey::Rsa(Box::new(k)))
+            .map_err(|_| CertError::Malformed);
+    }
+    Err(CertError::UnsupportedKey)
+}
+
+/// The CA certificates we trust.
+#[derive(Debug, Clone, Default)]
+pub struct TrustStore {
+    cas: Vec<Certificate>,
+}
+
+impl TrustStore {
+    pub fn new(cas: Vec<Certificate>) -> Self {
+        Self { cas }
+    }
+
+    pub fn cas(&self) -> &[Certificate] {
+        &self.cas
+    }
+
+    /// Checks that `cert` is valid at `now` (unix seconds) and issued by
+    /// one of our CAs (itself valid then).
+    pub fn verify(&self, cert: &Certificate, now: u64) -> Result<(), CertError> {
+        cert.check_validity(now)?;
+        let issuer = cert.issuer_der();
+        let mut named = false;
+        for ca in self.cas.iter().filter(|ca| ca.subject_der() == issuer) {
+            named = true;
+            if cert.signed_by(ca) {
+                return ca.check_validity(now);
+            }
+        }
+        if named {
+            Err(CertError::BadSignature {
+                subject: cert.subject(),
+            })
+        } else {
+            Err(CertError::UntrustedIssuer {
+                subject: cert.subject(),
+                issuer: cert.cert.tbs_certificate.issuer.to_string(),
+            })
+        }
+    }
+
+    /// The CERTREQ payload's data: our CAs' key hashes, concatenated.
+    pub fn certreq(&self) -> Vec<u8> {
+        self.cas.iter().flat_map(|c| c.spki_sha1()).collect()
+    }
+}
