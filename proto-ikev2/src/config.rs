@@ -2,9 +2,13 @@
 //! proposals, traffic selectors and timers.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use zeroize::Zeroizing;
+
+use crate::cert::{Certificate, TrustStore};
+use crate::sig::PrivateKey;
 
 use crate::proposal::{EspProposal, IkeProposal};
 use crate::wire::consts::id_type;
@@ -89,12 +93,22 @@ fn hex_short(b: &[u8]) -> String {
 pub enum Credentials {
     /// One pre-shared key, used both ways (RFC 7296 §2.15).
     Psk(Zeroizing<Vec<u8>>),
+    /// Our certificate and its private key; the peer must show a
+    /// certificate issued by a CA in `trust` that names its identity.
+    Certificate {
+        cert: Arc<Certificate>,
+        key: Arc<PrivateKey>,
+        trust: Arc<TrustStore>,
+        /// Sign with RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only).
+        rsa_pss: bool,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Psk(_) => f.write_str("Psk(..)"), // never the key
+            Self::Certificate { cert, .. } => write!(f, "Certificate({})", cert.subject()),
         }
     }
 }

@@ -102,6 +102,7 @@ pub struct Endpoint {
     secret_version: u8,
     rotate_at: Option<Instant>,
     drops: Drops,
+    unix_time: Option<u64>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(SaHandle, Event)>,
 }
@@ -123,6 +124,7 @@ impl Endpoint {
             secret_version: 0,
             rotate_at: None,
             drops: Drops::default(),
+            unix_time: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -138,6 +140,15 @@ impl Endpoint {
     /// established SAs are not touched.
     pub fn clear_responders(&mut self) {
         self.responders.clear();
+    }
+
+    /// The wall-clock time (unix seconds) every SA checks certificates
+    /// against; the owner keeps it current.
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.unix_time = Some(secs);
+        for sa in self.sas.values_mut() {
+            sa.set_unix_time(secs);
+        }
     }
 
     pub fn drops(&self) -> Drops {
@@ -178,7 +189,10 @@ impl Endpoint {
         remote: SocketAddr,
     ) -> SaHandle {
         let seed = self.seed();
-        let sa = IkeSa::initiate(now, config, local, remote, seed);
+        let mut sa = IkeSa::initiate(now, config, local, remote, seed);
+        if let Some(t) = self.unix_time {
+            sa.set_unix_time(t);
+        }
         let h = sa.spis().0;
         self.sas.insert(h, sa);
         self.drain(h);
@@ -262,7 +276,10 @@ impl Endpoint {
         }
         let seed = self.seed();
         match IkeSa::respond(now, config, to, from, msg, seed) {
-            Ok(sa) => {
+            Ok(mut sa) => {
+                if let Some(t) = self.unix_time {
+                    sa.set_unix_time(t);
+                }
                 let h = sa.spis().1;
                 self.by_initiator.insert((header.spi_i, from), h);
                 self.sas.insert(h, sa);

@@ -213,6 +213,19 @@ pub fn verify_raw_ecdsa(key: &PublicKey, method: u8, msg: &[u8], sig: &[u8]) -> 
     }
 }
 
+/// A DER ECDSA signature as RFC 4754's fixed-size r||s.
+pub fn der_to_raw_ecdsa(key: &PrivateKey, der: &[u8]) -> Option<Vec<u8>> {
+    match key {
+        PrivateKey::P256(_) => p256::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_bytes().to_vec()),
+        PrivateKey::P384(_) => p384::ecdsa::Signature::from_der(der)
+            .ok()
+            .map(|s| s.to_bytes().to_vec()),
+        PrivateKey::Rsa(_) => None,
+    }
+}
+
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KeyError {

@@ -5,15 +5,18 @@ use std::time::Instant;
 
 use rand_core::RngCore;
 
+use super::credentials::{Signed, CERT_X509};
 use super::{find, first_error, DownReason, Event, IkeSa, RequestKind, State};
-use crate::auth::{auth_matches, maced_id, psk_auth};
 use crate::child::{ChildSa, DirectionKeys};
-use crate::config::{Credentials, Identity};
+use crate::config::Identity;
 use crate::crypto::keys::KeyLengths;
 use crate::crypto::ChildKeys;
 use crate::proposal::{accept_esp_answer, choose_esp, esp_answer, EspSuite};
-use crate::wire::consts::{auth_method, exchange, notify, payload as pt};
-use crate::wire::{Auth, Identification, Notify, Payload, SaPayload, TrafficSelector, Writer};
+use crate::sig::Hash;
+use crate::wire::consts::{exchange, notify, payload as pt};
+use crate::wire::{
+    Auth, CertData, Identification, Notify, Payload, SaPayload, TrafficSelector, Writer,
+};
 
 /// What IKE_SA_INIT left for IKE_AUTH: both messages (each side signs
 /// its own), both nonces, and what NAT detection found.
@@ -24,6 +27,8 @@ pub(super) struct Exchange {
     pub(super) nr: Vec<u8>,
     pub(super) nat_local: bool,
     pub(super) nat_remote: bool,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427), if it sent any.
+    pub(super) peer_hashes: Vec<Hash>,
 }
 
 pub(super) struct AuthSent {
@@ -84,13 +89,6 @@ fn identity(payloads: &[Payload<'_>], kind: u8) -> Option<(u8, Vec<u8>)> {
     }
 }
 
-fn auth_of<'p>(payloads: &'p [Payload<'_>]) -> Option<(u8, &'p [u8])> {
-    match find(payloads, pt::AUTH)? {
-        Payload::Auth(a) => Some((a.method, a.data)),
-        _ => None,
-    }
-}
-
 fn notify(kind: u16) -> Payload<'static> {
     Payload::Notify(Notify {
         protocol: 0,
@@ -101,32 +99,6 @@ fn notify(kind: u16) -> Payload<'static> {
 }
 
 impl IkeSa {
-    fn psk(&self) -> &[u8] {
-        match &self.config.credentials {
-            Credentials::Psk(k) => k,
-        }
-    }
-
-    /// The AUTH data for `signed_message` | `peer_nonce` | prf(SK_p, ID).
-    fn psk_auth_for(
-        &self,
-        signed_message: &[u8],
-        peer_nonce: &[u8],
-        id: &(u8, Vec<u8>),
-        sk_p: &[u8],
-    ) -> Option<zeroize::Zeroizing<Vec<u8>>> {
-        let p = self.protection.as_ref()?;
-        let prf = p.suite.prf;
-        let maced = maced_id(prf, sk_p, id.0, &id.1);
-        Some(psk_auth(
-            prf,
-            self.psk(),
-            signed_message,
-            peer_nonce,
-            &maced,
-        ))
-    }
-
     /// A Child SA from SK_d and the nonces (and PFS secret) of the
     /// exchange that made it; `we_initiated` that exchange (RFC 7296
     /// §2.17: keys and nonces follow the exchange's roles).
@@ -180,9 +152,16 @@ impl IkeSa {
         let Some(sk_pi) = self.protection.as_ref().map(|p| p.keys.sk_pi.clone()) else {
             return;
         };
-        let Some(auth) = self.psk_auth_for(&ex.msg1, &ex.nr, &id, &sk_pi) else {
+        let signed = Signed {
+            init_message: &ex.msg1,
+            nonce: &ex.nr,
+            id: &id,
+            sk_p: &sk_pi,
+        };
+        let Some((method, auth)) = self.our_auth(&signed, &ex.peer_hashes) else {
             return;
         };
+        let (cert, certreq) = (self.our_cert(), self.our_certreq());
         let child_spi = esp_spi(&mut self.rng);
         let config = self.config.clone();
         let remote_id = config.remote_id.as_ref().map(Identity::to_wire);
@@ -199,6 +178,18 @@ impl IkeSa {
             id_type: id.0,
             data: &id.1,
         }));
+        if let Some(c) = &cert {
+            w.push(&Payload::Cert(CertData {
+                encoding: CERT_X509,
+                data: c,
+            }));
+        }
+        if let Some(r) = &certreq {
+            w.push(&Payload::CertReq(CertData {
+                encoding: CERT_X509,
+                data: r,
+            }));
+        }
         w.push(&notify(notify::INITIAL_CONTACT));
         if let Some(r) = &remote_id {
             w.push(&Payload::IdR(Identification {
@@ -207,7 +198,7 @@ impl IkeSa {
             }));
         }
         w.push(&Payload::Auth(Auth {
-            method: auth_method::PSK,
+            method,
             data: &auth,
         }))
         .push(&Payload::Sa(offer))
@@ -252,14 +243,13 @@ impl IkeSa {
         let Some(sk_pr) = self.protection.as_ref().map(|p| p.keys.sk_pr.clone()) else {
             return;
         };
-        let verified = match auth_of(payloads) {
-            Some((auth_method::PSK, got)) => self
-                .psk_auth_for(&ex.msg2, &ex.ni, &idr, &sk_pr)
-                .is_some_and(|want| auth_matches(got, &want)),
-            _ => false,
+        let signed = Signed {
+            init_message: &ex.msg2,
+            nonce: &ex.ni,
+            id: &idr,
+            sk_p: &sk_pr,
         };
-        if !verified {
-            let why = format!("{peer}: AUTH does not verify with our PSK");
+        if let Err(why) = self.check_peer_auth(payloads, &signed, &peer) {
             self.close(now, DownReason::AuthenticationFailed(why));
             return;
         }
@@ -312,8 +302,7 @@ impl IkeSa {
             sa.close(now, reason);
             Self::error_notify(n, &[])
         };
-        let (Some(idi), Some((method, got))) = (identity(payloads, pt::IDI), auth_of(payloads))
-        else {
+        let (Some(idi), Some(_)) = (identity(payloads, pt::IDI), find(payloads, pt::AUTH)) else {
             return fail(
                 self,
                 notify::INVALID_SYNTAX,
@@ -337,14 +326,6 @@ impl IkeSa {
                 );
             }
         }
-        if method != auth_method::PSK {
-            let why = format!("{peer} used auth method {method}, this tunnel expects PSK (2)");
-            return fail(
-                self,
-                notify::AUTHENTICATION_FAILED,
-                DownReason::AuthenticationFailed(why),
-            );
-        }
         let Some((sk_pi, sk_pr)) = self
             .protection
             .as_ref()
@@ -352,11 +333,13 @@ impl IkeSa {
         else {
             return Writer::chain();
         };
-        let verified = self
-            .psk_auth_for(&ex.msg1, &ex.nr, &idi, &sk_pi)
-            .is_some_and(|want| auth_matches(got, &want));
-        if !verified {
-            let why = format!("{peer}: AUTH does not verify with our PSK");
+        let theirs = Signed {
+            init_message: &ex.msg1,
+            nonce: &ex.nr,
+            id: &idi,
+            sk_p: &sk_pi,
+        };
+        if let Err(why) = self.check_peer_auth(payloads, &theirs, &peer) {
             return fail(
                 self,
                 notify::AUTHENTICATION_FAILED,
@@ -364,9 +347,16 @@ impl IkeSa {
             );
         }
         let id = self.config.local_id.to_wire();
-        let Some(auth) = self.psk_auth_for(&ex.msg2, &ex.ni, &id, &sk_pr) else {
+        let ours = Signed {
+            init_message: &ex.msg2,
+            nonce: &ex.ni,
+            id: &id,
+            sk_p: &sk_pr,
+        };
+        let Some((method, auth)) = self.our_auth(&ours, &ex.peer_hashes) else {
             return Writer::chain();
         };
+        let cert = self.our_cert();
         self.established(now);
         if let Some(suite) = self.suite() {
             self.events.push_back(Event::IkeSaUp {
@@ -380,9 +370,15 @@ impl IkeSa {
         w.push(&Payload::IdR(Identification {
             id_type: id.0,
             data: &id.1,
-        }))
-        .push(&Payload::Auth(Auth {
-            method: auth_method::PSK,
+        }));
+        if let Some(c) = &cert {
+            w.push(&Payload::Cert(CertData {
+                encoding: CERT_X509,
+                data: c,
+            }));
+        }
+        w.push(&Payload::Auth(Auth {
+            method,
             data: &auth,
         }));
         match self.accept_child(&ex, payloads) {

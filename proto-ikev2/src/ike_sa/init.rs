@@ -8,6 +8,7 @@ use std::time::Instant;
 use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::credentials::CERT_X509;
 use super::{authx, first_error, DownReason, IkeSa, Protection, RequestKind, Role, State};
 use super::{Transmit, NON_ESP_MARKER};
 use crate::config::Config;
@@ -15,8 +16,9 @@ use crate::crypto::keys::KeyLengths;
 use crate::crypto::{IkeKeys, KeyShare};
 use crate::nat::detection_hash;
 use crate::proposal::{accept_ike_answer, choose_ike, ike_answer, ike_sa_payload, IkeSuite};
+use crate::sig::{supported_hashes, Hash};
 use crate::wire::consts::{exchange, flags, notify, payload as pt};
-use crate::wire::{Header, KeyExchange, Message, Notify, Payload, Writer};
+use crate::wire::{CertData, Header, KeyExchange, Message, Notify, Payload, Writer};
 
 /// Our nonce length: twice the strength of any PRF we use (§2.10 asks
 /// for at least half the PRF key size).
@@ -86,6 +88,14 @@ fn nat_state(m: &Message<'_>, local: SocketAddr, remote: SocketAddr) -> (bool, b
     (supported && nat_local, supported && nat_remote, supported)
 }
 
+/// The hashes the peer announced in SIGNATURE_HASH_ALGORITHMS.
+fn peer_hashes(m: &Message<'_>) -> Vec<Hash> {
+    m.notifies(notify::SIGNATURE_HASH_ALGORITHMS)
+        .flat_map(|n| n.data.chunks_exact(2))
+        .filter_map(|c| Hash::from_ike_id(u16::from_be_bytes([c[0], c[1]])))
+        .collect()
+}
+
 pub(super) fn key_lengths(s: &IkeSuite) -> KeyLengths {
     KeyLengths {
         integ: s.integ.map_or(0, |i| i.key_len()),
@@ -153,6 +163,7 @@ impl IkeSa {
             message_id: 0,
             length: 0,
         };
+        let hashes = supported_hashes();
         let src = source_hash(self.config.force_encap, self.spi_i, 0, self.local);
         let dst = detection_hash(self.spi_i, 0, self.remote);
         let mut w = Writer::message(header);
@@ -166,7 +177,8 @@ impl IkeSa {
             }))
             .push(&Payload::Nonce(&nonce))
             .push(&notify_payload(notify::NAT_DETECTION_SOURCE_IP, &src))
-            .push(&notify_payload(notify::NAT_DETECTION_DESTINATION_IP, &dst));
+            .push(&notify_payload(notify::NAT_DETECTION_DESTINATION_IP, &dst))
+            .push(&notify_payload(notify::SIGNATURE_HASH_ALGORITHMS, &hashes));
         let message = w.finish();
         self.next_request_id = 1;
         self.track_request(now, RequestKind::Init, 0, message.clone());
@@ -285,6 +297,7 @@ impl IkeSa {
             nr: nr.to_vec(),
             nat_local,
             nat_remote,
+            peer_hashes: peer_hashes(&m),
         };
         self.start_auth(now, exchange);
     }
@@ -407,6 +420,16 @@ impl IkeSa {
             .push(&Payload::Nonce(&nr))
             .push(&notify_payload(notify::NAT_DETECTION_SOURCE_IP, &src))
             .push(&notify_payload(notify::NAT_DETECTION_DESTINATION_IP, &dst));
+        if let Some(req) = sa.our_certreq() {
+            w.push(&Payload::CertReq(CertData {
+                encoding: CERT_X509,
+                data: &req,
+            }));
+        }
+        w.push(&notify_payload(
+            notify::SIGNATURE_HASH_ALGORITHMS,
+            &supported_hashes(),
+        ));
         let answer = w.finish();
         let digest: [u8; 32] = Sha256::digest(msg).into();
         sa.last_response = Some((0, digest, answer.clone()));
@@ -420,6 +443,7 @@ impl IkeSa {
             nr,
             nat_local,
             nat_remote,
+            peer_hashes: peer_hashes(&m),
         })));
         Ok(sa)
     }

@@ -11,6 +11,7 @@
 //! resending the same answer to an identical retransmission.
 
 mod authx;
+mod credentials;
 mod init;
 mod rekey;
 
@@ -218,6 +219,8 @@ pub struct IkeSa {
     deadline: Option<Instant>,
     /// IkeSaDown has been reported (once only).
     down_reported: bool,
+    /// Wall-clock time (unix seconds) for certificate validity.
+    unix_time: Option<u64>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -282,9 +285,17 @@ impl IkeSa {
             last_heard: now,
             deadline: None,
             down_reported: false,
+            unix_time: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The wall-clock time (unix seconds) certificates are checked
+    /// against; the owner keeps it current. Without it no certificate
+    /// is accepted.
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.unix_time = Some(secs);
     }
 
     pub fn role(&self) -> Role {

@@ -155,6 +155,10 @@ pub fn esp_delivers(from: &mut Seen, to: &mut Seen, tag: u8) -> bool {
 
 pub type Filter = Box<dyn FnMut(bool, &mut Vec<u8>) -> bool>;
 
+/// The wall clock the harness gives both sides (2027-01-15, inside the
+/// test certificates' validity).
+pub const UNIX_NOW: u64 = 1_800_000_000;
+
 pub struct Pair {
     pub now: Instant,
     pub a: IkeSa,
@@ -167,6 +171,8 @@ pub struct Pair {
     pub eb: Seen,
     pub refusals: Vec<Option<u16>>,
     pub datagrams: usize,
+    /// Give the responder a wall clock (certificates need one).
+    pub clock: bool,
 }
 
 pub fn strip_marker(port: u16, contents: &[u8]) -> Option<&[u8]> {
@@ -182,7 +188,8 @@ impl Pair {
         // The virtual clock's origin; only handle_timeout moves it on.
         #[allow(clippy::disallowed_methods)]
         let now = Instant::now();
-        let a = IkeSa::initiate(now, Arc::new(a_config), A, B, [1; 32]);
+        let mut a = IkeSa::initiate(now, Arc::new(a_config), A, B, [1; 32]);
+        a.set_unix_time(UNIX_NOW);
         Self {
             now,
             a,
@@ -194,6 +201,7 @@ impl Pair {
             eb: Seen::default(),
             refusals: vec![],
             datagrams: 0,
+            clock: true,
         }
     }
 
@@ -237,7 +245,12 @@ impl Pair {
                         msg,
                         [2; 32],
                     ) {
-                        Ok(b) => self.b = Some(b),
+                        Ok(mut b) => {
+                            if self.clock {
+                                b.set_unix_time(UNIX_NOW);
+                            }
+                            self.b = Some(b);
+                        }
                         Err(r) => {
                             self.refusals.push(r.notify);
                             if let Some(reply) = r.reply {

@@ -1,0 +1,162 @@
+//! IKE_AUTH with certificates in memory: ECDSA P-256/P-384 and RSA
+//! (PKCS#1 v1.5 and PSS) in every pairing, then every way it must fail:
+//! an expired or untrusted certificate, an identity the certificate does
+//! not name, a peer using a PSK where a certificate is expected, and no
+//! wall clock to check validity against. Each failure names its cause.
+
+#![allow(clippy::unwrap_used)] // a test panics to report a failure
+
+mod common;
+use common::*;
+
+use std::sync::Arc;
+
+use proto_ikev2::cert::{Certificate, TrustStore};
+use proto_ikev2::sig::PrivateKey;
+use proto_ikev2::{Config, Credentials, DownReason, Identity, Phase};
+
+fn pem(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/data/pki/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn creds(name: &str, rsa_pss: bool) -> Credentials {
+    Credentials::Certificate {
+        cert: Arc::new(Certificate::from_pem(&pem(&format!("{name}.pem"))).unwrap()),
+        key: Arc::new(PrivateKey::from_pem(&pem(&format!("{name}.key"))).unwrap()),
+        trust: Arc::new(TrustStore::new(vec![
+            Certificate::from_pem(&pem("ca.pem")).unwrap()
+        ])),
+        rsa_pss,
+    }
+}
+
+/// The initiator is gw-o.interop with `ours`, the responder gw-s.interop
+/// with `theirs`.
+fn configs(ours: &str, theirs: &str, pss: bool) -> (Config, Config) {
+    let mut a = gcm();
+    a.local_id = Identity::parse("gw-o.interop");
+    a.remote_id = Some(Identity::parse("gw-s.interop"));
+    a.credentials = creds(ours, pss);
+    let mut b = mirror(&a);
+    b.credentials = creds(theirs, pss);
+    (a, b)
+}
+
+fn down_reason(p: &Pair, initiator: bool) -> String {
+    let seen = if initiator { &p.ea } else { &p.eb };
+    match &seen.down {
+        Some(DownReason::AuthenticationFailed(w)) => w.clone(),
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_key_pairing_authenticates_and_carries_esp() {
+    for (ours, theirs, pss) in [
+        ("gw-o-p256", "gw-s-p384", false),
+        ("gw-o-rsa", "gw-s-rsa", false),
+        ("gw-o-rsa", "gw-s-rsa", true),
+        ("gw-o-p256", "gw-s-rsa", false),
+        ("gw-o-rsa", "gw-s-p384", true),
+    ] {
+        let (a, b) = configs(ours, theirs, pss);
+        let mut p = Pair::new(a, b);
+        p.pump();
+        assert_eq!(
+            p.a.phase(),
+            Phase::Established,
+            "{ours}/{theirs}: {:?}",
+            p.ea.down
+        );
+        assert_eq!(
+            p.b().phase(),
+            Phase::Established,
+            "{ours}/{theirs}: {:?}",
+            p.eb.down
+        );
+        assert_eq!(p.eb.up.as_ref().unwrap().0, Identity::parse("gw-o.interop"));
+        assert!(esp_delivers(&mut p.ea, &mut p.eb, 1) && esp_delivers(&mut p.eb, &mut p.ea, 2));
+    }
+}
+
+#[test]
+fn an_expired_certificate_is_refused_with_its_date() {
+    let (mut a, b) = configs("gw-o-p256", "gw-s-p384", false);
+    a.credentials = creds("gw-o-expired", false);
+    let mut p = Pair::new(a, b);
+    p.pump();
+    let why = down_reason(&p, false);
+    assert!(
+        why.contains("expired") && why.contains("1609459200"),
+        "{why}"
+    );
+    assert!(down_reason(&p, true).contains("refused our authentication"));
+}
+
+#[test]
+fn an_untrusted_issuer_is_named() {
+    let (mut a, b) = configs("gw-o-p256", "gw-s-p384", false);
+    a.credentials = creds("gw-o-untrusted", false);
+    let mut p = Pair::new(a, b);
+    p.pump();
+    let why = down_reason(&p, false);
+    assert!(
+        why.contains("not issued by a trusted CA") && why.contains("Untrusted CA"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_identity_the_certificate_does_not_name_is_refused() {
+    let (mut a, mut b) = configs("gw-o-p256", "gw-s-p384", false);
+    a.local_id = Identity::parse("gw-x.interop");
+    b.remote_id = None; // any identity, as long as its certificate names it
+    let mut p = Pair::new(a, b);
+    p.pump();
+    let why = down_reason(&p, false);
+    assert!(
+        why.contains("gw-x.interop is not in the certificate"),
+        "{why}"
+    );
+    // The responder's identity is checked against its certificate too.
+    let (mut a, mut b) = configs("gw-o-p256", "gw-s-p384", false);
+    a.remote_id = Some(Identity::parse("gw-o.interop"));
+    b.local_id = Identity::parse("gw-o.interop");
+    let mut p = Pair::new(a, b);
+    p.pump();
+    assert!(
+        down_reason(&p, true).contains("not in the certificate"),
+        "{:?}",
+        p.ea.down
+    );
+}
+
+#[test]
+fn psk_against_certificate_says_so() {
+    let (a, mut b) = configs("gw-o-p256", "gw-s-p384", false);
+    b.credentials = gcm().credentials;
+    let mut p = Pair::new(a, b);
+    p.pump();
+    assert!(
+        down_reason(&p, false).contains("expects a pre-shared key"),
+        "{:?}",
+        p.eb.down
+    );
+}
+
+#[test]
+fn without_a_wall_clock_no_certificate_is_accepted() {
+    let (a, b) = configs("gw-o-p256", "gw-s-p384", false);
+    let mut p = Pair::new(a, b);
+    p.clock = false;
+    p.pump();
+    assert!(
+        down_reason(&p, false).contains("no wall-clock time"),
+        "{:?}",
+        p.eb.down
+    );
+}
