@@ -70,6 +70,9 @@ struct Charon {
     life_child: &'static str,
     rekey_ike: &'static str,
     dpd: &'static str,
+    /// Authenticate with this certificate of the test PKI (and demand
+    /// one from us) instead of the PSK.
+    cert: Option<&'static str>,
 }
 
 impl Default for Charon {
@@ -79,8 +82,13 @@ impl Default for Charon {
             life_child: "66m",
             rekey_ike: "4h",
             dpd: "30s",
+            cert: None,
         }
     }
+}
+
+fn pki(name: &str) -> String {
+    format!("{}/tests/data/pki/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Two namespaces joined by a veth pair, charon running in one of them.
@@ -160,7 +168,7 @@ impl Lab {
         let conf = format!(
             "charon {{
   load_modular = no
-  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey sha1 sha2 hmac gcm aes kdf curve25519 chapoly kernel-libipsec kernel-netlink socket-default vici
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints sha1 sha2 hmac gcm aes kdf curve25519 chapoly kernel-libipsec kernel-netlink socket-default vici
   install_virtual_ip = no
   retransmit_timeout = 1.0
   retransmit_tries = 3
@@ -191,6 +199,28 @@ swanctl {{
 "
         );
         std::fs::write(self.dir.join("strongswan.conf"), conf).unwrap();
+        let (local_auth, remote_auth) = match c.cert {
+            None => ("auth = psk".to_string(), "auth = psk".to_string()),
+            Some(name) => {
+                let sw = self.dir.join("swanctl");
+                for sub in ["x509", "x509ca", "ecdsa", "rsa"] {
+                    std::fs::create_dir_all(sw.join(sub)).unwrap();
+                }
+                let key = std::fs::read_to_string(pki(&format!("{name}.key"))).unwrap();
+                let kdir = if key.contains("RSA PRIVATE KEY") {
+                    "rsa"
+                } else {
+                    "ecdsa"
+                };
+                std::fs::write(sw.join(kdir).join("gw-s.key"), key).unwrap();
+                std::fs::copy(pki(&format!("{name}.pem")), sw.join("x509/gw-s.pem")).unwrap();
+                std::fs::copy(pki("ca.pem"), sw.join("x509ca/ca.pem")).unwrap();
+                (
+                    "auth = pubkey\n      certs = gw-s.pem".to_string(),
+                    "auth = pubkey\n      cacerts = ca.pem".to_string(),
+                )
+            }
+        };
         let swanctl = format!(
             "connections {{
   gw {{
@@ -200,12 +230,13 @@ swanctl {{
     proposals = {IKE_PROPOSALS}
     rekey_time = {rekey_ike}
     dpd_delay = {dpd}
+    send_certreq = yes
     local {{
-      auth = psk
+      {local_auth}
       id = gw-s.interop
     }}
     remote {{
-      auth = psk
+      {remote_auth}
       id = gw-o.interop
     }}
     children {{
@@ -324,6 +355,22 @@ impl Drop for Lab {
     }
 }
 
+/// Our certificate credentials from the test PKI.
+fn cert_creds(name: &str, rsa_pss: bool) -> Credentials {
+    use proto_ikev2::cert::{Certificate, TrustStore};
+    use proto_ikev2::sig::PrivateKey;
+    let read = |f: String| std::fs::read_to_string(f).unwrap();
+    Credentials::Certificate {
+        cert: Arc::new(Certificate::from_pem(&read(pki(&format!("{name}.pem")))).unwrap()),
+        key: Arc::new(PrivateKey::from_pem(&read(pki(&format!("{name}.key")))).unwrap()),
+        trust: Arc::new(TrustStore::new(vec![Certificate::from_pem(&read(pki(
+            "ca.pem",
+        )))
+        .unwrap()])),
+        rsa_pss,
+    }
+}
+
 fn config(ike: &str, esp: &str, psk: &str, timers: Timers) -> Arc<Config> {
     let net = |a: &str| TrafficSelector::subnet(a.parse().unwrap(), 24);
     Arc::new(Config {
@@ -438,6 +485,7 @@ fn rekeys_from_both_sides_lose_no_ping() {
         life_child: "30s",
         rekey_ike: "9s",
         dpd: "30s",
+        cert: None,
     });
     let timers = Timers {
         child_rekey: Some(Duration::from_secs(4)),
@@ -539,4 +587,95 @@ fn liveness_checks_find_a_dead_peer() {
         "{:?}",
         killed.elapsed()
     );
+}
+
+fn with_cert(c: &Config, name: &str, rsa_pss: bool) -> Arc<Config> {
+    Arc::new(Config {
+        credentials: cert_creds(name, rsa_pss),
+        ..c.clone()
+    })
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn certificates_ecdsa_and_rsa_both_ways() {
+    for (ours, theirs, pss) in [
+        ("gw-o-p256", "gw-s-p384", false),
+        ("gw-o-rsa", "gw-s-rsa", false),
+        ("gw-o-rsa", "gw-s-p384", true),
+    ] {
+        let lab = Lab::new(&Charon {
+            cert: Some(theirs),
+            ..Charon::default()
+        });
+        let psk_config = config(
+            "aes256gcm16-prfsha256-ecp256",
+            "aes256gcm16",
+            PSK,
+            no_rekeys(),
+        );
+        let cfg = with_cert(&psk_config, ours, pss);
+        let out = lab.run(plan(cfg.clone(), 3, 20));
+        assert!(
+            out.established,
+            "{ours} -> {theirs}: {:?}\n{}",
+            out.log,
+            lab.log()
+        );
+        assert_eq!(out.replies, 3, "{ours} -> {theirs}: {:?}", out.log);
+        assert!(out.deleted);
+        let log = lab.log();
+        assert!(
+            log.contains("authentication of 'gw-o.interop' with"),
+            "{log}"
+        );
+        // And strongSwan initiating with its certificate.
+        let mut p = plan(cfg, 3, 20);
+        p.respond = true;
+        let ns = lab.ours.clone();
+        let ours_side = std::thread::spawn(move || {
+            netstack::netns::enter(&ns).unwrap();
+            driver::run(&p).unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let initiated = lab.swanctl(&[
+            "--initiate",
+            "--ike",
+            "gw",
+            "--child",
+            "net",
+            "--timeout",
+            "10",
+        ]);
+        assert!(
+            initiated.contains("initiate completed successfully"),
+            "{initiated}"
+        );
+        let out = ours_side.join().unwrap();
+        assert_eq!(out.replies, 3, "{theirs} -> {ours}: {:?}", out.log);
+    }
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn strongswan_refuses_our_expired_certificate() {
+    let lab = Lab::new(&Charon {
+        cert: Some("gw-s-p384"),
+        ..Charon::default()
+    });
+    let psk_config = config(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        PSK,
+        no_rekeys(),
+    );
+    let out = lab.run(plan(with_cert(&psk_config, "gw-o-expired", false), 1, 15));
+    assert!(!out.established);
+    assert!(
+        matches!(&out.down, Some(DownReason::AuthenticationFailed(w)) if w.contains("refused")),
+        "{:?}",
+        out.down
+    );
+    let log = lab.log();
+    assert!(log.contains("N(AUTH_FAILED)"), "{log}");
 }

@@ -123,14 +123,21 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
     }
     let start = Instant::now();
     let mut out = Outcome::default();
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
     let mut sa: Option<IkeSa> = (!plan.respond).then(|| {
-        IkeSa::initiate(
+        let mut sa = IkeSa::initiate(
             start,
             plan.config.clone(),
             l500,
             SocketAddr::new(plan.remote.into(), 500),
             plan.seed,
-        )
+        );
+        sa.set_unix_time(unix_now());
+        sa
     });
     let mut owner = Owner {
         outbound: None,
@@ -246,7 +253,10 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
             match sa.as_mut() {
                 Some(sa) => sa.handle_input(now, from, to, &msg),
                 None => match IkeSa::respond(now, plan.config.clone(), to, from, &msg, plan.seed) {
-                    Ok(new) => sa = Some(new),
+                    Ok(mut new) => {
+                        new.set_unix_time(unix_now());
+                        sa = Some(new);
+                    }
                     Err(r) => {
                         out.log.push(format!("refused IKE_SA_INIT: {}", r.reason));
                         if let Some(t) = r.reply {
