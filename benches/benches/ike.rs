@@ -30,6 +30,7 @@ fn config(ike: &str, local: &str, remote: &str) -> Arc<Config> {
             "10.1.0.0"
         })],
         force_encap: false,
+        fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
     })
 }

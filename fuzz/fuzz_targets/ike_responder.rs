@@ -25,6 +25,7 @@ fn config() -> Arc<Config> {
         local_ts: vec![TrafficSelector::subnet("10.0.0.0".parse().expect("ip"), 8)],
         remote_ts: vec![TrafficSelector::subnet("10.0.0.0".parse().expect("ip"), 8)],
         force_encap: false,
+        fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
     })
 }

@@ -81,6 +81,7 @@ fn run() -> Result<(), String> {
         local_ts: vec![subnet(a.get("local-ts")?)?],
         remote_ts: vec![subnet(a.get("remote-ts")?)?],
         force_encap: a.0.contains_key("encap"),
+        fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers {
             child_rekey: a.secs("child-rekey").or(Timers::default().child_rekey),
             ike_rekey: a.secs("ike-rekey").or(Timers::default().ike_rekey),

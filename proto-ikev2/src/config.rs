@@ -163,5 +163,14 @@ pub struct Config {
     /// Move IKE and ESP to UDP 4500 even without a NAT (strongSwan's
     /// `encap = yes`; its userspace ESP needs it).
     pub force_encap: bool,
+    /// Announce IKE fragmentation (RFC 7383) and, if the peer does too,
+    /// split protected messages longer than this many bytes. `Some(1248)`
+    /// keeps each datagram within 1280 bytes on the wire (strongSwan's
+    /// default); `None` neither sends nor accepts fragments.
+    pub fragment_size: Option<usize>,
     pub timers: Timers,
 }
+
+/// The fragment size that fits a 1280-byte IP datagram (IPv4, UDP,
+/// non-ESP marker).
+pub const DEFAULT_FRAGMENT_SIZE: usize = 1280 - 20 - 8 - 4;

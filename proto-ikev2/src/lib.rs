@@ -33,7 +33,7 @@ pub mod sk;
 pub mod wire;
 
 pub use child::ChildSa;
-pub use config::{Config, Credentials, Identity, Timers};
+pub use config::{Config, Credentials, Identity, Timers, DEFAULT_FRAGMENT_SIZE};
 pub use endpoint::{Drops, Endpoint, EndpointConfig, SaHandle};
 pub use ike_sa::{DownReason, Event, IkeSa, Phase, Refusal, Role, Transmit};
 pub use proposal::{EspProposal, EspSuite, IkeProposal, IkeSuite};

@@ -160,3 +160,44 @@ fn without_a_wall_clock_no_certificate_is_accepted() {
         p.eb.down
     );
 }
+
+#[test]
+fn large_messages_go_in_fragments_and_survive_losing_one() {
+    for lose in [None, Some(2usize)] {
+        let (mut a, mut b) = configs("gw-o-rsa", "gw-s-rsa", false);
+        a.fragment_size = Some(400);
+        b.fragment_size = Some(400);
+        let mut p = Pair::new(a, b);
+        let mut n = 0;
+        p.filter = Box::new(move |_, bytes: &mut Vec<u8>| {
+            n += 1;
+            assert!(
+                bytes.len() <= 400 || n <= 2,
+                "datagram {n} of {} bytes",
+                bytes.len()
+            );
+            Some(n) != lose
+        });
+        p.run_timers(std::time::Duration::from_secs(20));
+        assert_eq!(
+            p.a.phase(),
+            Phase::Established,
+            "lose {lose:?}: {:?}",
+            p.ea.down
+        );
+        assert_eq!(p.b().phase(), Phase::Established);
+        assert!(
+            p.datagrams > 8,
+            "IKE_AUTH went in fragments: {}",
+            p.datagrams
+        );
+        assert!(esp_delivers(&mut p.ea, &mut p.eb, 3));
+    }
+    // Without fragmentation on one side, the whole message goes as one.
+    let (a, mut b) = configs("gw-o-rsa", "gw-s-rsa", false);
+    b.fragment_size = None;
+    let mut p = Pair::new(a, b);
+    p.pump();
+    assert_eq!(p.a.phase(), Phase::Established);
+    assert_eq!(p.datagrams, 4);
+}

@@ -33,6 +33,7 @@ fn config(local: &str) -> Arc<Config> {
         local_ts: vec![TrafficSelector::subnet("0.0.0.0".parse().unwrap(), 0)],
         remote_ts: vec![TrafficSelector::subnet("0.0.0.0".parse().unwrap(), 0)],
         force_encap: false,
+        fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
     })
 }

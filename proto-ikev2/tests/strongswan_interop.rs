@@ -73,6 +73,8 @@ struct Charon {
     /// Authenticate with this certificate of the test PKI (and demand
     /// one from us) instead of the PSK.
     cert: Option<&'static str>,
+    /// charon's fragment_size (RFC 7383), bytes.
+    fragment_size: u32,
 }
 
 impl Default for Charon {
@@ -83,6 +85,7 @@ impl Default for Charon {
             rekey_ike: "4h",
             dpd: "30s",
             cert: None,
+            fragment_size: 1280,
         }
     }
 }
@@ -170,6 +173,7 @@ impl Lab {
   load_modular = no
   load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints sha1 sha2 hmac gcm aes kdf curve25519 chapoly kernel-libipsec kernel-netlink socket-default vici
   install_virtual_ip = no
+  fragment_size = {fragment_size}
   retransmit_timeout = 1.0
   retransmit_tries = 3
   filelog {{
@@ -196,7 +200,8 @@ impl Lab {
 swanctl {{
   socket = unix://{d}/charon.vici
 }}
-"
+",
+            fragment_size = c.fragment_size,
         );
         std::fs::write(self.dir.join("strongswan.conf"), conf).unwrap();
         let (local_auth, remote_auth) = match c.cert {
@@ -382,6 +387,7 @@ fn config(ike: &str, esp: &str, psk: &str, timers: Timers) -> Arc<Config> {
         local_ts: vec![net("10.88.2.0")],
         remote_ts: vec![net("10.88.1.0")],
         force_encap: false,
+        fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers,
     })
 }
@@ -484,8 +490,7 @@ fn rekeys_from_both_sides_lose_no_ping() {
         rekey_child: "5s",
         life_child: "30s",
         rekey_ike: "9s",
-        dpd: "30s",
-        cert: None,
+        ..Charon::default()
     });
     let timers = Timers {
         child_rekey: Some(Duration::from_secs(4)),
@@ -678,4 +683,35 @@ fn strongswan_refuses_our_expired_certificate() {
     );
     let log = lab.log();
     assert!(log.contains("N(AUTH_FAILED)"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn rsa_certificates_in_fragments_both_ways() {
+    let lab = Lab::new(&Charon {
+        cert: Some("gw-s-rsa"),
+        fragment_size: 600,
+        ..Charon::default()
+    });
+    let psk_config = config(
+        "aes256gcm16-prfsha256-ecp256",
+        "aes256gcm16",
+        PSK,
+        no_rekeys(),
+    );
+    let cfg = Arc::new(Config {
+        fragment_size: Some(500),
+        ..(*with_cert(&psk_config, "gw-o-rsa", false)).clone()
+    });
+    let out = lab.run(plan(cfg, 3, 20));
+    assert_eq!(out.replies, 3, "{:?}\n{}", out.log, lab.log());
+    let log = lab.log();
+    assert!(
+        log.contains("received fragment #1"),
+        "strongSwan reassembled ours:\n{log}"
+    );
+    assert!(
+        log.contains("splitting IKE message"),
+        "strongSwan fragmented its own:\n{log}"
+    );
 }

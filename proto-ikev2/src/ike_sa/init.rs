@@ -179,9 +179,12 @@ impl IkeSa {
             .push(&notify_payload(notify::NAT_DETECTION_SOURCE_IP, &src))
             .push(&notify_payload(notify::NAT_DETECTION_DESTINATION_IP, &dst))
             .push(&notify_payload(notify::SIGNATURE_HASH_ALGORITHMS, &hashes));
+        if self.config.fragment_size.is_some() {
+            w.push(&notify_payload(notify::IKEV2_FRAGMENTATION_SUPPORTED, &[]));
+        }
         let message = w.finish();
         self.next_request_id = 1;
-        self.track_request(now, RequestKind::Init, 0, message.clone());
+        self.track_request(now, RequestKind::Init, 0, vec![message.clone()]);
         self.state = State::InitSent(Box::new(InitSent {
             share,
             nonce,
@@ -286,6 +289,10 @@ impl IkeSa {
         self.protection = Some(p);
         self.outstanding = None;
         self.last_heard = now;
+        self.fragmentation = self.config.fragment_size.is_some()
+            && m.notifies(notify::IKEV2_FRAGMENTATION_SUPPORTED)
+                .next()
+                .is_some();
         let (nat_local, nat_remote, nat_t) = nat_state(&m, self.local, self.remote);
         if nat_local || nat_remote || (self.config.force_encap && nat_t) {
             self.float();
@@ -430,9 +437,16 @@ impl IkeSa {
             notify::SIGNATURE_HASH_ALGORITHMS,
             &supported_hashes(),
         ));
+        sa.fragmentation = sa.config.fragment_size.is_some()
+            && m.notifies(notify::IKEV2_FRAGMENTATION_SUPPORTED)
+                .next()
+                .is_some();
+        if sa.fragmentation {
+            w.push(&notify_payload(notify::IKEV2_FRAGMENTATION_SUPPORTED, &[]));
+        }
         let answer = w.finish();
         let digest: [u8; 32] = Sha256::digest(msg).into();
-        sa.last_response = Some((0, digest, answer.clone()));
+        sa.last_response = Some((0, digest, vec![answer.clone()]));
         sa.expected_request_id = 1;
         sa.send_raw(answer.clone());
         sa.deadline = Some(now + sa.config.timers.half_open);

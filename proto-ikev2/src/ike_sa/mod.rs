@@ -12,6 +12,7 @@
 
 mod authx;
 mod credentials;
+mod fragment;
 mod init;
 mod rekey;
 
@@ -174,7 +175,8 @@ struct ChildInfo {
 struct Outstanding {
     message_id: u32,
     kind: RequestKind,
-    datagram: Vec<u8>,
+    /// The request as sent (several datagrams when fragmented).
+    datagrams: Vec<Vec<u8>>,
     next_retry: Instant,
     tries: u32,
 }
@@ -203,8 +205,12 @@ pub struct IkeSa {
     next_request_id: u32,
     expected_request_id: u32,
     outstanding: Option<Outstanding>,
-    /// (message id, SHA-256 of the request, the answer as sent).
-    last_response: Option<(u32, [u8; 32], Vec<u8>)>,
+    /// (message id, SHA-256 of the request (its first fragment), the
+    /// answer as sent).
+    last_response: Option<(u32, [u8; 32], Vec<Vec<u8>>)>,
+    /// Both sides announced IKE fragmentation (RFC 7383).
+    fragmentation: bool,
+    reassembly: Option<fragment::Reassembly>,
     children: Vec<ChildInfo>,
     work: VecDeque<Work>,
     /// Our request in flight beyond IKE_SA_INIT/IKE_AUTH, with its state.
@@ -276,6 +282,8 @@ impl IkeSa {
             expected_request_id: 0,
             outstanding: None,
             last_response: None,
+            fragmentation: false,
+            reassembly: None,
             children: Vec::new(),
             work: VecDeque::new(),
             pending: None,
@@ -405,8 +413,8 @@ impl IkeSa {
                 } else {
                     o.tries += 1;
                     o.next_retry = now + self.config.timers.retransmit * (1 << o.tries.min(16));
-                    let datagram = o.datagram.clone();
-                    self.send_raw(datagram);
+                    let datagrams = o.datagrams.clone();
+                    self.send_all(datagrams);
                 }
             }
         }
@@ -490,7 +498,7 @@ impl IkeSa {
             }
             return;
         }
-        let Some((first, plain)) = self.open(msg) else {
+        let Some((first, plain, _)) = self.open(&header, msg) else {
             return;
         };
         let Ok(payloads) = parse_chain(first, &plain) else {
@@ -524,12 +532,13 @@ impl IkeSa {
         header: Header,
         msg: &[u8],
     ) {
-        let digest: [u8; 32] = Sha256::digest(msg).into();
+        let mut digest: [u8; 32] = Sha256::digest(msg).into();
         if let Some((id, hash, answer)) = &self.last_response {
             if header.message_id == *id {
+                // A retransmission (of its first fragment): answer again.
                 if *hash == digest {
                     let answer = answer.clone();
-                    self.send_raw(answer);
+                    self.send_all(answer);
                 }
                 return;
             }
@@ -542,10 +551,14 @@ impl IkeSa {
         if from_initiator != (self.role == Role::Responder) {
             return;
         }
-        // Bad integrity: discarded without an answer (RFC 7296 §2.21.2).
-        let Some((first, plain)) = self.open(msg) else {
+        // Bad integrity: discarded without an answer (RFC 7296 §2.21.2);
+        // a fragment waits for the rest.
+        let Some((first, plain, first_digest)) = self.open(&header, msg) else {
             return;
         };
+        if let Some(d) = first_digest {
+            digest = d;
+        }
         let payloads = match parse_chain(first, &plain) {
             Ok(p) => p,
             Err(e) => {
@@ -589,9 +602,9 @@ impl IkeSa {
     /// `digest`) and keeps it for retransmissions of that request.
     fn answer(&mut self, header: Header, digest: [u8; 32], inner: Writer) {
         self.expected_request_id = self.expected_request_id.wrapping_add(1);
-        let datagram = self.seal(header.exchange, header.message_id, true, inner);
-        self.last_response = Some((header.message_id, digest, datagram.clone()));
-        self.send_raw(datagram);
+        let datagrams = self.seal(header.exchange, header.message_id, true, inner);
+        self.last_response = Some((header.message_id, digest, datagrams.clone()));
+        self.send_all(datagrams);
     }
 
     fn informational_request(&mut self, now: Instant, payloads: &[Payload<'_>]) -> Writer {
@@ -640,25 +653,38 @@ impl IkeSa {
     }
 
     /// Opens an encrypted message into (first inner payload type,
-    /// plaintext chain); `None` if this SA has no keys yet or the message
-    /// does not open.
-    fn open(&self, msg: &[u8]) -> Option<(u8, Vec<u8>)> {
+    /// plaintext chain, digest of the first fragment if it came in
+    /// fragments); `None` if this SA has no keys yet, the message does
+    /// not open, or it is a fragment of a message not yet complete.
+    fn open(&mut self, header: &Header, msg: &[u8]) -> Option<fragment::Whole> {
         let p = self.protection.as_ref()?;
         let m = Message::parse(msg).ok()?;
         let Some(Payload::Sk(s)) = m.payloads.last() else {
             return None;
         };
-        if s.fragment.is_some() {
-            // Fragment reassembly is not offered (we do not announce
-            // IKEV2_FRAGMENTATION_SUPPORTED), so none should arrive.
-            return None;
-        }
         let plain = sk::open(msg, s.body, &p.rx).ok()?;
-        Some((s.next, plain))
+        match s.fragment {
+            None => Some((s.next, plain, None)),
+            Some(numbering) if self.fragmentation => fragment::Reassembly::add(
+                &mut self.reassembly,
+                header,
+                numbering,
+                s.next,
+                plain,
+                msg,
+            ),
+            Some(_) => None,
+        }
     }
 
     /// Seals `inner` into a message of this SA.
-    fn seal(&mut self, exchange: u8, message_id: u32, response: bool, inner: Writer) -> Vec<u8> {
+    fn seal(
+        &mut self,
+        exchange: u8,
+        message_id: u32,
+        response: bool,
+        inner: Writer,
+    ) -> Vec<Vec<u8>> {
         let mut fl = if self.role == Role::Initiator {
             flags::INITIATOR
         } else {
@@ -677,29 +703,54 @@ impl IkeSa {
             message_id,
             length: 0,
         };
+        let max = self.config.fragment_size.filter(|_| self.fragmentation);
         let Some(p) = self.protection.as_mut() else {
-            return Writer::message(header).finish();
+            return vec![Writer::message(header).finish()];
         };
+        if let Some(max) = max {
+            let first = inner.first();
+            let plain = inner.finish();
+            if let Some(parts) =
+                fragment::seal_fragments(header, first, &plain, max, &p.tx, &mut p.iv_counter)
+            {
+                return parts;
+            }
+            p.iv_counter += 1;
+            return vec![sk::seal_payload(
+                header,
+                first,
+                &plain,
+                None,
+                &p.tx,
+                p.iv_counter,
+            )];
+        }
         p.iv_counter += 1;
-        sk::seal(header, inner, &p.tx, p.iv_counter)
+        vec![sk::seal(header, inner, &p.tx, p.iv_counter)]
     }
 
     fn send_request(&mut self, now: Instant, kind: RequestKind, exchange: u8, inner: Writer) {
         let id = self.next_request_id;
         self.next_request_id = self.next_request_id.wrapping_add(1);
-        let datagram = self.seal(exchange, id, false, inner);
-        self.track_request(now, kind, id, datagram);
+        let datagrams = self.seal(exchange, id, false, inner);
+        self.track_request(now, kind, id, datagrams);
     }
 
-    fn track_request(&mut self, now: Instant, kind: RequestKind, id: u32, message: Vec<u8>) {
+    fn track_request(&mut self, now: Instant, kind: RequestKind, id: u32, datagrams: Vec<Vec<u8>>) {
         self.outstanding = Some(Outstanding {
             message_id: id,
             kind,
-            datagram: message.clone(),
+            datagrams: datagrams.clone(),
             next_retry: now + self.config.timers.retransmit,
             tries: 0,
         });
-        self.send_raw(message);
+        self.send_all(datagrams);
+    }
+
+    fn send_all(&mut self, datagrams: Vec<Vec<u8>>) {
+        for d in datagrams {
+            self.send_raw(d);
+        }
     }
 
     fn send_informational(&mut self, now: Instant, kind: RequestKind, inner: Writer) {

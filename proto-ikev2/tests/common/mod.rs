@@ -49,6 +49,7 @@ pub fn config(local: &str, remote: &str, psk: &str, ike: &str, esp: &str) -> Con
         local_ts: vec![subnet("10.1.0.0/16")],
         remote_ts: vec![subnet("10.2.0.0/16")],
         force_encap: false,
+        fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
     }
 }
