@@ -326,7 +326,10 @@ secrets {{
     fn kill_charon(&mut self) {
         let pid = std::fs::read_to_string(self.dir.join("run/charon.pid")).unwrap_or_default();
         if let Ok(pid) = pid.trim().parse::<i32>() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
         if let Some(mut c) = self.charon.take() {
             let _ = c.kill();
