@@ -129,6 +129,9 @@ pub struct Timers {
     pub child_rekey: Option<Duration>,
     /// Rekey the IKE SA this long after it was made.
     pub ike_rekey: Option<Duration>,
+    /// Behind a NAT, send a NAT keepalive (RFC 3948 §2.3) this often so
+    /// the mapping survives quiet periods.
+    pub nat_keepalive: Duration,
 }
 
 impl Default for Timers {
@@ -143,6 +146,8 @@ impl Default for Timers {
             // strongSwan's defaults: 1 h for Child SAs, 4 h for IKE SAs.
             child_rekey: Some(Duration::from_secs(3600)),
             ike_rekey: Some(Duration::from_secs(4 * 3600)),
+            // strongSwan's default keep_alive interval.
+            nat_keepalive: Duration::from_secs(20),
         }
     }
 }

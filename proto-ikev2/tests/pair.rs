@@ -440,3 +440,33 @@ fn duplicates_get_the_same_answer_and_stale_ids_none() {
     assert_eq!(p.a.phase(), Phase::Established);
     assert!(p.ea.down.is_none());
 }
+
+#[test]
+fn the_side_behind_a_nat_sends_keepalives() {
+    let mut ca = gcm();
+    ca.timers.dpd = None;
+    let cb = mirror(&ca);
+    let mut p = Pair::new(ca, cb).with_nat();
+    let counts = std::rc::Rc::new(std::cell::RefCell::new((0usize, 0usize)));
+    let seen = counts.clone();
+    p.filter = Box::new(move |from_a, bytes| {
+        if bytes[..] == [0xff] {
+            let mut c = seen.borrow_mut();
+            if from_a {
+                c.0 += 1;
+            } else {
+                c.1 += 1;
+            }
+        }
+        true
+    });
+    p.pump();
+    assert_eq!(p.a.phase(), Phase::Established);
+    p.run_timers(Duration::from_secs(61));
+    assert_eq!(
+        *counts.borrow(),
+        (3, 0),
+        "every 20 s from the NATed side only"
+    );
+    assert_eq!(p.a.phase(), Phase::Established);
+}

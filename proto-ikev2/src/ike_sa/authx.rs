@@ -254,6 +254,9 @@ impl IkeSa {
             return;
         }
         self.established(now);
+        if ex.nat_local && self.encap {
+            self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
+        }
         let Some(suite) = self.suite() else { return };
         self.events.push_back(Event::IkeSaUp {
             remote_id: peer,
@@ -358,6 +361,9 @@ impl IkeSa {
         };
         let cert = self.our_cert();
         self.established(now);
+        if ex.nat_local && self.encap {
+            self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
+        }
         if let Some(suite) = self.suite() {
             self.events.push_back(Event::IkeSaUp {
                 remote_id: peer,

@@ -40,6 +40,8 @@ pub use init::Refusal;
 pub const NAT_T_PORT: u16 = 4500;
 /// RFC 3948 §2.2: what precedes an IKE message on port 4500.
 const NON_ESP_MARKER: [u8; 4] = [0; 4];
+/// RFC 3948 §2.3: a NAT keepalive is one 0xFF byte on port 4500.
+const NAT_KEEPALIVE: [u8; 1] = [0xff];
 /// How long a closed SA still answers retransmissions of its last request.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -220,6 +222,8 @@ pub struct IkeSa {
     /// We answered the old IKE SA's delete: move to the successor.
     switch_after_answer: bool,
     ike_rekey_at: Option<Instant>,
+    /// When the next NAT keepalive is due (only while we are behind a NAT).
+    keepalive_at: Option<Instant>,
     last_heard: Instant,
     /// Responder: half-open deadline; closed SAs: when to forget them.
     deadline: Option<Instant>,
@@ -290,6 +294,7 @@ impl IkeSa {
             successor: None,
             switch_after_answer: false,
             ike_rekey_at: None,
+            keepalive_at: None,
             last_heard: now,
             deadline: None,
             down_reported: false,
@@ -380,6 +385,9 @@ impl IkeSa {
             if let Some(at) = self.ike_rekey_at {
                 consider(at);
             }
+            if let Some(at) = self.keepalive_at {
+                consider(at);
+            }
             for c in self.children.iter().filter(|c| !c.busy) {
                 if let Some(at) = c.rekey_at {
                     consider(at);
@@ -420,6 +428,16 @@ impl IkeSa {
         }
         self.schedule_rekeys(now);
         self.kick(now);
+        if let (State::Established, Some(at)) = (&self.state, self.keepalive_at) {
+            if now >= at {
+                self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
+                self.transmits.push_back(Transmit {
+                    source: self.local,
+                    destination: self.remote,
+                    contents: NAT_KEEPALIVE.to_vec(),
+                });
+            }
+        }
         if let (State::Established, Some(dpd), None) =
             (&self.state, self.config.timers.dpd, &self.outstanding)
         {
