@@ -2,6 +2,7 @@
 //! to become proto-esp SAs.
 
 use proto_esp::cipher::KeyError;
+use proto_esp::spd::{Policy, Selector};
 use proto_esp::{InboundSa, OutboundSa};
 use zeroize::Zeroizing;
 
@@ -48,7 +49,26 @@ fn cipher(suite: &EspSuite, k: &DirectionKeys) -> Result<proto_esp::Cipher, KeyE
         .cipher(&k.encr, suite.integ.map(|i| (i, &k.integ[..])))
 }
 
+fn selector(ts: &TrafficSelector) -> Selector {
+    Selector {
+        start: ts.start,
+        end: ts.end,
+        proto: ts.ip_proto,
+        start_port: ts.start_port,
+        end_port: ts.end_port,
+    }
+}
+
 impl ChildSa {
+    /// The SPD policy this Child SA was agreed for, naming it `sa`.
+    pub fn policy<K>(&self, sa: K) -> Policy<K> {
+        Policy {
+            local: self.local_ts.iter().map(selector).collect(),
+            remote: self.remote_ts.iter().map(selector).collect(),
+            sa,
+        }
+    }
+
     /// The SA that seals our packets to the peer.
     pub fn outbound(&self) -> Result<OutboundSa, KeyError> {
         Ok(OutboundSa::new(

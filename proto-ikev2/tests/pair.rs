@@ -470,3 +470,35 @@ fn the_side_behind_a_nat_sends_keepalives() {
     );
     assert_eq!(p.a.phase(), Phase::Established);
 }
+
+#[test]
+fn negotiated_selectors_drive_the_spd() {
+    use proto_esp::spd::Spd;
+    let mut cb = mirror(&gcm());
+    cb.remote_ts = vec![subnet("10.1.2.0/24")];
+    let p = established_from(gcm(), cb);
+    let (ca, cbs) = (p.ea.child.as_ref().unwrap(), p.eb.child.as_ref().unwrap());
+    let packet = |src: [u8; 4], dst: [u8; 4]| {
+        let mut ip = vec![0u8; 28];
+        ip[0] = 0x45;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
+        ip
+    };
+    let mut spd_a = Spd::default();
+    spd_a.push(ca.policy(ca.spi_out));
+    assert_eq!(
+        spd_a.outbound(&packet([10, 1, 2, 5], [10, 2, 0, 7])),
+        Some(&ca.spi_out)
+    );
+    assert_eq!(
+        spd_a.outbound(&packet([10, 1, 3, 5], [10, 2, 0, 7])),
+        None,
+        "narrowed away"
+    );
+    let mut spd_b = Spd::default();
+    spd_b.push(cbs.policy(cbs.spi_in));
+    assert!(spd_b.inbound_allowed(&cbs.spi_in, &packet([10, 1, 2, 5], [10, 2, 0, 7])));
+    assert!(!spd_b.inbound_allowed(&cbs.spi_in, &packet([10, 1, 9, 5], [10, 2, 0, 7])));
+}
