@@ -52,7 +52,8 @@ impl Selector {
         }
     }
 
-    fn covers(&self, addr: IpAddr, proto: u8, port: u16) -> bool {
+    /// Whether an address, protocol and port fall inside.
+    pub fn covers(&self, addr: IpAddr, proto: u8, port: u16) -> bool {
         let in_range = match (self.start, self.end, addr) {
             (IpAddr::V4(s), IpAddr::V4(e), IpAddr::V4(a)) => s <= a && a <= e,
             (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(a)) => s <= a && a <= e,

@@ -49,22 +49,12 @@ fn cipher(suite: &EspSuite, k: &DirectionKeys) -> Result<proto_esp::Cipher, KeyE
         .cipher(&k.encr, suite.integ.map(|i| (i, &k.integ[..])))
 }
 
-fn selector(ts: &TrafficSelector) -> Selector {
-    Selector {
-        start: ts.start,
-        end: ts.end,
-        proto: ts.ip_proto,
-        start_port: ts.start_port,
-        end_port: ts.end_port,
-    }
-}
-
 impl ChildSa {
     /// The SPD policy this Child SA was agreed for, naming it `sa`.
     pub fn policy<K>(&self, sa: K) -> Policy<K> {
         Policy {
-            local: self.local_ts.iter().map(selector).collect(),
-            remote: self.remote_ts.iter().map(selector).collect(),
+            local: self.local_ts.iter().map(Selector::from).collect(),
+            remote: self.remote_ts.iter().map(Selector::from).collect(),
             sa,
         }
     }

@@ -3,9 +3,24 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use proto_esp::spd::Selector;
+
 use super::consts::ts_type;
 use super::reader::Reader;
 use super::WireError;
+
+/// The ESP side of a traffic selector: what the SPD matches packets with.
+impl From<&TrafficSelector> for Selector {
+    fn from(ts: &TrafficSelector) -> Self {
+        Selector {
+            start: ts.start,
+            end: ts.end,
+            proto: ts.ip_proto,
+            start_port: ts.start_port,
+            end_port: ts.end_port,
+        }
+    }
+}
 
 /// More selectors than any sane peer proposes in one payload.
 pub const MAX_SELECTORS: usize = 32;
@@ -35,41 +50,13 @@ impl TrafficSelector {
 
     /// All ports and protocols of a prefix such as 10.1.0.0/16.
     pub fn subnet(addr: IpAddr, prefix: u8) -> Self {
-        match addr {
-            IpAddr::V4(a) => {
-                let bits = u32::from(a);
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(prefix.min(32)))
-                    .unwrap_or(0);
-                Self::range(
-                    Ipv4Addr::from(bits & mask).into(),
-                    Ipv4Addr::from(bits | !mask).into(),
-                )
-            }
-            IpAddr::V6(a) => {
-                let bits = u128::from(a);
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(prefix.min(128)))
-                    .unwrap_or(0);
-                Self::range(
-                    Ipv6Addr::from(bits & mask).into(),
-                    Ipv6Addr::from(bits | !mask).into(),
-                )
-            }
-        }
+        let s = Selector::subnet(addr, prefix);
+        Self::range(s.start, s.end)
     }
 
     /// Whether a packet's addresses/protocol/port fall inside.
     pub fn contains(&self, addr: IpAddr, proto: u8, port: u16) -> bool {
-        let in_range = match (self.start, self.end, addr) {
-            (IpAddr::V4(s), IpAddr::V4(e), IpAddr::V4(a)) => s <= a && a <= e,
-            (IpAddr::V6(s), IpAddr::V6(e), IpAddr::V6(a)) => s <= a && a <= e,
-            _ => false,
-        };
-        in_range
-            && (self.ip_proto == 0 || self.ip_proto == proto)
-            && self.start_port <= port
-            && port <= self.end_port
+        Selector::from(self).covers(addr, proto, port)
     }
 
     /// The intersection with another selector (RFC 7296 §2.9 narrowing),
