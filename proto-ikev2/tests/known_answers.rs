@@ -164,3 +164,68 @@ fn prf_plus_is_the_rfc_7296_construction() {
     assert!(prf.plus(key, &[seed], 255 * 32).is_some());
     assert!(prf.plus(key, &[seed], 255 * 32 + 1).is_none());
 }
+
+/// strongSwan's own computation of one exchange with our initiator
+/// (tests/data/strongswan-keys.txt): SKEYSEED, prf+ and the split into
+/// the seven keys, the MACed IDs and PSK AUTH of both sides.
+#[test]
+fn key_schedule_and_psk_auth_match_strongswan() {
+    use proto_ikev2::auth::{maced_id, psk_auth};
+    use proto_ikev2::crypto::keys::KeyLengths;
+    use proto_ikev2::crypto::IkeKeys;
+    use proto_ikev2::wire::consts::{id_type, payload as pt};
+    use proto_ikev2::wire::{Message, Payload};
+
+    let text = include_str!("data/strongswan-keys.txt");
+    let v = |k: &str| {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{k} ")))
+            .unwrap();
+        h(line.split_whitespace().nth(1).unwrap())
+    };
+    let (msg1, octets_i, octets_r) = (v("msg1"), v("octets_i"), v("octets_r"));
+    let msg2 = &octets_r[..octets_r.len() - 64];
+    let nonce = |m: &[u8]| {
+        let m = Message::parse(m).unwrap();
+        match m.find(pt::NONCE) {
+            Some(Payload::Nonce(n)) => n.to_vec(),
+            _ => panic!("no nonce"),
+        }
+    };
+    let (ni, nr) = (nonce(&msg1), nonce(msg2));
+    let m2 = Message::parse(msg2).unwrap();
+    let (spi_i, spi_r) = (m2.header.spi_i, m2.header.spi_r);
+    // The octets are message | other side's nonce | prf(SK_p, ID').
+    assert_eq!(&octets_i[msg1.len()..msg1.len() + 32], &nr[..]);
+    assert_eq!(&octets_r[msg2.len()..msg2.len() + 32], &ni[..]);
+
+    let prf = Prf::HmacSha256;
+    let lens = KeyLengths { integ: 0, encr: 36 };
+    let k = IkeKeys::initial(prf, lens, &v("g_ir"), &ni, &nr, spi_i, spi_r).unwrap();
+    assert_eq!(
+        &prf.compute(&[&ni[..], &nr[..]].concat(), &[&v("g_ir")])[..],
+        &v("skeyseed")[..]
+    );
+    for (ours, theirs) in [
+        (&k.sk_d, "sk_d"),
+        (&k.sk_ei, "sk_ei"),
+        (&k.sk_er, "sk_er"),
+        (&k.sk_pi, "sk_pi"),
+        (&k.sk_pr, "sk_pr"),
+    ] {
+        assert_eq!(&ours[..], &v(theirs)[..], "{theirs}");
+    }
+    assert!(
+        k.sk_ai.is_empty() && k.sk_ar.is_empty(),
+        "AEAD: no integrity keys"
+    );
+
+    let psk = b"ike-lab-psk-0123456789abcdef";
+    let id_i = maced_id(prf, &k.sk_pi, id_type::FQDN, b"gw-b.ike.lab");
+    let id_r = maced_id(prf, &k.sk_pr, id_type::FQDN, b"gw-a.ike.lab");
+    assert_eq!(&octets_i[msg1.len() + 32..], &id_i[..]);
+    assert_eq!(&octets_r[msg2.len() + 32..], &id_r[..]);
+    assert_eq!(&psk_auth(prf, psk, &msg1, &nr, &id_i)[..], &v("auth_i")[..]);
+    assert_eq!(&psk_auth(prf, psk, msg2, &ni, &id_r)[..], &v("auth_r")[..]);
+}

@@ -502,3 +502,44 @@ fn negotiated_selectors_drive_the_spd() {
     assert!(spd_b.inbound_allowed(&cbs.spi_in, &packet([10, 1, 2, 5], [10, 2, 0, 7])));
     assert!(!spd_b.inbound_allowed(&cbs.spi_in, &packet([10, 1, 9, 5], [10, 2, 0, 7])));
 }
+
+/// Every IKE suite issue 6 lists (ENCR x INTEG x PRF x DH: 108), each with
+/// one of the 18 ESP suites in turn so that every ESP suite is used too.
+#[test]
+fn the_whole_transform_matrix() {
+    let aead = ["aes128gcm16", "aes256gcm16", "chacha20poly1305"];
+    let cbc = ["aes128", "aes256"];
+    let integ = ["sha256", "sha384", "sha512"];
+    let prf = ["prfsha256", "prfsha384", "prfsha512"];
+    let dh = ["ecp256", "ecp384", "x25519", "modp2048"];
+    let mut ike = Vec::new();
+    for d in dh {
+        for f in prf {
+            for e in aead {
+                ike.push(format!("{e}-{f}-{d}"));
+            }
+            for e in cbc {
+                for i in integ {
+                    ike.push(format!("{e}-{i}-{f}-{d}"));
+                }
+            }
+        }
+    }
+    let mut esp = Vec::new();
+    for n in ["noesn", "esn"] {
+        for e in aead {
+            esp.push(format!("{e}-{n}"));
+        }
+        for e in cbc {
+            for i in integ {
+                esp.push(format!("{e}-{i}-{n}"));
+            }
+        }
+    }
+    assert_eq!((ike.len(), esp.len()), (108, 18));
+    for (n, ike) in ike.iter().enumerate() {
+        let esp = &esp[n % esp.len()];
+        let p = established(ike, esp);
+        esp_round_trip(p.ea.child.as_ref().unwrap(), p.eb.child.as_ref().unwrap());
+    }
+}
