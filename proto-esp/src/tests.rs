@@ -1,4 +1,5 @@
-//! Known answers from strongSwan and round trips through every transform.
+//! Known answers from strongSwan and RFC 7634, and round trips through
+//! every transform.
 
 use crate::cipher::{Cipher, Integ};
 use crate::sa::{EspError, InboundSa, OutboundSa, NEXT_HEADER_DUMMY, NEXT_HEADER_IPV4};
@@ -189,4 +190,48 @@ fn malformed_packets_are_typed_errors() {
     assert!(Cipher::chacha20_poly1305(&[0; 32]).is_err());
     assert!(Cipher::aes_cbc(&[0; 24], Integ::HmacSha256, &[0; 32]).is_err());
     assert!(Cipher::aes_cbc(&[0; 16], Integ::HmacSha256, &[0; 31]).is_err());
+}
+
+/// RFC 7634 Appendix A: the ESP example (ChaCha20-Poly1305, SPI
+/// 0x01020304, sequence number 5) opens to the ICMP echo it carries.
+#[test]
+fn rfc7634_appendix_a_esp_example() {
+    let h = |s: &str| hex::decode(s.split_whitespace().collect::<String>()).unwrap();
+    let keymat: Vec<u8> = (0x80u8..=0xa3).collect();
+    let mut sa = InboundSa::new(
+        0x0102_0304,
+        Cipher::chacha20_poly1305(&keymat).unwrap(),
+        false,
+        1024,
+    );
+    let mut packet = h("01 02 03 04 00 00 00 05");
+    packet.extend(h(
+        "10 11 12 13 14 15 16 17 24 03 94 28 b9 7f 41 7e 3c 13 75 3a
+         4f 05 08 7b 67 c3 52 e6 a7 fa b1 b9 82 d4 66 ef 40 7a e5 c6
+         14 ee 80 99 d5 28 44 eb 61 aa 95 df ab 4c 02 f7 2a a7 1e 7c
+         4c 4f 64 c9 be fe 2f ac c6 38 e8 f3 cb ec 16 3f ac 46 9b 50
+         27 73 f6 fb 94 e6 64 da 91 65 b8 28 29 f6 41 e0 76 aa a8 26
+         6b 7f b0 f7 b1 1b 36 99 07 e1 ad 43",
+    ));
+    let mut tampered = packet.clone();
+    tampered[20] ^= 1;
+    let opened = sa.open(&mut packet).unwrap();
+    assert_eq!(opened.seq, 5);
+    assert_eq!(opened.next_header, NEXT_HEADER_IPV4);
+    assert_eq!(
+        &packet[opened.payload],
+        &h(
+            "45 00 00 54 a6 f2 00 00 40 01 e7 78 c6 33 64 05 c0 00 02 05 08 00 5b 7a
+            3a 08 00 00 55 3b ec 10 00 07 36 27 08 09 0a 0b 0c 0d 0e 0f 10 11 12 13
+            14 15 16 17 18 19 1a 1b 1c 1d 1e 1f 20 21 22 23 24 25 26 27 28 29 2a 2b
+            2c 2d 2e 2f 30 31 32 33 34 35 36 37"
+        )[..]
+    );
+    let mut fresh = InboundSa::new(
+        0x0102_0304,
+        Cipher::chacha20_poly1305(&keymat).unwrap(),
+        false,
+        1024,
+    );
+    assert!(fresh.open(&mut tampered).is_err());
 }
