@@ -616,6 +616,34 @@ impl IkeSa {
         }
     }
 
+    /// Fuzzing only: delivers `plaintext` (a payload chain starting with
+    /// `first`) as the peer's next request of `exchange`, sealed with the
+    /// peer's key, so a fuzzer reaches what an authenticated peer can.
+    #[cfg(feature = "fuzzing")]
+    pub fn fuzz_peer_request(&mut self, now: Instant, exchange: u8, first: u8, plaintext: &[u8]) {
+        let Some(p) = self.protection.as_mut() else {
+            return;
+        };
+        let header = Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            next_payload: 0,
+            version: 0x20,
+            exchange,
+            flags: if self.role == Role::Responder {
+                flags::INITIATOR
+            } else {
+                0
+            },
+            message_id: self.expected_request_id,
+            length: 0,
+        };
+        p.iv_counter += 1;
+        let msg = sk::seal_payload(header, first, plaintext, None, &p.rx, p.iv_counter);
+        let (from, to) = (self.remote, self.local);
+        self.handle_input(now, from, to, &msg);
+    }
+
     /// Sends the answer to the request `header` (whose bytes hash to
     /// `digest`) and keeps it for retransmissions of that request.
     fn answer(&mut self, header: Header, digest: [u8; 32], inner: Writer) {
