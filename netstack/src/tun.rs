@@ -113,6 +113,13 @@ impl Tun {
         }
     }
 
+    /// A TUN device without virtio-net offloads: every read is one IP
+    /// packet and every write takes one (simpler consumers, e.g. the
+    /// vrouter's first data path).
+    pub fn create_plain(name: &str) -> io::Result<Self> {
+        Self::open(name, false)
+    }
+
     fn open(name: &str, offloads: bool) -> io::Result<Self> {
         let mut req = IfReq::new(name)?;
         let mut flags = libc::IFF_TUN | libc::IFF_NO_PI;

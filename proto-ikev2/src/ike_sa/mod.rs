@@ -311,6 +311,12 @@ impl IkeSa {
         self.unix_time = Some(secs);
     }
 
+    /// The configuration this SA was made from (for a responder: the one
+    /// the endpoint chose for the peer).
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
     pub fn role(&self) -> Role {
         self.role
     }

@@ -1,2 +1,3 @@
 //! Support for the tests against real peers.
 pub mod driver;
+pub mod lab;

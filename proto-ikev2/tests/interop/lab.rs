@@ -1,0 +1,343 @@
+//! A strongSwan peer for tests: two network namespaces joined by a veth
+//! pair (10.88.0.1 theirs, 10.88.0.2 ours; their protected host
+//! 10.88.1.1), charon 5.9 with kernel-libipsec in theirs, configured
+//! per test (PSK or a certificate of the test PKI, rekey and DPD timers,
+//! fragment size). Unique names; everything is removed on drop. Needs
+//! root and strongSwan.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::disallowed_methods,
+    clippy::unwrap_used
+)]
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const CHARON: &str = "/usr/lib/ipsec/charon";
+pub const PSK: &str = "interop-psk-5b1f0e7d";
+pub const THEM: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
+pub const US: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
+pub const THEIR_HOST: Ipv4Addr = Ipv4Addr::new(10, 88, 1, 1);
+pub const OUR_HOST: Ipv4Addr = Ipv4Addr::new(10, 88, 2, 1);
+pub const IKE_PROPOSALS: &str = "aes256gcm16-prfsha256-ecp256, aes128gcm16-prfsha256-x25519, \
+    chacha20poly1305-prfsha256-x25519, aes256-sha256-modp2048, aes256gcm16-prfsha384-ecp384";
+pub const ESP_PROPOSALS: &str = "aes256gcm16, aes128gcm16, chacha20poly1305, aes256-sha256, \
+    aes256gcm16-x25519, aes128gcm16-x25519";
+
+pub static NEXT: AtomicU32 = AtomicU32::new(0);
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn require_root_and_strongswan() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    assert!(root, "needs root (network namespaces)");
+    assert!(
+        std::path::Path::new(CHARON).exists()
+            && std::path::Path::new("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
+                .exists(),
+        "needs strongSwan: bash .ci/install-deps (strongswan-charon, strongswan-swanctl, \
+         libstrongswan-standard-plugins, libstrongswan-extra-plugins, libcharon-extra-plugins)"
+    );
+}
+
+/// strongSwan's side of the tunnel.
+pub struct Charon {
+    pub rekey_child: &'static str,
+    pub life_child: &'static str,
+    pub rekey_ike: &'static str,
+    pub dpd: &'static str,
+    /// Authenticate with this certificate of the test PKI (and demand
+    /// one from us) instead of the PSK.
+    pub cert: Option<&'static str>,
+    /// charon's fragment_size (RFC 7383), bytes.
+    pub fragment_size: u32,
+}
+
+impl Default for Charon {
+    fn default() -> Self {
+        Self {
+            rekey_child: "1h",
+            life_child: "66m",
+            rekey_ike: "4h",
+            dpd: "30s",
+            cert: None,
+            fragment_size: 1280,
+        }
+    }
+}
+
+pub fn pki(name: &str) -> String {
+    format!("{}/tests/data/pki/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Two namespaces joined by a veth pair, charon running in one of them.
+pub struct Lab {
+    pub theirs: String,
+    pub ours: String,
+    pub dir: PathBuf,
+    pub charon: Option<Child>,
+}
+
+impl Lab {
+    pub fn new(c: &Charon) -> Self {
+        require_root_and_strongswan();
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 100_000);
+        let lab = Self {
+            theirs: format!("ikS{tag}"),
+            ours: format!("ikO{tag}"),
+            dir: std::env::temp_dir().join(format!("cvlan-ike-interop-{tag}")),
+            charon: None,
+        };
+        for ns in [&lab.theirs, &lab.ours] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        let (vs, vo) = (format!("vS{tag}"), format!("vO{tag}"));
+        sh(&[
+            "ip",
+            "link",
+            "add",
+            &vs,
+            "netns",
+            &lab.theirs,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vo,
+            "netns",
+            &lab.ours,
+        ]);
+        for (ns, dev, addr) in [(&lab.theirs, &vs, THEM), (&lab.ours, &vo, US)] {
+            sh(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &lab.theirs,
+            "addr",
+            "add",
+            &format!("{THEIR_HOST}/32"),
+            "dev",
+            "lo",
+        ]);
+        let _ = std::fs::remove_dir_all(&lab.dir);
+        std::fs::create_dir_all(lab.dir.join("run")).unwrap();
+        std::fs::create_dir_all(lab.dir.join("swanctl")).unwrap();
+        lab.write_config(c);
+        let mut lab = lab;
+        lab.start_charon();
+        lab
+    }
+
+    pub fn write_config(&self, c: &Charon) {
+        let d = self.dir.display();
+        let conf = format!(
+            "charon {{
+  load_modular = no
+  load = random nonce openssl pem pkcs1 pkcs8 x509 pubkey constraints sha1 sha2 hmac gcm aes kdf curve25519 chapoly kernel-libipsec kernel-netlink socket-default vici
+  install_virtual_ip = no
+  fragment_size = {fragment_size}
+  retransmit_timeout = 1.0
+  retransmit_tries = 3
+  filelog {{
+    main {{
+      path = {d}/charon.log
+      time_format = %H:%M:%S
+      flush_line = yes
+      default = 1
+      ike = 2
+      cfg = 1
+    }}
+  }}
+  syslog {{
+    daemon {{
+      default = -1
+    }}
+  }}
+  plugins {{
+    vici {{
+      socket = unix://{d}/charon.vici
+    }}
+  }}
+}}
+swanctl {{
+  socket = unix://{d}/charon.vici
+}}
+",
+            fragment_size = c.fragment_size,
+        );
+        std::fs::write(self.dir.join("strongswan.conf"), conf).unwrap();
+        let (local_auth, remote_auth) = match c.cert {
+            None => ("auth = psk".to_string(), "auth = psk".to_string()),
+            Some(name) => {
+                let sw = self.dir.join("swanctl");
+                for sub in ["x509", "x509ca", "ecdsa", "rsa"] {
+                    std::fs::create_dir_all(sw.join(sub)).unwrap();
+                }
+                let key = std::fs::read_to_string(pki(&format!("{name}.key"))).unwrap();
+                let kdir = if key.contains("RSA PRIVATE KEY") {
+                    "rsa"
+                } else {
+                    "ecdsa"
+                };
+                std::fs::write(sw.join(kdir).join("gw-s.key"), key).unwrap();
+                std::fs::copy(pki(&format!("{name}.pem")), sw.join("x509/gw-s.pem")).unwrap();
+                std::fs::copy(pki("ca.pem"), sw.join("x509ca/ca.pem")).unwrap();
+                (
+                    "auth = pubkey\n      certs = gw-s.pem".to_string(),
+                    "auth = pubkey\n      cacerts = ca.pem".to_string(),
+                )
+            }
+        };
+        let swanctl = format!(
+            "connections {{
+  gw {{
+    version = 2
+    local_addrs = {THEM}
+    remote_addrs = {US}
+    proposals = {IKE_PROPOSALS}
+    rekey_time = {rekey_ike}
+    dpd_delay = {dpd}
+    send_certreq = yes
+    local {{
+      {local_auth}
+      id = gw-s.interop
+    }}
+    remote {{
+      {remote_auth}
+      id = gw-o.interop
+    }}
+    children {{
+      net {{
+        local_ts = 10.88.1.0/24
+        remote_ts = 10.88.2.0/24
+        esp_proposals = {ESP_PROPOSALS}
+        rekey_time = {rekey_child}
+        life_time = {life_child}
+        rand_time = 0s
+        dpd_action = clear
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-gw {{
+    id-s = gw-s.interop
+    id-o = gw-o.interop
+    secret = \"{PSK}\"
+  }}
+}}
+",
+            rekey_ike = c.rekey_ike,
+            dpd = c.dpd,
+            rekey_child = c.rekey_child,
+            life_child = c.life_child,
+        );
+        std::fs::write(self.dir.join("swanctl/swanctl.conf"), swanctl).unwrap();
+    }
+
+    pub fn start_charon(&mut self) {
+        let d = self.dir.display().to_string();
+        // A private /run per charon: its pid file and TUN state stay apart.
+        let script = format!(
+            "mount --bind {d}/run /run && STRONGSWAN_CONF={d}/strongswan.conf exec {CHARON}"
+        );
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.theirs,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+            ])
+            .args(["sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.charon = Some(child);
+        let vici = self.dir.join("charon.vici");
+        let start = Instant::now();
+        while !vici.exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "charon did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.swanctl(&["--load-all", "--noprompt"]);
+    }
+
+    pub fn swanctl(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.theirs, "swanctl"])
+            .args(args)
+            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
+            .env("SWANCTL_DIR", self.dir.join("swanctl"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("charon.log")).unwrap_or_default()
+    }
+
+    pub fn kill_charon(&mut self) {
+        let pid = std::fs::read_to_string(self.dir.join("run/charon.pid")).unwrap_or_default();
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(mut c) = self.charon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.kill_charon();
+        for ns in [&self.theirs, &self.ours] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("charon's log kept in {}", self.dir.display());
+        }
+    }
+}

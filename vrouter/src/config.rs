@@ -1,0 +1,423 @@
+//! The vrouter's TOML configuration: tenants (each with its own TUN
+//! device and its own policy database) and IPsec tunnels with the fields
+//! of the vrouter design (id, type, remote_id, auth, local_subnets,
+//! remote_subnets, proposals), checked into proto-ikev2 configurations.
+//! Every mistake is reported with the tunnel and field it is in.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto_ikev2::cert::{Certificate, TrustStore};
+use proto_ikev2::sig::PrivateKey;
+use proto_ikev2::wire::TrafficSelector;
+use proto_ikev2::{
+    Config, Credentials, EspProposal, Identity, IkeProposal, Timers, DEFAULT_FRAGMENT_SIZE,
+};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// strongSwan's most common legacy configurations first.
+const DEFAULT_IKE: &[&str] = &[
+    "aes256gcm16-prfsha256-ecp256",
+    "aes128gcm16-prfsha256-x25519",
+    "chacha20poly1305-prfsha256-x25519",
+    "aes256-sha256-modp2048",
+];
+const DEFAULT_ESP: &[&str] = &[
+    "aes256gcm16",
+    "aes128gcm16",
+    "chacha20poly1305",
+    "aes256-sha256",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    vrouter: GlobalFile,
+    #[serde(default)]
+    tenant: Vec<TenantFile>,
+    #[serde(default)]
+    tunnel: Vec<TunnelFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GlobalFile {
+    /// The address IKE (UDP 500) and ESP-in-UDP (4500) listen on.
+    listen: IpAddr,
+    /// Our IKE identity unless a tunnel names its own.
+    local_id: Option<String>,
+    status_socket: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantFile {
+    name: String,
+    /// The TUN device this tenant's decrypted traffic comes out of.
+    tun: String,
+    /// An address for that device, "10.1.0.1/24" (optional).
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    method: String,
+    psk: Option<String>,
+    psk_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    ca: Vec<PathBuf>,
+    #[serde(default)]
+    rsa_pss: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TunnelFile {
+    id: String,
+    tenant: String,
+    #[serde(default = "ipsec", rename = "type")]
+    kind: String,
+    /// The peer: an address (we may initiate to it) or a prefix it may
+    /// come from ("0.0.0.0/0" for anywhere).
+    remote: String,
+    local_id: Option<String>,
+    remote_id: Option<String>,
+    auth: AuthFile,
+    local_subnets: Vec<String>,
+    remote_subnets: Vec<String>,
+    #[serde(default)]
+    proposals: Vec<String>,
+    #[serde(default)]
+    esp_proposals: Vec<String>,
+    /// Bring the tunnel up ourselves (else wait for the peer).
+    #[serde(default)]
+    initiate: bool,
+    /// Seconds; defaults are strongSwan's (4 h, 1 h, 30 s).
+    rekey_time: Option<u64>,
+    child_rekey_time: Option<u64>,
+    dpd: Option<u64>,
+}
+
+fn ipsec() -> String {
+    "ipsec".into()
+}
+
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub name: String,
+    pub tun: String,
+    pub address: Option<(IpAddr, u8)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub id: String,
+    pub tenant: usize,
+    /// The prefix the peer may come from.
+    pub remote: (IpAddr, u8),
+    /// Where we initiate to, if we do.
+    pub initiate_to: Option<IpAddr>,
+    pub ike: Arc<Config>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: IpAddr,
+    pub status_socket: PathBuf,
+    pub tenants: Vec<Tenant>,
+    pub tunnels: Vec<Tunnel>,
+}
+
+/// Where `cvlan-vrouter status` asks by default.
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/cvlan-vrouter.sock";
+
+fn prefix(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, p) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let addr: IpAddr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not an address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match p {
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+        None => max,
+    };
+    Ok((addr, len))
+}
+
+fn read(path: &Path, what: &str) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+fn credentials(a: &AuthFile) -> Result<Credentials, String> {
+    match a.method.as_str() {
+        "psk" => {
+            let psk = match (&a.psk, &a.psk_file) {
+                (Some(p), None) => p.clone(),
+                (None, Some(f)) => read(f, "psk_file")?.trim_end().to_string(),
+                _ => return Err("auth: give exactly one of psk and psk_file".into()),
+            };
+            if psk.len() < 8 {
+                return Err("auth: a PSK shorter than 8 characters is refused".into());
+            }
+            Ok(Credentials::Psk(Zeroizing::new(psk.into_bytes())))
+        }
+        "certificate" | "pubkey" => {
+            let (Some(cert), Some(key)) = (&a.cert, &a.key) else {
+                return Err("auth: certificate needs cert and key".into());
+            };
+            if a.ca.is_empty() {
+                return Err("auth: certificate needs at least one ca".into());
+            }
+            let cert = Certificate::from_pem(&read(cert, "certificate")?)
+                .map_err(|e| format!("auth: {}: {e}", cert.display()))?;
+            let key_pem = Zeroizing::new(read(key, "key")?);
+            let key = PrivateKey::from_pem(&key_pem)
+                .map_err(|e| format!("auth: {}: {e}", key.display()))?;
+            if &key.public_key() != cert.public_key() {
+                return Err("auth: the key does not belong to the certificate".into());
+            }
+            let cas =
+                a.ca.iter()
+                    .map(|p| {
+                        Certificate::from_pem(&read(p, "CA certificate")?)
+                            .map_err(|e| format!("auth: {}: {e}", p.display()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            Ok(Credentials::Certificate {
+                cert: Arc::new(cert),
+                key: Arc::new(key),
+                trust: Arc::new(TrustStore::new(cas)),
+                rsa_pss: a.rsa_pss,
+            })
+        }
+        other => Err(format!(
+            "auth: unknown method {other:?} (psk or certificate)"
+        )),
+    }
+}
+
+fn selectors(list: &[String], field: &str) -> Result<Vec<TrafficSelector>, String> {
+    if list.is_empty() {
+        return Err(format!("{field} is empty"));
+    }
+    list.iter()
+        .map(|s| prefix(s).map(|(a, l)| TrafficSelector::subnet(a, l)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{field}: {e}"))
+}
+
+fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Result<Tunnel, String> {
+    if t.kind != "ipsec" {
+        return Err(format!("type {:?} is not served yet (ipsec is)", t.kind));
+    }
+    let tenant = tenants
+        .iter()
+        .position(|x| x.name == t.tenant)
+        .ok_or_else(|| format!("unknown tenant {:?}", t.tenant))?;
+    let remote = prefix(&t.remote).map_err(|e| format!("remote: {e}"))?;
+    let host = remote.1 == if remote.0.is_ipv4() { 32 } else { 128 };
+    if t.initiate && !host {
+        return Err("initiate = true needs remote to be one address".into());
+    }
+    let local_id = t
+        .local_id
+        .as_deref()
+        .or(default_id)
+        .ok_or("local_id is missing (here or in [vrouter])")?;
+    let list = |given: &[String], default: &[&str]| -> Vec<String> {
+        if given.is_empty() {
+            default.iter().map(|s| s.to_string()).collect()
+        } else {
+            given.to_vec()
+        }
+    };
+    let ike_proposals = list(&t.proposals, DEFAULT_IKE)
+        .iter()
+        .map(|p| IkeProposal::parse(p).map_err(|e| format!("proposals: {e}")))
+        .collect::<Result<_, _>>()?;
+    let esp_proposals = list(&t.esp_proposals, DEFAULT_ESP)
+        .iter()
+        .map(|p| EspProposal::parse(p).map_err(|e| format!("esp_proposals: {e}")))
+        .collect::<Result<_, _>>()?;
+    let defaults = Timers::default();
+    let secs = |v: Option<u64>, d: Option<Duration>| v.map(Duration::from_secs).or(d);
+    let ike = Config {
+        local_id: Identity::parse(local_id),
+        remote_id: t.remote_id.as_deref().map(Identity::parse),
+        credentials: credentials(&t.auth)?,
+        ike_proposals,
+        esp_proposals,
+        local_ts: selectors(&t.local_subnets, "local_subnets")?,
+        remote_ts: selectors(&t.remote_subnets, "remote_subnets")?,
+        // ESP goes in UDP 4500 always: no raw sockets, and it is what
+        // strongSwan's userspace ESP speaks.
+        force_encap: true,
+        fragment_size: Some(DEFAULT_FRAGMENT_SIZE),
+        timers: Timers {
+            ike_rekey: secs(t.rekey_time, defaults.ike_rekey),
+            child_rekey: secs(t.child_rekey_time, defaults.child_rekey),
+            dpd: secs(t.dpd, defaults.dpd),
+            ..defaults
+        },
+    };
+    Ok(Tunnel {
+        id: t.id.clone(),
+        tenant,
+        remote,
+        initiate_to: t.initiate.then_some(remote.0),
+        ike: Arc::new(ike),
+    })
+}
+
+impl Settings {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let f: File = toml::from_str(text).map_err(|e| e.to_string())?;
+        let tenants = f
+            .tenant
+            .iter()
+            .map(|t| {
+                let address = t
+                    .address
+                    .as_deref()
+                    .map(prefix)
+                    .transpose()
+                    .map_err(|e| format!("tenant {}: address: {e}", t.name))?;
+                Ok(Tenant {
+                    name: t.name.clone(),
+                    tun: t.tun.clone(),
+                    address,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for (i, t) in tenants.iter().enumerate() {
+            if tenants[..i]
+                .iter()
+                .any(|o| o.name == t.name || o.tun == t.tun)
+            {
+                return Err(format!("tenant {}: name or tun used twice", t.name));
+            }
+        }
+        let mut tunnels = Vec::new();
+        for t in &f.tunnel {
+            if tunnels.iter().any(|o: &Tunnel| o.id == t.id) {
+                return Err(format!("tunnel {}: id used twice", t.id));
+            }
+            tunnels.push(
+                tunnel(t, &tenants, f.vrouter.local_id.as_deref())
+                    .map_err(|e| format!("tunnel {}: {e}", t.id))?,
+            );
+        }
+        Ok(Self {
+            listen: f.vrouter.listen,
+            status_socket: f
+                .vrouter
+                .status_socket
+                .unwrap_or_else(|| DEFAULT_STATUS_SOCKET.into()),
+            tenants,
+            tunnels,
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        Self::parse(&read(path, "configuration")?).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[vrouter]
+listen = "10.88.0.2"
+local_id = "gw-o.interop"
+
+[[tenant]]
+name = "acme"
+tun = "vr-acme"
+address = "10.88.2.1/24"
+
+[[tunnel]]
+id = "tun-001"
+tenant = "acme"
+type = "ipsec"
+remote = "10.88.0.1"
+remote_id = "gw-s.interop"
+auth = { method = "psk", psk = "interop-psk-5b1f0e7d" }
+local_subnets = ["10.88.2.0/24"]
+remote_subnets = ["10.88.1.0/24"]
+proposals = ["aes256gcm16-prfsha256-ecp256"]
+initiate = true
+"#;
+
+    #[test]
+    fn a_tunnel_becomes_an_ike_config() {
+        let s = Settings::parse(GOOD).unwrap();
+        assert_eq!(s.tunnels.len(), 1);
+        let t = &s.tunnels[0];
+        assert_eq!(t.initiate_to, Some("10.88.0.1".parse().unwrap()));
+        assert_eq!(t.ike.local_id, Identity::parse("gw-o.interop"));
+        assert_eq!(t.ike.esp_proposals.len(), DEFAULT_ESP.len());
+        assert!(t.ike.force_encap);
+        assert_eq!(
+            s.tenants[0].address,
+            Some(("10.88.2.1".parse().unwrap(), 24))
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_tunnel_and_field() {
+        let cases = [
+            (
+                "tenant = \"acme\"",
+                "tenant = \"nobody\"",
+                "tunnel tun-001: unknown tenant",
+            ),
+            (
+                "aes256gcm16-prfsha256-ecp256",
+                "des-md5-modp768",
+                "tunnel tun-001: proposals: unknown algorithm",
+            ),
+            (
+                "psk = \"interop-psk-5b1f0e7d\"",
+                "psk = \"short\"",
+                "shorter than 8",
+            ),
+            (
+                "local_subnets = [\"10.88.2.0/24\"]",
+                "local_subnets = [\"10.88.2.0/33\"]",
+                "local_subnets",
+            ),
+            (
+                "remote = \"10.88.0.1\"",
+                "remote = \"10.88.0.0/24\"",
+                "initiate = true needs remote",
+            ),
+            ("type = \"ipsec\"", "type = \"gre\"", "not served yet"),
+            (
+                "initiate = true",
+                "initiate = true\nbogus = 1",
+                "unknown field",
+            ),
+        ];
+        for (from, to, want) in cases {
+            let e = Settings::parse(&GOOD.replace(from, to)).unwrap_err();
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! The vrouter's core, without IO: datagrams from UDP 500/4500 and
+//! packets from tenants' TUN devices go in, datagrams and packets come
+//! out. It owns the IKE endpoint, every Child SA's proto-esp state, and
+//! one policy database per tenant, so two tenants may use the same
+//! subnets without ever seeing each other's traffic.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use proto_esp::spd::Spd;
+use proto_esp::udp_encap::{classify, Udp4500};
+use proto_esp::{InboundSa, OutboundSa};
+use proto_ikev2::{DownReason, Endpoint, EndpointConfig, Event, SaHandle};
+use tracing::{info, warn};
+
+use crate::config::{Settings, Tunnel};
+
+pub const IKE_PORT: u16 = 500;
+pub const NAT_T_PORT: u16 = 4500;
+/// Anti-replay window of every inbound SA.
+const REPLAY_WINDOW: u64 = 4096;
+/// A tunnel we initiate that went down is tried again after this long.
+const RETRY: Duration = Duration::from_secs(5);
+const NEXT_HEADER_IPV4: u8 = 4;
+const NEXT_HEADER_IPV6: u8 = 41;
+
+/// Something to do in the outside world.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output {
+    Udp {
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    /// A decrypted packet for a tenant's TUN device.
+    Tun { tenant: usize, packet: Vec<u8> },
+}
+
+/// Counters of one tunnel.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TunnelStats {
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub up: bool,
+    pub child_sas: u32,
+    pub ike_rekeys: u64,
+}
+
+/// Packets dropped, by reason.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Drops {
+    pub no_policy: u64,
+    pub unknown_spi: u64,
+    pub esp_invalid: u64,
+    pub policy_mismatch: u64,
+}
+
+struct Inbound {
+    tunnel: usize,
+    spi_out: u32,
+    sa: InboundSa,
+}
+
+struct Outbound {
+    tunnel: usize,
+    sa: OutboundSa,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
+pub struct Gateway {
+    settings: Settings,
+    endpoint: Endpoint,
+    /// Which tunnel each IKE SA serves.
+    sa_tunnel: HashMap<SaHandle, usize>,
+    inbound: HashMap<u32, Inbound>,
+    outbound: HashMap<u32, Outbound>,
+    /// Per tenant; policies name the outbound SPI.
+    spds: Vec<Spd<u32>>,
+    stats: Vec<TunnelStats>,
+    retry_at: Vec<Option<Instant>>,
+    pub drops: Drops,
+    out: VecDeque<Output>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("tunnels", &self.settings.tunnels.len())
+            .field("child_sas", &self.inbound.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn same_config(t: &Tunnel, c: &std::sync::Arc<proto_ikev2::Config>) -> bool {
+    std::sync::Arc::ptr_eq(&t.ike, c)
+}
+
+impl Gateway {
+    /// A gateway answering the configured peers; `start` initiates.
+    pub fn new(settings: Settings, seed: [u8; 32]) -> Self {
+        let mut endpoint = Endpoint::new(EndpointConfig::default(), seed);
+        for t in &settings.tunnels {
+            endpoint.add_responder(Some(t.remote), t.ike.clone());
+        }
+        let n = settings.tunnels.len();
+        Self {
+            spds: settings.tenants.iter().map(|_| Spd::default()).collect(),
+            settings,
+            endpoint,
+            sa_tunnel: HashMap::new(),
+            inbound: HashMap::new(),
+            outbound: HashMap::new(),
+            stats: vec![TunnelStats::default(); n],
+            retry_at: vec![None; n],
+            drops: Drops::default(),
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn stats(&self) -> &[TunnelStats] {
+        &self.stats
+    }
+
+    /// Brings up the tunnels we initiate.
+    pub fn start(&mut self, now: Instant) {
+        for i in 0..self.settings.tunnels.len() {
+            self.initiate(now, i);
+        }
+        self.drain(now);
+    }
+
+    fn initiate(&mut self, now: Instant, i: usize) {
+        let t = &self.settings.tunnels[i];
+        let Some(peer) = t.initiate_to else { return };
+        let local = SocketAddr::new(self.settings.listen, IKE_PORT);
+        let h = self
+            .endpoint
+            .connect(now, t.ike.clone(), local, SocketAddr::new(peer, IKE_PORT));
+        self.sa_tunnel.insert(h, i);
+        info!(tunnel = %t.id, %peer, "initiating");
+    }
+
+    pub fn set_unix_time(&mut self, secs: u64) {
+        self.endpoint.set_unix_time(secs);
+    }
+
+    /// A datagram arrived on UDP port `to.port()`.
+    pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        if to.port() == NAT_T_PORT {
+            match classify(payload) {
+                Udp4500::Ike(m) => self.endpoint.handle_input(now, from, to, m),
+                Udp4500::Esp(_) => self.esp_in(from, payload),
+                Udp4500::Keepalive | Udp4500::Invalid => {}
+            }
+        } else {
+            self.endpoint.handle_input(now, from, to, payload);
+        }
+        self.drain(now);
+    }
+
+    fn esp_in(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let spi = u32::from_be_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]);
+        let Some(inb) = self.inbound.get_mut(&spi) else {
+            self.drops.unknown_spi += 1;
+            return;
+        };
+        let mut buf = datagram.to_vec();
+        let Ok(opened) = inb.sa.open(&mut buf) else {
+            self.drops.esp_invalid += 1;
+            return;
+        };
+        if !matches!(opened.next_header, NEXT_HEADER_IPV4 | NEXT_HEADER_IPV6) {
+            return; // dummy packets (59) and anything not IP
+        }
+        let (tunnel, spi_out) = (inb.tunnel, inb.spi_out);
+        let tenant = self.settings.tunnels[tunnel].tenant;
+        let packet = &buf[opened.payload];
+        if !self.spds[tenant].inbound_allowed(&spi_out, packet) {
+            self.drops.policy_mismatch += 1;
+            return;
+        }
+        let s = &mut self.stats[tunnel];
+        s.bytes_in += packet.len() as u64;
+        s.packets_in += 1;
+        let _ = from;
+        self.out.push_back(Output::Tun {
+            tenant,
+            packet: packet.to_vec(),
+        });
+    }
+
+    /// A packet a tenant's TUN device gave us to send.
+    pub fn handle_tun(&mut self, tenant: usize, packet: &[u8]) {
+        let Some(spi) = self
+            .spds
+            .get(tenant)
+            .and_then(|s| s.outbound(packet))
+            .copied()
+        else {
+            self.drops.no_policy += 1;
+            return;
+        };
+        let Some(o) = self.outbound.get_mut(&spi) else {
+            self.drops.no_policy += 1;
+            return;
+        };
+        let next = if packet.first().is_some_and(|b| b >> 4 == 6) {
+            NEXT_HEADER_IPV6
+        } else {
+            NEXT_HEADER_IPV4
+        };
+        let mut buf = vec![0u8; o.sa.sealed_len(packet.len())];
+        let h = o.sa.headroom();
+        buf[h..h + packet.len()].copy_from_slice(packet);
+        let Ok(len) = o.sa.seal(&mut buf, packet.len(), next) else {
+            return;
+        };
+        buf.truncate(len);
+        let s = &mut self.stats[o.tunnel];
+        s.bytes_out += packet.len() as u64;
+        s.packets_out += 1;
+        self.out.push_back(Output::Udp {
+            source: o.local,
+            destination: o.peer,
+            contents: buf,
+        });
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        for i in 0..self.retry_at.len() {
+            if self.retry_at[i].is_some_and(|t| now >= t) {
+                self.retry_at[i] = None;
+                self.initiate(now, i);
+            }
+        }
+        self.drain(now);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn tunnel_of(&mut self, h: SaHandle) -> Option<usize> {
+        if let Some(&t) = self.sa_tunnel.get(&h) {
+            return Some(t);
+        }
+        let sa = self.endpoint.sa(h)?;
+        let t = self
+            .settings
+            .tunnels
+            .iter()
+            .position(|t| same_config(t, sa.config()))?;
+        self.sa_tunnel.insert(h, t);
+        Some(t)
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(t) = self.endpoint.poll_transmit() {
+            self.out.push_back(Output::Udp {
+                source: t.source,
+                destination: t.destination,
+                contents: t.contents,
+            });
+        }
+        while let Some((h, e)) = self.endpoint.poll_event() {
+            let Some(tunnel) = self.tunnel_of(h) else {
+                continue;
+            };
+            self.event(now, h, tunnel, e);
+        }
+    }
+
+    fn install(&mut self, h: SaHandle, tunnel: usize, c: proto_ikev2::ChildSa) {
+        let (Ok(inb), Ok(outb)) = (c.inbound(REPLAY_WINDOW), c.outbound()) else {
+            warn!(tunnel = %self.settings.tunnels[tunnel].id, "Child SA keys rejected");
+            return;
+        };
+        let Some(sa) = self.endpoint.sa(h) else {
+            return;
+        };
+        let (local, peer) = (sa.local(), sa.remote());
+        let tenant = self.settings.tunnels[tunnel].tenant;
+        self.spds[tenant].push(c.policy(c.spi_out));
+        self.inbound.insert(
+            c.spi_in,
+            Inbound {
+                tunnel,
+                spi_out: c.spi_out,
+                sa: inb,
+            },
+        );
+        self.outbound.insert(
+            c.spi_out,
+            Outbound {
+                tunnel,
+                sa: outb,
+                local,
+                peer,
+            },
+        );
+        self.stats[tunnel].child_sas += 1;
+    }
+
+    fn event(&mut self, now: Instant, h: SaHandle, tunnel: usize, e: Event) {
+        let id = self.settings.tunnels[tunnel].id.clone();
+        match e {
+            Event::IkeSaUp {
+                remote_id,
+                suite,
+                nat_local,
+                nat_remote,
+            } => {
+                self.stats[tunnel].up = true;
+                info!(tunnel = %id, %remote_id, ?suite, nat_local, nat_remote, "tunnel up");
+            }
+            Event::ChildSaUp(c) => {
+                info!(tunnel = %id, spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), local = ?c.local_ts, remote = ?c.remote_ts, "Child SA installed");
+                self.install(h, tunnel, c);
+            }
+            Event::ChildSaRekeyed { old_spi_in, new } => {
+                info!(tunnel = %id, old = format_args!("{old_spi_in:08x}"), new = format_args!("{:08x}", new.spi_in), "Child SA rekeyed");
+                let tenant = self.settings.tunnels[tunnel].tenant;
+                // Send on the new SA at once; the old inbound SA stays
+                // until its delete (RFC 7296 §2.8).
+                if let Some(old_out) = self.inbound.get(&old_spi_in).map(|i| i.spi_out) {
+                    self.spds[tenant].remove_sa(&old_out);
+                    self.outbound.remove(&old_out);
+                    self.stats[tunnel].child_sas = self.stats[tunnel].child_sas.saturating_sub(1);
+                }
+                self.install(h, tunnel, new);
+            }
+            Event::ChildSaDeleted { spi_in, spi_out } => {
+                let tenant = self.settings.tunnels[tunnel].tenant;
+                self.inbound.remove(&spi_in);
+                if self.outbound.remove(&spi_out).is_some() {
+                    self.stats[tunnel].child_sas = self.stats[tunnel].child_sas.saturating_sub(1);
+                }
+                self.spds[tenant].remove_sa(&spi_out);
+            }
+            Event::ChildSaFailed { notify } => {
+                warn!(tunnel = %id, notify, "Child SA refused (14 NO_PROPOSAL_CHOSEN, 38 TS_UNACCEPTABLE)");
+            }
+            Event::IkeSaRekeyed { .. } => {
+                self.stats[tunnel].ike_rekeys += 1;
+                info!(tunnel = %id, "IKE SA rekeyed");
+            }
+            Event::IkeSaDown(reason) => {
+                self.stats[tunnel].up = false;
+                match &reason {
+                    DownReason::AuthenticationFailed(why) => {
+                        warn!(tunnel = %id, reason = %why, "authentication failed")
+                    }
+                    other => info!(tunnel = %id, reason = ?other, "tunnel down"),
+                }
+                self.sa_tunnel.remove(&h);
+                if self.settings.tunnels[tunnel].initiate_to.is_some()
+                    && !self.endpoint.sas().any(|(o, sa)| {
+                        o != h
+                            && same_config(&self.settings.tunnels[tunnel], sa.config())
+                            && sa.phase() != proto_ikev2::Phase::Closed
+                    })
+                {
+                    self.retry_at[tunnel] = Some(now + RETRY);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The next moment `handle_timeout` has work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let retry = self.retry_at.iter().flatten().min().copied();
+        match (self.endpoint.poll_timeout(), retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `cvlan-vrouter status`: tunnels, SAs, traffic.
+    pub fn status(&self) -> String {
+        let mut s = String::new();
+        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+            let tenant = &self.settings.tenants[t.tenant].name;
+            s += &format!(
+                "{:<12} tenant {:<10} {:<5} child SAs {}  in {} B / {} pkts  out {} B / {} pkts  IKE rekeys {}\n",
+                t.id,
+                tenant,
+                if st.up { "up" } else { "down" },
+                st.child_sas,
+                st.bytes_in,
+                st.packets_in,
+                st.bytes_out,
+                st.packets_out,
+                st.ike_rekeys
+            );
+        }
+        for (h, sa) in self.endpoint.sas() {
+            s += &format!(
+                "  IKE SA {h:016x} {:?} {:?} peer {} suite {:?} children {:?}\n",
+                sa.role(),
+                sa.phase(),
+                sa.remote(),
+                sa.suite(),
+                sa.child_spis()
+            );
+        }
+        s += &format!(
+            "drops: {:?}\nIKE: {:?}\n",
+            self.drops,
+            self.endpoint.drops()
+        );
+        s
+    }
+
+    /// Prometheus text with the names of the vrouter design.
+    pub fn metrics(&self) -> String {
+        let mut m = String::new();
+        let mut per_tenant: HashMap<&str, u32> = HashMap::new();
+        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+            *per_tenant
+                .entry(&self.settings.tenants[t.tenant].name)
+                .or_default() += u32::from(st.up);
+        }
+        m += "# TYPE cvlan_vrouter_tunnels_active gauge\n";
+        for tenant in &self.settings.tenants {
+            let n = per_tenant.get(tenant.name.as_str()).copied().unwrap_or(0);
+            m += &format!(
+                "cvlan_vrouter_tunnels_active{{tenant=\"{}\",type=\"ipsec\"}} {n}\n",
+                tenant.name
+            );
+        }
+        m += "# TYPE cvlan_vrouter_bytes_in_total counter\n";
+        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+            m += &format!(
+                "cvlan_vrouter_bytes_in_total{{tunnel=\"{}\"}} {}\n",
+                t.id, st.bytes_in
+            );
+        }
+        m += "# TYPE cvlan_vrouter_bytes_out_total counter\n";
+        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+            m += &format!(
+                "cvlan_vrouter_bytes_out_total{{tunnel=\"{}\"}} {}\n",
+                t.id, st.bytes_out
+            );
+        }
+        let ike = self
+            .endpoint
+            .sas()
+            .filter(|(_, sa)| sa.phase() == proto_ikev2::Phase::Established)
+            .count();
+        let rekeys: u64 = self.stats.iter().map(|s| s.ike_rekeys).sum();
+        m += &format!(
+            "# TYPE cvlan_vrouter_ike_sa_active gauge\ncvlan_vrouter_ike_sa_active {ike}\n"
+        );
+        m += &format!(
+            "# TYPE cvlan_vrouter_child_sa_active gauge\ncvlan_vrouter_child_sa_active {}\n",
+            self.outbound.len()
+        );
+        m += &format!("# TYPE cvlan_vrouter_ike_rekeys_total counter\ncvlan_vrouter_ike_rekeys_total {rekeys}\n");
+        m
+    }
+
+    /// The address the gateway listens on.
+    pub fn listen(&self) -> IpAddr {
+        self.settings.listen
+    }
+}

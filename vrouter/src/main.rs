@@ -1,0 +1,83 @@
+//! `cvlan-vrouter run --config FILE | check --config FILE | status | metrics`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vrouter::config::{Settings, DEFAULT_STATUS_SOCKET};
+
+#[derive(Parser)]
+#[command(
+    name = "cvlan-vrouter",
+    about = "IPsec gateway on our own IKEv2 and ESP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the vrouter in the foreground.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Reads and checks a configuration, then says what it would serve.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Tunnels, SAs and traffic of the running vrouter.
+    Status {
+        #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The running vrouter's metrics, in Prometheus text format.
+    Metrics {
+        #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Run { config } => vrouter::daemon::run(&config),
+        Command::Check { config } => Settings::load(&config).map(|s| {
+            for t in &s.tunnels {
+                println!(
+                    "tunnel {} (tenant {}): peer {}/{}, {}",
+                    t.id,
+                    s.tenants[t.tenant].name,
+                    t.remote.0,
+                    t.remote.1,
+                    if t.initiate_to.is_some() {
+                        "we initiate"
+                    } else {
+                        "we respond"
+                    }
+                );
+            }
+        }),
+        Command::Status { socket } => {
+            vrouter::daemon::ask(&socket, "status").map(|s| print!("{s}"))
+        }
+        Command::Metrics { socket } => {
+            vrouter::daemon::ask(&socket, "metrics").map(|s| print!("{s}"))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cvlan-vrouter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Gateways in memory: a tunnel comes up and carries packets between
+//! tenants' TUN devices both ways; two tenants whose peers use the same
+//! subnets each get only their own traffic; a packet no policy covers,
+//! or one a peer sends from outside its selectors, is dropped and counted.
+
+#![allow(clippy::unwrap_used)] // a test panics to report a failure
+
+use std::time::Instant;
+
+use vrouter::config::Settings;
+use vrouter::gateway::{Gateway, Output};
+
+fn settings(listen: &str, tenants: &[&str], tunnels: &str) -> Settings {
+    let mut text = format!("[vrouter]\nlisten = \"{listen}\"\n");
+    for t in tenants {
+        text += &format!("[[tenant]]\nname = \"{t}\"\ntun = \"vr-{t}\"\n");
+    }
+    Settings::parse(&(text + tunnels)).unwrap()
+}
+
+#[allow(clippy::too_many_arguments)] // the fields of one [[tunnel]] table
+fn tunnel(
+    id: &str,
+    tenant: &str,
+    remote: &str,
+    initiate: bool,
+    local: &str,
+    remote_net: &str,
+    lid: &str,
+    rid: &str,
+) -> String {
+    format!(
+        "[[tunnel]]\nid = \"{id}\"\ntenant = \"{tenant}\"\nremote = \"{remote}\"\nlocal_id = \"{lid}\"\nremote_id = \"{rid}\"\n\
+         auth = {{ method = \"psk\", psk = \"psk-of-{id}\" }}\nlocal_subnets = [\"{local}\"]\nremote_subnets = [\"{remote_net}\"]\ninitiate = {initiate}\n"
+    )
+}
+
+/// An IPv4 UDP packet.
+fn packet(src: [u8; 4], dst: [u8; 4], tag: u8) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x45;
+    p[3] = 40;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p[28..].fill(tag);
+    p
+}
+
+struct Net {
+    now: Instant,
+    gws: Vec<Gateway>,
+    /// TUN packets each gateway emitted: (gateway, tenant, packet).
+    tun: Vec<(usize, usize, Vec<u8>)>,
+}
+
+impl Net {
+    fn pump(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.gws.len() {
+                while let Some(o) = self.gws[i].poll_output() {
+                    moved = true;
+                    match o {
+                        Output::Tun { tenant, packet } => self.tun.push((i, tenant, packet)),
+                        Output::Udp {
+                            source,
+                            destination,
+                            contents,
+                        } => {
+                            let to = self
+                                .gws
+                                .iter()
+                                .position(|g| g.listen() == destination.ip())
+                                .unwrap();
+                            self.gws[to].handle_udp(self.now, source, destination, &contents);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // a test's clock origin
+fn now() -> Instant {
+    Instant::now()
+}
+
+#[test]
+fn tenants_with_the_same_subnets_stay_apart() {
+    // B serves two tenants; their sites (A1, A2) both use 10.9.0.0/24.
+    let b = settings(
+        "192.0.2.10",
+        &["acme", "globex"],
+        &(tunnel(
+            "acme-1",
+            "acme",
+            "192.0.2.1",
+            false,
+            "10.88.2.0/24",
+            "10.9.0.0/24",
+            "@b",
+            "@a1",
+        ) + &tunnel(
+            "globex-1",
+            "globex",
+            "192.0.2.2",
+            false,
+            "10.88.2.0/24",
+            "10.9.0.0/24",
+            "@b",
+            "@a2",
+        )),
+    );
+    let a1 = settings(
+        "192.0.2.1",
+        &["site"],
+        &tunnel(
+            "to-b",
+            "site",
+            "192.0.2.10",
+            true,
+            "10.9.0.0/24",
+            "10.88.2.0/24",
+            "@a1",
+            "@b",
+        )
+        .replace("psk-of-to-b", "psk-of-acme-1"),
+    );
+    let a2 = settings(
+        "192.0.2.2",
+        &["site"],
+        &tunnel(
+            "to-b",
+            "site",
+            "192.0.2.10",
+            true,
+            "10.9.0.0/24",
+            "10.88.2.0/24",
+            "@a2",
+            "@b",
+        )
+        .replace("psk-of-to-b", "psk-of-globex-1"),
+    );
+    let mut net = Net {
+        now: now(),
+        gws: vec![
+            Gateway::new(b, [1; 32]),
+            Gateway::new(a1, [2; 32]),
+            Gateway::new(a2, [3; 32]),
+        ],
+        tun: vec![],
+    };
+    for g in &mut net.gws {
+        g.start(net.now);
+    }
+    net.pump();
+    assert!(
+        net.gws[0].stats().iter().all(|s| s.up && s.child_sas == 1),
+        "{}",
+        net.gws[0].status()
+    );
+
+    // Each site sends to the same address behind B: each lands in its tenant.
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 1));
+    net.gws[2].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 2));
+    net.pump();
+    net.tun.sort();
+    assert_eq!(
+        net.tun,
+        vec![
+            (0, 0, packet([10, 9, 0, 5], [10, 88, 2, 7], 1)),
+            (0, 1, packet([10, 9, 0, 5], [10, 88, 2, 7], 2))
+        ]
+    );
+    net.tun.clear();
+
+    // B answers from each tenant: each answer reaches only its own site.
+    net.gws[0].handle_tun(1, &packet([10, 88, 2, 7], [10, 9, 0, 5], 3));
+    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], 4));
+    net.pump();
+    net.tun.sort();
+    assert_eq!(
+        net.tun,
+        vec![
+            (1, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 4)),
+            (2, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 3))
+        ]
+    );
+    net.tun.clear();
+
+    // Nothing covers this destination: dropped and counted.
+    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [172, 16, 0, 1], 5));
+    assert_eq!(net.gws[0].drops.no_policy, 1);
+    // A site sending from outside its selectors gets nowhere.
+    net.gws[1].handle_tun(0, &packet([10, 7, 0, 5], [10, 88, 2, 7], 6));
+    net.pump();
+    assert!(net.tun.is_empty());
+    assert_eq!(net.gws[1].drops.no_policy, 1);
+
+    let m = net.gws[0].metrics();
+    assert!(
+        m.contains("cvlan_vrouter_tunnels_active{tenant=\"acme\",type=\"ipsec\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("cvlan_vrouter_child_sa_active 2"), "{m}");
+    assert!(
+        m.contains("cvlan_vrouter_bytes_in_total{tunnel=\"acme-1\"} 40"),
+        "{m}"
+    );
+}
