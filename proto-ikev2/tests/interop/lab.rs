@@ -81,7 +81,11 @@ impl Default for Charon {
 }
 
 pub fn pki(name: &str) -> String {
-    format!("{}/tests/data/pki/{name}", env!("CARGO_MANIFEST_DIR"))
+    // From proto-ikev2 or any sibling crate that includes this file.
+    format!(
+        "{}/../proto-ikev2/tests/data/pki/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// Two namespaces joined by a veth pair, charon running in one of them.

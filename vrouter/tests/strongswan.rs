@@ -1,0 +1,232 @@
+//! cvlan-vrouter against strongSwan's charon, in network namespaces: the
+//! daemon runs in ours with a TUN device for its tenant, the kernel routes
+//! the remote subnet into it, and traffic crosses the tunnel both ways:
+//! pings from each side and 10 MiB of TCP byte for byte. Each side gets
+//! to initiate. `status` and `/metrics` report the tunnel.
+//!
+//! Needs root and strongSwan (CI installs it): ignored by default.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
+#[path = "../../proto-ikev2/tests/interop/lab.rs"]
+mod lab;
+use lab::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cvlan-vrouter");
+
+struct Vrouter {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Vrouter {
+    fn start(lab: &Lab, initiate: bool) -> Self {
+        let socket = lab.dir.join("vrouter.sock");
+        let log = lab.dir.join("vrouter.log");
+        let config = format!(
+            r#"
+[vrouter]
+listen = "{US}"
+local_id = "gw-o.interop"
+status_socket = "{socket}"
+
+[[tenant]]
+name = "acme"
+tun = "vr-acme"
+address = "{OUR_HOST}/24"
+
+[[tunnel]]
+id = "to-strongswan"
+tenant = "acme"
+remote = "{THEM}"
+remote_id = "gw-s.interop"
+auth = {{ method = "psk", psk = "{PSK}" }}
+local_subnets = ["10.88.2.0/24"]
+remote_subnets = ["10.88.1.0/24"]
+proposals = ["aes256gcm16-prfsha256-ecp256"]
+esp_proposals = ["aes256gcm16"]
+initiate = {initiate}
+"#,
+            socket = socket.display()
+        );
+        let path = lab.dir.join("vrouter.toml");
+        std::fs::write(&path, config).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ours, BIN, "run", "--config"])
+            .arg(&path)
+            .env("LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let v = Self { child, socket, log };
+        let start = Instant::now();
+        while v.ask("status").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "vrouter did not start:\n{}",
+                v.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The remote subnet goes into the tenant's TUN device.
+        sh(&[
+            "ip",
+            "-n",
+            &lab.ours,
+            "route",
+            "add",
+            "10.88.1.0/24",
+            "dev",
+            "vr-acme",
+        ]);
+        v
+    }
+
+    fn ask(&self, what: &str) -> Option<String> {
+        let out = Command::new(BIN)
+            .args([what, "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_up(&self, lab: &Lab) {
+        let start = Instant::now();
+        while !self.ask("status").unwrap_or_default().contains(" up ") {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "tunnel not up:\n{}\n{}",
+                self.log(),
+                lab.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Vrouter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(ns: &str, from: std::net::Ipv4Addr, to: std::net::Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args([
+            "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+        ])
+        .args([from.to_string(), to.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// 10 MiB from our side to a listener on their protected host, checked
+/// byte for byte; returns Mbit/s.
+fn transfer(lab: &Lab) -> f64 {
+    const LEN: usize = 10 << 20;
+    let pattern = |i: usize| (i as u8).wrapping_mul(31).wrapping_add((i >> 11) as u8);
+    let theirs = lab.theirs.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        netstack::netns::enter(&theirs).unwrap();
+        let l = TcpListener::bind(SocketAddr::from((THEIR_HOST, 5201))).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut c, _) = l.accept().unwrap();
+        let mut got = Vec::with_capacity(LEN);
+        c.read_to_end(&mut got).unwrap();
+        got
+    });
+    ready_rx.recv().unwrap();
+    let ours = lab.ours.clone();
+    let start = Instant::now();
+    std::thread::spawn(move || {
+        netstack::netns::enter(&ours).unwrap();
+        let mut c = TcpStream::connect(SocketAddr::from((THEIR_HOST, 5201))).unwrap();
+        let data: Vec<u8> = (0..LEN).map(pattern).collect();
+        c.write_all(&data).unwrap();
+    })
+    .join()
+    .unwrap();
+    let got = server.join().unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(got.len(), LEN, "bytes lost");
+    assert!(
+        got.iter().enumerate().all(|(i, b)| *b == pattern(i)),
+        "bytes changed"
+    );
+    LEN as f64 * 8.0 / secs / 1e6
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn strongswan_initiates_and_traffic_crosses_both_ways() {
+    let lab = Lab::new(&Charon::default());
+    let v = Vrouter::start(&lab, false);
+    let out = lab.swanctl(&[
+        "--initiate",
+        "--ike",
+        "gw",
+        "--child",
+        "net",
+        "--timeout",
+        "10",
+    ]);
+    assert!(
+        out.contains("initiate completed successfully"),
+        "{out}\n{}",
+        v.log()
+    );
+    v.wait_up(&lab);
+    assert!(
+        ping(&lab.ours, OUR_HOST, THEIR_HOST),
+        "ours -> theirs\n{}",
+        v.log()
+    );
+    assert!(
+        ping(&lab.theirs, THEIR_HOST, OUR_HOST),
+        "theirs -> ours\n{}",
+        v.log()
+    );
+    let mbps = transfer(&lab);
+    eprintln!("10 MiB through cvlan-vrouter <-> strongSwan at {mbps:.0} Mbit/s");
+    let m = v.ask("metrics").unwrap();
+    assert!(
+        m.contains("cvlan_vrouter_tunnels_active{tenant=\"acme\",type=\"ipsec\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("cvlan_vrouter_child_sa_active 1"), "{m}");
+    assert!(
+        !m.contains("cvlan_vrouter_bytes_in_total{tunnel=\"to-strongswan\"} 0\n"),
+        "{m}"
+    );
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn the_vrouter_initiates() {
+    let lab = Lab::new(&Charon::default());
+    let v = Vrouter::start(&lab, true);
+    v.wait_up(&lab);
+    assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+    assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
+    let status = v.ask("status").unwrap();
+    assert!(
+        status.contains("to-strongswan") && status.contains("Established"),
+        "{status}"
+    );
+}
