@@ -27,6 +27,15 @@ struct Vrouter {
 
 impl Vrouter {
     fn start(lab: &Lab, initiate: bool) -> Self {
+        Self::start_with(
+            lab,
+            initiate,
+            &format!("{{ method = \"psk\", psk = \"{PSK}\" }}"),
+        )
+    }
+
+    /// With the tunnel's `auth` table given as TOML.
+    fn start_with(lab: &Lab, initiate: bool, auth: &str) -> Self {
         let socket = lab.dir.join("vrouter.sock");
         let log = lab.dir.join("vrouter.log");
         let config = format!(
@@ -46,7 +55,7 @@ id = "to-strongswan"
 tenant = "acme"
 remote = "{THEM}"
 remote_id = "gw-s.interop"
-auth = {{ method = "psk", psk = "{PSK}" }}
+auth = {auth}
 local_subnets = ["10.88.2.0/24"]
 remote_subnets = ["10.88.1.0/24"]
 proposals = ["aes256gcm16-prfsha256-ecp256"]
@@ -229,4 +238,55 @@ fn the_vrouter_initiates() {
         status.contains("to-strongswan") && status.contains("Established"),
         "{status}"
     );
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn certificates_on_both_sides() {
+    let lab = Lab::new(&Charon {
+        cert: Some("gw-s-p384"),
+        ..Charon::default()
+    });
+    let auth = format!(
+        "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
+        pki("gw-o-rsa.pem"),
+        pki("gw-o-rsa.key"),
+        pki("ca.pem")
+    );
+    let v = Vrouter::start_with(&lab, true, &auth);
+    v.wait_up(&lab);
+    assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn a_wrong_psk_is_logged_with_its_cause() {
+    let lab = Lab::new(&Charon::default());
+    let v = Vrouter::start_with(
+        &lab,
+        false,
+        "{ method = \"psk\", psk = \"not-the-right-psk\" }",
+    );
+    let out = lab.swanctl(&[
+        "--initiate",
+        "--ike",
+        "gw",
+        "--child",
+        "net",
+        "--timeout",
+        "10",
+    ]);
+    assert!(!out.contains("initiate completed successfully"), "{out}");
+    let start = Instant::now();
+    while !v.log().contains("authentication failed") {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}", v.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = v.log();
+    assert!(
+        log.contains("to-strongswan") && log.contains("does not verify with our PSK"),
+        "{log}"
+    );
+    assert!(lab.log().contains("N(AUTH_FAILED)"), "strongSwan was told");
+    assert!(v.ask("status").unwrap().contains(" down "));
 }
