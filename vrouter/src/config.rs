@@ -102,6 +102,10 @@ struct TunnelFile {
     rekey_time: Option<u64>,
     child_rekey_time: Option<u64>,
     dpd: Option<u64>,
+    /// First retransmission after this many milliseconds (doubling), and
+    /// how many before the peer is declared gone.
+    retransmit_timeout_ms: Option<u64>,
+    retransmit_tries: Option<u32>,
 }
 
 fn ipsec() -> String {
@@ -272,6 +276,10 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
             ike_rekey: secs(t.rekey_time, defaults.ike_rekey),
             child_rekey: secs(t.child_rekey_time, defaults.child_rekey),
             dpd: secs(t.dpd, defaults.dpd),
+            retransmit: t
+                .retransmit_timeout_ms
+                .map_or(defaults.retransmit, Duration::from_millis),
+            retransmit_tries: t.retransmit_tries.unwrap_or(defaults.retransmit_tries),
             ..defaults
         },
     };

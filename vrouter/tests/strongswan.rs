@@ -36,6 +36,16 @@ impl Vrouter {
 
     /// With the tunnel's `auth` table given as TOML.
     fn start_with(lab: &Lab, initiate: bool, auth: &str) -> Self {
+        Self::start_full(
+            lab,
+            initiate,
+            auth,
+            "proposals = [\"aes256gcm16-prfsha256-ecp256\"]\nesp_proposals = [\"aes256gcm16\"]",
+        )
+    }
+
+    /// `extra`: more lines of the [[tunnel]] table (proposals, timers).
+    fn start_full(lab: &Lab, initiate: bool, auth: &str, extra: &str) -> Self {
         let socket = lab.dir.join("vrouter.sock");
         let log = lab.dir.join("vrouter.log");
         let config = format!(
@@ -58,9 +68,8 @@ remote_id = "gw-s.interop"
 auth = {auth}
 local_subnets = ["10.88.2.0/24"]
 remote_subnets = ["10.88.1.0/24"]
-proposals = ["aes256gcm16-prfsha256-ecp256"]
-esp_proposals = ["aes256gcm16"]
 initiate = {initiate}
+{extra}
 "#,
             socket = socket.display()
         );
@@ -289,4 +298,125 @@ fn a_wrong_psk_is_logged_with_its_cause() {
     );
     assert!(lab.log().contains("N(AUTH_FAILED)"), "strongSwan was told");
     assert!(v.ask("status").unwrap().contains(" down "));
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn every_required_proposal_carries_10_mib() {
+    for (ike, esp) in [
+        ("aes256gcm16-prfsha256-ecp256", "aes256gcm16"),
+        ("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
+        ("chacha20poly1305-prfsha256-x25519", "chacha20poly1305"),
+        ("aes256-sha256-modp2048", "aes256-sha256"),
+    ] {
+        let lab = Lab::new(&Charon::default());
+        let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+        let extra = format!("proposals = [\"{ike}\"]\nesp_proposals = [\"{esp}\"]");
+        let v = Vrouter::start_full(&lab, true, &psk, &extra);
+        v.wait_up(&lab);
+        assert!(
+            ping(&lab.theirs, THEIR_HOST, OUR_HOST),
+            "{ike}: {}",
+            v.log()
+        );
+        let mbps = transfer(&lab);
+        eprintln!("{ike} / {esp}: 10 MiB at {mbps:.0} Mbit/s");
+    }
+}
+
+/// A continuous ping from their side, returning the loss summary line.
+fn ping_for(ns: &str, to: std::net::Ipv4Addr, count: u32) -> String {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "-I",
+        ])
+        .args([THEIR_HOST.to_string(), to.to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn rekeys_from_both_sides_lose_no_ping() {
+    let lab = Lab::new(&Charon {
+        rekey_child: "5s",
+        life_child: "30s",
+        rekey_ike: "9s",
+        ..Charon::default()
+    });
+    let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+    let extra = "proposals = [\"aes128gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes128gcm16-x25519\"]\nchild_rekey_time = 4\nrekey_time = 7";
+    let v = Vrouter::start_full(&lab, true, &psk, extra);
+    v.wait_up(&lab);
+    let summary = ping_for(&lab.theirs, OUR_HOST, 200);
+    assert!(
+        summary.contains(" 0% packet loss"),
+        "pings lost across rekeys:\n{summary}\n{}",
+        v.log()
+    );
+    let log = v.log();
+    let child_rekeys = log.matches("Child SA rekeyed").count();
+    let ike_rekeys = log.matches("IKE SA rekeyed").count();
+    assert!(
+        child_rekeys >= 4 && ike_rekeys >= 2,
+        "{child_rekeys} Child, {ike_rekeys} IKE rekeys"
+    );
+    assert!(lab.log().contains("rekeyed"), "strongSwan rekeyed too");
+    eprintln!("200 pings, 0% loss, across {child_rekeys} Child SA and {ike_rekeys} IKE SA rekeys");
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn a_killed_peer_is_found_and_a_delete_is_honoured() {
+    // Delete from strongSwan's side.
+    let lab = Lab::new(&Charon::default());
+    let v = Vrouter::start(&lab, false);
+    lab.swanctl(&[
+        "--initiate",
+        "--ike",
+        "gw",
+        "--child",
+        "net",
+        "--timeout",
+        "10",
+    ]);
+    v.wait_up(&lab);
+    let out = lab.swanctl(&["--terminate", "--ike", "gw", "--timeout", "5"]);
+    assert!(out.contains("terminate completed successfully"), "{out}");
+    let start = Instant::now();
+    while !v.ask("status").unwrap().contains(" down ") {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}", v.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(v.log().contains("DeletedByPeer"), "{}", v.log());
+    assert!(v
+        .ask("metrics")
+        .unwrap()
+        .contains("cvlan_vrouter_child_sa_active 0"));
+    drop(v);
+
+    // A peer that dies: liveness checks find it.
+    let mut lab = Lab::new(&Charon::default());
+    let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+    let timers = "dpd = 2\nretransmit_timeout_ms = 500\nretransmit_tries = 2";
+    let v = Vrouter::start_full(&lab, true, &psk, timers);
+    v.wait_up(&lab);
+    let killed = Instant::now();
+    lab.kill_charon();
+    while !v.log().contains("NoResponse") {
+        assert!(killed.elapsed() < Duration::from_secs(10), "{}", v.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("dead peer found after {:?}", killed.elapsed());
 }
