@@ -61,6 +61,20 @@ pub struct Drops {
     pub sa_limit: u64,
 }
 
+/// An IKE_SA_INIT that made no SA, kept for the operator's log.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub peer: SocketAddr,
+    /// The configuration the peer was matched to.
+    pub config: Arc<Config>,
+    pub reason: &'static str,
+    /// The notify the peer was answered with, if any.
+    pub notify: Option<u16>,
+}
+
+/// Refusals kept until polled; a flood only ever overwrites the oldest.
+const MAX_REFUSALS: usize = 64;
+
 /// A responder configuration and the peer addresses it serves.
 #[derive(Debug)]
 struct Responder {
@@ -103,6 +117,7 @@ pub struct Endpoint {
     rotate_at: Option<Instant>,
     drops: Drops,
     unix_time: Option<u64>,
+    refusals: VecDeque<Refused>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<(SaHandle, Event)>,
 }
@@ -125,6 +140,7 @@ impl Endpoint {
             rotate_at: None,
             drops: Drops::default(),
             unix_time: None,
+            refusals: VecDeque::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -275,7 +291,7 @@ impl Endpoint {
             }
         }
         let seed = self.seed();
-        match IkeSa::respond(now, config, to, from, msg, seed) {
+        match IkeSa::respond(now, config.clone(), to, from, msg, seed) {
             Ok(mut sa) => {
                 if let Some(t) = self.unix_time {
                     sa.set_unix_time(t);
@@ -287,6 +303,15 @@ impl Endpoint {
             }
             Err(refusal) => {
                 self.drops.refused += 1;
+                if self.refusals.len() == MAX_REFUSALS {
+                    self.refusals.pop_front();
+                }
+                self.refusals.push_back(Refused {
+                    peer: from,
+                    config,
+                    reason: refusal.reason,
+                    notify: refusal.notify,
+                });
                 if let Some(t) = refusal.reply {
                     self.transmits.push_back(t);
                 }
@@ -462,6 +487,11 @@ impl Endpoint {
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
+    }
+
+    /// The next IKE_SA_INIT refused since the last call.
+    pub fn poll_refusal(&mut self) -> Option<Refused> {
+        self.refusals.pop_front()
     }
 
     pub fn poll_event(&mut self) -> Option<(SaHandle, Event)> {

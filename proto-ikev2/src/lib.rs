@@ -34,6 +34,6 @@ pub mod wire;
 
 pub use child::ChildSa;
 pub use config::{Config, Credentials, Identity, Timers, DEFAULT_FRAGMENT_SIZE};
-pub use endpoint::{Drops, Endpoint, EndpointConfig, SaHandle};
+pub use endpoint::{Drops, Endpoint, EndpointConfig, Refused, SaHandle};
 pub use ike_sa::{DownReason, Event, IkeSa, Phase, Refusal, Role, Transmit};
 pub use proposal::{EspProposal, EspSuite, IkeProposal, IkeSuite};

@@ -217,3 +217,27 @@ fn strangers_and_unknown_spis_are_counted() {
     assert_eq!(gw.drops().unknown_spi, 1);
     assert_eq!(gw.drops().malformed, 1);
 }
+
+#[test]
+fn refusals_are_kept_for_the_log_and_bounded() {
+    let now = start();
+    let mut gw = Endpoint::new(EndpointConfig::default(), [13; 32]);
+    let mut only_chacha = (*config("@gw")).clone();
+    only_chacha.ike_proposals =
+        vec![IkeProposal::parse("chacha20poly1305-prfsha512-ecp384").unwrap()];
+    gw.add_responder(None, Arc::new(only_chacha));
+    let mut ini = Endpoint::new(EndpointConfig::default(), [14; 32]);
+    for n in 1..=100 {
+        ini.connect(now, config("@peer"), peer(n), GW);
+    }
+    shuttle(now, &mut ini, &mut gw);
+    let first = gw.poll_refusal().unwrap();
+    assert_eq!(first.notify, Some(14));
+    assert_eq!(first.reason, "no IKE proposal in common");
+    assert_eq!(
+        first.peer,
+        peer(37),
+        "the oldest were dropped: 64 kept of 100"
+    );
+    assert_eq!(std::iter::from_fn(|| gw.poll_refusal()).count(), 63);
+}

@@ -271,6 +271,15 @@ impl Gateway {
                 contents: t.contents,
             });
         }
+        while let Some(r) = self.endpoint.poll_refusal() {
+            let tunnel = self
+                .settings
+                .tunnels
+                .iter()
+                .find(|t| same_config(t, &r.config))
+                .map_or("?", |t| t.id.as_str());
+            warn!(tunnel, peer = %r.peer, reason = r.reason, notify = ?r.notify, "IKE_SA_INIT refused");
+        }
         while let Some((h, e)) = self.endpoint.poll_event() {
             let Some(tunnel) = self.tunnel_of(h) else {
                 continue;

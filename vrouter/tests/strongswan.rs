@@ -107,6 +107,42 @@ initiate = {initiate}
         v
     }
 
+    /// Starts the daemon again on the lab's (edited) configuration file.
+    fn restart(lab: &Lab) -> Self {
+        let path = lab.dir.join("vrouter.toml");
+        let socket = lab.dir.join("vrouter.sock");
+        let log = lab.dir.join("vrouter.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &lab.ours, BIN, "run", "--config"])
+            .arg(&path)
+            .env("LOG_LEVEL", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let v = Self { child, socket, log };
+        let start = Instant::now();
+        while v.ask("status").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "vrouter did not restart:\n{}",
+                v.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sh(&[
+            "ip",
+            "-n",
+            &lab.ours,
+            "route",
+            "replace",
+            "10.88.1.0/24",
+            "dev",
+            "vr-acme",
+        ]);
+        v
+    }
+
     fn ask(&self, what: &str) -> Option<String> {
         let out = Command::new(BIN)
             .args([what, "--socket"])
@@ -419,4 +455,154 @@ fn a_killed_peer_is_found_and_a_delete_is_honoured() {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("dead peer found after {:?}", killed.elapsed());
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn certificate_pairings_carry_10_mib() {
+    for (ours, theirs) in [("gw-o-p256", "gw-s-p384"), ("gw-o-rsa", "gw-s-rsa")] {
+        let lab = Lab::new(&Charon {
+            cert: Some(theirs),
+            encap: true,
+            ..Charon::default()
+        });
+        let auth = format!(
+            "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
+            pki(&format!("{ours}.pem")),
+            pki(&format!("{ours}.key")),
+            pki("ca.pem")
+        );
+        let v = Vrouter::start_with(&lab, false, &auth);
+        let out = lab.swanctl(&[
+            "--initiate",
+            "--ike",
+            "gw",
+            "--child",
+            "net",
+            "--timeout",
+            "10",
+        ]);
+        assert!(
+            out.contains("initiate completed successfully"),
+            "{ours}/{theirs}: {out}\n{}",
+            v.log()
+        );
+        assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+        let mbps = transfer(&lab);
+        eprintln!("{ours} / {theirs} (strongSwan encap = yes): 10 MiB at {mbps:.0} Mbit/s");
+    }
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn misconfigured_peers_are_told_and_logged() {
+    // Each case: what strongSwan gets wrong, the notify it must receive,
+    // and what our log must say.
+    let expired = format!(
+        "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
+        pki("gw-o-p256.pem"),
+        pki("gw-o-p256.key"),
+        pki("ca.pem")
+    );
+    let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+    let cases: [(Charon, String, &str, &str, &str); 3] = [
+        (
+            Charon {
+                proposals: Some("aes128-sha1-modp1024"),
+                ..Charon::default()
+            },
+            psk.clone(),
+            "",
+            "N(NO_PROP)",
+            "no IKE proposal in common",
+        ),
+        (
+            Charon::default(),
+            psk.clone(),
+            "remote_id = \"gw-x.interop\"",
+            "N(AUTH_FAILED)",
+            "expected @gw-x.interop",
+        ),
+        (
+            Charon {
+                cert: Some("gw-s-p384"),
+                ..Charon::default()
+            },
+            expired,
+            "",
+            "N(AUTH_FAILED)",
+            "",
+        ),
+    ];
+    for (i, (charon, auth, extra, notify, ours)) in cases.into_iter().enumerate() {
+        let lab = Lab::new(&charon);
+        // Case 2 renames the identity we expect; case 3 swaps strongSwan's
+        // certificate for one that expired, by trusting only the expired one.
+        let extra = if i == 1 {
+            extra.replace("remote_id", "# remote_id")
+        } else {
+            extra.to_string()
+        };
+        let mut v = Vrouter::start_full(&lab, false, &auth, &extra);
+        if i == 1 {
+            // Restart with the wrong expectation of strongSwan's identity.
+            drop(v);
+            let _ = Command::new("ip")
+                .args(["-n", &lab.ours, "route", "del", "10.88.1.0/24"])
+                .status();
+            let cfg = std::fs::read_to_string(lab.dir.join("vrouter.toml"))
+                .unwrap()
+                .replace(
+                    "remote_id = \"gw-s.interop\"",
+                    "remote_id = \"gw-x.interop\"",
+                );
+            std::fs::write(lab.dir.join("vrouter.toml"), cfg).unwrap();
+            v = Vrouter::restart(&lab);
+        }
+        if i == 2 {
+            // Our trust store holds a CA strongSwan's certificate is not
+            // from: it must be refused as untrusted.
+            drop(v);
+            let _ = Command::new("ip")
+                .args(["-n", &lab.ours, "route", "del", "10.88.1.0/24"])
+                .status();
+            let cfg = std::fs::read_to_string(lab.dir.join("vrouter.toml"))
+                .unwrap()
+                .replace(&pki("ca.pem"), &pki("other-ca.pem"));
+            std::fs::write(lab.dir.join("vrouter.toml"), cfg).unwrap();
+            v = Vrouter::restart(&lab);
+        }
+        let out = lab.swanctl(&[
+            "--initiate",
+            "--ike",
+            "gw",
+            "--child",
+            "net",
+            "--timeout",
+            "10",
+        ]);
+        assert!(
+            !out.contains("initiate completed successfully"),
+            "case {i}: {out}"
+        );
+        let theirs = lab.log();
+        assert!(
+            theirs.contains(notify),
+            "case {i}: strongSwan should get {notify}:\n{theirs}"
+        );
+        let log = v.log();
+        let want = if i == 2 {
+            "not issued by a trusted CA"
+        } else {
+            ours
+        };
+        assert!(
+            log.contains(want),
+            "case {i}: our log should say {want:?}:\n{log}"
+        );
+        assert!(
+            log.contains("to-strongswan"),
+            "case {i}: the tunnel is named"
+        );
+    }
 }

@@ -65,6 +65,10 @@ pub struct Charon {
     pub cert: Option<&'static str>,
     /// charon's fragment_size (RFC 7383), bytes.
     pub fragment_size: u32,
+    /// `encap = yes`: charon forces UDP encapsulation.
+    pub encap: bool,
+    /// Overrides charon's IKE proposals.
+    pub proposals: Option<&'static str>,
 }
 
 impl Default for Charon {
@@ -76,6 +80,8 @@ impl Default for Charon {
             dpd: "30s",
             cert: None,
             fragment_size: 1280,
+            encap: false,
+            proposals: None,
         }
     }
 }
@@ -226,7 +232,8 @@ swanctl {{
     version = 2
     local_addrs = {THEM}
     remote_addrs = {US}
-    proposals = {IKE_PROPOSALS}
+    proposals = {ike_proposals}
+    encap = {encap}
     rekey_time = {rekey_ike}
     dpd_delay = {dpd}
     send_certreq = yes
@@ -260,6 +267,8 @@ secrets {{
 }}
 ",
             rekey_ike = c.rekey_ike,
+            ike_proposals = c.proposals.unwrap_or(IKE_PROPOSALS),
+            encap = if c.encap { "yes" } else { "no" },
             dpd = c.dpd,
             rekey_child = c.rekey_child,
             life_child = c.life_child,
