@@ -50,6 +50,8 @@ struct GlobalFile {
     /// Our IKE identity unless a tunnel names its own.
     local_id: Option<String>,
     status_socket: Option<PathBuf>,
+    /// Serve GET /metrics and /health over HTTP here (e.g. "127.0.0.1:9101").
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +135,7 @@ pub struct Tunnel {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: IpAddr,
+    pub metrics: Option<std::net::SocketAddr>,
     pub status_socket: PathBuf,
     pub tenants: Vec<Tenant>,
     pub tunnels: Vec<Tunnel>,
@@ -332,6 +335,7 @@ impl Settings {
         }
         Ok(Self {
             listen: f.vrouter.listen,
+            metrics: f.vrouter.metrics,
             status_socket: f
                 .vrouter
                 .status_socket

@@ -159,6 +159,27 @@ fn status_loop(io: &Io, listener: &UnixListener) {
     }
 }
 
+/// A minimal HTTP server: GET /metrics (Prometheus text) and /health.
+fn metrics_loop(io: &Io, listener: &std::net::TcpListener) {
+    for conn in listener.incoming().flatten() {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        if BufReader::new(&conn).read_line(&mut line).is_err() {
+            continue;
+        }
+        let (status, body) = match line.split_whitespace().nth(1) {
+            Some("/metrics") => ("200 OK", io.lock().metrics()),
+            Some("/health") => ("200 OK", "ok\n".to_string()),
+            _ => ("404 Not Found", "not found\n".to_string()),
+        };
+        let reply = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = (&conn).write_all(reply.as_bytes());
+    }
+}
+
 /// Runs the vrouter until SIGTERM/SIGINT.
 pub fn run(config: &Path) -> Result<(), String> {
     let settings = Settings::load(config)?;
@@ -170,6 +191,10 @@ pub fn run(config: &Path) -> Result<(), String> {
         .map_err(|e| format!("status socket {}: {e}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| e.to_string())?;
+    let metrics = settings
+        .metrics
+        .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("metrics {a}: {e}")))
+        .transpose()?;
     let mut gateway = Gateway::new(settings, seed()?);
     gateway.set_unix_time(unix_now());
     let io = Arc::new(Io {
@@ -223,6 +248,13 @@ pub fn run(config: &Path) -> Result<(), String> {
         spawn(
             "status".into(),
             Box::new(move || status_loop(&io, &listener)),
+        )?;
+    }
+    if let Some(listener) = metrics {
+        let io = io.clone();
+        spawn(
+            "metrics".into(),
+            Box::new(move || metrics_loop(&io, &listener)),
         )?;
     }
     let mut signals = signal_hook::iterator::Signals::new([

@@ -54,6 +54,7 @@ impl Vrouter {
 listen = "{US}"
 local_id = "gw-o.interop"
 status_socket = "{socket}"
+metrics = "127.0.0.1:9101"
 
 [[tenant]]
 name = "acme"
