@@ -51,7 +51,7 @@ impl Vrouter {
         let config = format!(
             r#"
 [vrouter]
-listen = "{US}"
+listen = "{listen}"
 local_id = "gw-o.interop"
 status_socket = "{socket}"
 metrics = "127.0.0.1:9101"
@@ -72,7 +72,8 @@ remote_subnets = ["10.88.1.0/24"]
 initiate = {initiate}
 {extra}
 "#,
-            socket = socket.display()
+            socket = socket.display(),
+            listen = lab.our_address,
         );
         let path = lab.dir.join("vrouter.toml");
         std::fs::write(&path, config).unwrap();
@@ -606,4 +607,26 @@ fn misconfigured_peers_are_told_and_logged() {
             "case {i}: the tunnel is named"
         );
     }
+}
+
+#[test]
+#[ignore = "needs root, strongSwan and nftables (CI installs them)"]
+fn through_a_nat_router() {
+    let lab = Lab::new(&Charon {
+        behind_nat: true,
+        ..Charon::default()
+    });
+    let v = Vrouter::start(&lab, true);
+    v.wait_up(&lab);
+    assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+    assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
+    let mbps = transfer(&lab);
+    let log = v.log();
+    assert!(
+        log.contains("nat_local=true"),
+        "the NAT was detected:\n{log}"
+    );
+    // strongSwan saw us from the NAT's address and a remapped port.
+    assert!(lab.log().contains("10.88.0.254"), "{}", lab.log());
+    eprintln!("behind a NAT: 10 MiB at {mbps:.0} Mbit/s");
 }

@@ -23,6 +23,8 @@ pub const THEM: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 pub const US: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 2);
 pub const THEIR_HOST: Ipv4Addr = Ipv4Addr::new(10, 88, 1, 1);
 pub const OUR_HOST: Ipv4Addr = Ipv4Addr::new(10, 88, 2, 1);
+/// Our address behind the NAT router of the lab.
+pub const OUR_BEHIND_NAT: Ipv4Addr = Ipv4Addr::new(10, 88, 3, 2);
 pub const IKE_PROPOSALS: &str = "aes256gcm16-prfsha256-ecp256, aes128gcm16-prfsha256-x25519, \
     chacha20poly1305-prfsha256-x25519, aes256-sha256-modp2048, aes256gcm16-prfsha384-ecp384";
 pub const ESP_PROPOSALS: &str = "aes256gcm16, aes128gcm16, chacha20poly1305, aes256-sha256, \
@@ -69,6 +71,9 @@ pub struct Charon {
     pub encap: bool,
     /// Overrides charon's IKE proposals.
     pub proposals: Option<&'static str>,
+    /// Put our namespace behind a masquerading NAT router (UDP source
+    /// ports remapped); charon then accepts us from any address.
+    pub behind_nat: bool,
 }
 
 impl Default for Charon {
@@ -82,6 +87,7 @@ impl Default for Charon {
             fragment_size: 1280,
             encap: false,
             proposals: None,
+            behind_nat: false,
         }
     }
 }
@@ -98,6 +104,10 @@ pub fn pki(name: &str) -> String {
 pub struct Lab {
     pub theirs: String,
     pub ours: String,
+    /// The NAT router's namespace, if any.
+    pub nat: Option<String>,
+    /// Our address on our own link (US, or behind the NAT).
+    pub our_address: Ipv4Addr,
     pub dir: PathBuf,
     pub charon: Option<Child>,
 }
@@ -110,53 +120,17 @@ impl Lab {
         let lab = Self {
             theirs: format!("ikS{tag}"),
             ours: format!("ikO{tag}"),
+            nat: c.behind_nat.then(|| format!("ikN{tag}")),
+            our_address: if c.behind_nat { OUR_BEHIND_NAT } else { US },
             dir: std::env::temp_dir().join(format!("cvlan-ike-interop-{tag}")),
             charon: None,
         };
-        for ns in [&lab.theirs, &lab.ours] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            sh(&["ip", "netns", "add", ns]);
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        match &lab.nat {
+            Some(nat) => lab.wire_nat(&tag, nat),
+            None => lab.wire_direct(&tag),
         }
-        let (vs, vo) = (format!("vS{tag}"), format!("vO{tag}"));
-        sh(&[
-            "ip",
-            "link",
-            "add",
-            &vs,
-            "netns",
-            &lab.theirs,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &vo,
-            "netns",
-            &lab.ours,
-        ]);
-        for (ns, dev, addr) in [(&lab.theirs, &vs, THEM), (&lab.ours, &vo, US)] {
-            sh(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                dev,
-            ]);
-            sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        sh(&[
-            "ip",
-            "-n",
-            &lab.theirs,
-            "addr",
-            "add",
-            &format!("{THEIR_HOST}/32"),
-            "dev",
-            "lo",
-        ]);
+        let host = format!("{THEIR_HOST}/32");
+        sh(&["ip", "-n", &lab.theirs, "addr", "add", &host, "dev", "lo"]);
         let _ = std::fs::remove_dir_all(&lab.dir);
         std::fs::create_dir_all(lab.dir.join("run")).unwrap();
         std::fs::create_dir_all(lab.dir.join("swanctl")).unwrap();
@@ -164,6 +138,83 @@ impl Lab {
         let mut lab = lab;
         lab.start_charon();
         lab
+    }
+
+    fn add_ns(ns: &str) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        sh(&["ip", "netns", "add", ns]);
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+
+    fn veth(a: &str, ns_a: &str, b: &str, ns_b: &str) {
+        sh(&[
+            "ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b,
+        ]);
+    }
+
+    fn addr(ns: &str, dev: &str, cidr: &str) {
+        sh(&["ip", "-n", ns, "addr", "add", cidr, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+
+    /// Theirs (10.88.0.1) on one veth with ours (10.88.0.2).
+    fn wire_direct(&self, tag: &str) {
+        Self::add_ns(&self.theirs);
+        Self::add_ns(&self.ours);
+        let (vs, vo) = (format!("vS{tag}"), format!("vO{tag}"));
+        Self::veth(&vs, &self.theirs, &vo, &self.ours);
+        Self::addr(&self.theirs, &vs, &format!("{THEM}/24"));
+        Self::addr(&self.ours, &vo, &format!("{US}/24"));
+    }
+
+    /// Theirs (10.88.0.1) | NAT router (10.88.0.254 / 10.88.3.1,
+    /// masquerading UDP to ports 30000-40000) | ours (10.88.3.2).
+    fn wire_nat(&self, tag: &str, nat: &str) {
+        Self::add_ns(&self.theirs);
+        Self::add_ns(&self.ours);
+        Self::add_ns(nat);
+        let (vs, vn0) = (format!("vS{tag}"), format!("vA{tag}"));
+        let (vn1, vo) = (format!("vB{tag}"), format!("vO{tag}"));
+        Self::veth(&vs, &self.theirs, &vn0, nat);
+        Self::veth(&vo, &self.ours, &vn1, nat);
+        Self::addr(&self.theirs, &vs, &format!("{THEM}/24"));
+        Self::addr(nat, &vn0, "10.88.0.254/24");
+        Self::addr(nat, &vn1, "10.88.3.1/24");
+        Self::addr(&self.ours, &vo, &format!("{OUR_BEHIND_NAT}/24"));
+        sh(&[
+            "ip",
+            "-n",
+            &self.ours,
+            "route",
+            "add",
+            "10.88.0.0/24",
+            "via",
+            "10.88.3.1",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            nat,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        let rules = format!(
+            "table ip labnat {{\n chain post {{\n  type nat hook postrouting priority srcnat; policy accept;\n  oifname \"{vn0}\" ip saddr 10.88.3.0/24 meta l4proto udp masquerade to :30000-40000\n  oifname \"{vn0}\" ip saddr 10.88.3.0/24 masquerade\n }}\n}}\n"
+        );
+        let file = std::env::temp_dir().join(format!("cvlan-lab-nat-{tag}.nft"));
+        std::fs::write(&file, rules).unwrap();
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            nat,
+            "nft",
+            "-f",
+            &file.to_string_lossy(),
+        ]);
+        let _ = std::fs::remove_file(file);
     }
 
     pub fn write_config(&self, c: &Charon) {
@@ -231,7 +282,7 @@ swanctl {{
   gw {{
     version = 2
     local_addrs = {THEM}
-    remote_addrs = {US}
+    remote_addrs = {remote_addrs}
     proposals = {ike_proposals}
     encap = {encap}
     rekey_time = {rekey_ike}
@@ -268,6 +319,11 @@ secrets {{
 ",
             rekey_ike = c.rekey_ike,
             ike_proposals = c.proposals.unwrap_or(IKE_PROPOSALS),
+            remote_addrs = if c.behind_nat {
+                "0.0.0.0/0".to_string()
+            } else {
+                US.to_string()
+            },
             encap = if c.encap { "yes" } else { "no" },
             dpd = c.dpd,
             rekey_child = c.rekey_child,
@@ -344,7 +400,10 @@ secrets {{
 impl Drop for Lab {
     fn drop(&mut self) {
         self.kill_charon();
-        for ns in [&self.theirs, &self.ours] {
+        for ns in [Some(&self.theirs), Some(&self.ours), self.nat.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         if !std::thread::panicking() {
