@@ -16,6 +16,7 @@ use proto_ikev2::{
     Config, Credentials, EspProposal, Identity, IkeProposal, Timers, DEFAULT_FRAGMENT_SIZE,
 };
 use serde::Deserialize;
+use sha2::Digest;
 use zeroize::Zeroizing;
 
 /// strongSwan's most common legacy configurations first.
@@ -124,6 +125,9 @@ pub struct Tenant {
 #[derive(Debug, Clone)]
 pub struct Tunnel {
     pub id: String,
+    /// SHA-256 of everything the tunnel's table says (and the files it
+    /// names): a reload keeps a tunnel whose fingerprint did not change.
+    pub fingerprint: [u8; 32],
     pub tenant: usize,
     /// The prefix the peer may come from.
     pub remote: (IpAddr, u8),
@@ -286,8 +290,18 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
             ..defaults
         },
     };
+    let credentials_files: Vec<String> = [&t.auth.cert, &t.auth.key, &t.auth.psk_file]
+        .into_iter()
+        .flatten()
+        .chain(&t.auth.ca)
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .collect();
+    // Hashed at once; the text (which holds the PSK) is wiped after.
+    let text = Zeroizing::new(format!("{t:?}{credentials_files:?}"));
+    let fingerprint = sha2::Sha256::digest(text.as_bytes()).into();
     Ok(Tunnel {
         id: t.id.clone(),
+        fingerprint,
         tenant,
         remote,
         initiate_to: t.initiate.then_some(remote.0),

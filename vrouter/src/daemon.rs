@@ -2,7 +2,8 @@
 //! the listen address, a thread for each input and one for timers, all
 //! around one gateway behind a mutex (fine for a first data path; the
 //! per-SA locking of cvlan-wg is the next step for throughput). A unix
-//! socket (0600) answers `status` and `metrics`.
+//! socket (0600) answers `status`, `metrics` and `reload` (SIGHUP also
+//! reloads).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -23,6 +24,7 @@ const TUN_MTU: u32 = 1400;
 
 struct Io {
     gateway: Mutex<Gateway>,
+    config: std::path::PathBuf,
     s500: UdpSocket,
     s4500: UdpSocket,
     tuns: Vec<Tun>,
@@ -31,6 +33,27 @@ struct Io {
 impl Io {
     fn lock(&self) -> MutexGuard<'_, Gateway> {
         self.gateway.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Re-reads the configuration file; a bad file changes nothing.
+    fn reload(&self) -> String {
+        let settings = match Settings::load(&self.config) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "reload refused");
+                return format!("reload refused: {e}\n");
+            }
+        };
+        let mut gw = self.lock();
+        let out = gw.reload(Instant::now(), settings);
+        self.flush(&mut gw);
+        match out {
+            Ok(report) => report,
+            Err(e) => {
+                warn!(error = %e, "reload refused");
+                format!("reload refused: {e}\n")
+            }
+        }
     }
 
     /// Carries out everything the gateway wants sent.
@@ -153,7 +176,8 @@ fn status_loop(io: &Io, listener: &UnixListener) {
         let answer = match line.trim() {
             "status" => io.lock().status(),
             "metrics" => io.lock().metrics(),
-            other => format!("unknown request {other:?} (status or metrics)\n"),
+            "reload" => io.reload(),
+            other => format!("unknown request {other:?} (status, metrics or reload)\n"),
         };
         let _ = (&conn).write_all(answer.as_bytes());
     }
@@ -199,6 +223,7 @@ pub fn run(config: &Path) -> Result<(), String> {
     gateway.set_unix_time(unix_now());
     let io = Arc::new(Io {
         gateway: Mutex::new(gateway),
+        config: config.to_path_buf(),
         s500: bind(listen, IKE_PORT)?,
         s4500: bind(listen, NAT_T_PORT)?,
         tuns,
@@ -260,16 +285,25 @@ pub fn run(config: &Path) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(|e| e.to_string())?;
-    spawn(
-        "signals".into(),
-        Box::new(move || {
-            if let Some(sig) = signals.forever().next() {
-                let _ = stop_tx.send(format!("signal {sig}"));
-            }
-        }),
-    )?;
+    {
+        let io = io.clone();
+        spawn(
+            "signals".into(),
+            Box::new(move || {
+                for sig in signals.forever() {
+                    if sig == signal_hook::consts::SIGHUP {
+                        io.reload();
+                    } else {
+                        let _ = stop_tx.send(format!("signal {sig}"));
+                        return;
+                    }
+                }
+            }),
+        )?;
+    }
     let reason = stop_rx
         .recv()
         .unwrap_or_else(|_| "all threads ended".into());

@@ -385,6 +385,117 @@ impl Gateway {
         }
     }
 
+    /// Takes a new configuration without disturbing tunnels it leaves
+    /// unchanged (same id, same fingerprint): their SAs, policies and
+    /// counters carry on. Removed or changed tunnels are deleted (their
+    /// peers are told); new ones are answered, and initiated if so
+    /// configured. Tenants and the listen address need a restart.
+    pub fn reload(&mut self, now: Instant, new: Settings) -> Result<String, String> {
+        if new.listen != self.settings.listen {
+            return Err("listen changed: restart the vrouter to apply".into());
+        }
+        let same_tenants = new.tenants.len() == self.settings.tenants.len()
+            && new
+                .tenants
+                .iter()
+                .zip(&self.settings.tenants)
+                .all(|(a, b)| a.name == b.name && a.tun == b.tun);
+        if !same_tenants {
+            return Err("tenants changed: restart the vrouter to apply".into());
+        }
+        // Where each old tunnel goes: the index of its unchanged self.
+        let kept: Vec<Option<usize>> = self
+            .settings
+            .tunnels
+            .iter()
+            .map(|old| {
+                new.tunnels
+                    .iter()
+                    .position(|t| t.id == old.id && t.fingerprint == old.fingerprint)
+            })
+            .collect();
+        let mut new = new;
+        for (old, to) in self.settings.tunnels.iter().zip(&kept) {
+            if let Some(i) = to {
+                // Keep the very same IKE config: live SAs point at it.
+                new.tunnels[*i].ike = old.ike.clone();
+            }
+        }
+        // Delete what goes away.
+        let gone: Vec<SaHandle> = self
+            .endpoint
+            .sas()
+            .filter(|(_, sa)| {
+                self.settings
+                    .tunnels
+                    .iter()
+                    .zip(&kept)
+                    .any(|(t, k)| k.is_none() && same_config(t, sa.config()))
+            })
+            .map(|(h, _)| h)
+            .collect();
+        for h in &gone {
+            self.endpoint.delete(now, *h);
+            self.sa_tunnel.remove(h);
+        }
+        let dropped: Vec<usize> = (0..kept.len()).filter(|i| kept[*i].is_none()).collect();
+        let dead_spis: Vec<u32> = self
+            .outbound
+            .iter()
+            .filter(|(_, o)| dropped.contains(&o.tunnel))
+            .map(|(spi, _)| *spi)
+            .collect();
+        for spi in &dead_spis {
+            self.outbound.remove(spi);
+            for spd in &mut self.spds {
+                spd.remove_sa(spi);
+            }
+        }
+        self.inbound.retain(|_, i| !dropped.contains(&i.tunnel));
+        // Renumber what stays.
+        for i in self.inbound.values_mut() {
+            i.tunnel = kept[i.tunnel].unwrap_or(usize::MAX);
+        }
+        for o in self.outbound.values_mut() {
+            o.tunnel = kept[o.tunnel].unwrap_or(usize::MAX);
+        }
+        self.sa_tunnel = self
+            .sa_tunnel
+            .iter()
+            .filter_map(|(h, t)| kept[*t].map(|n| (*h, n)))
+            .collect();
+        let mut stats = vec![TunnelStats::default(); new.tunnels.len()];
+        let mut retry_at = vec![None; new.tunnels.len()];
+        for (old, to) in kept.iter().enumerate() {
+            if let Some(n) = to {
+                stats[*n] = self.stats[old];
+                retry_at[*n] = self.retry_at[old];
+            }
+        }
+        let added: Vec<usize> = (0..new.tunnels.len())
+            .filter(|n| !kept.contains(&Some(*n)))
+            .collect();
+        let report = format!(
+            "reloaded: {} kept, {} removed or changed, {} added\n",
+            kept.iter().flatten().count(),
+            dropped.len(),
+            added.len()
+        );
+        self.endpoint.clear_responders();
+        for t in &new.tunnels {
+            self.endpoint.add_responder(Some(t.remote), t.ike.clone());
+        }
+        self.stats = stats;
+        self.retry_at = retry_at;
+        self.settings = new;
+        for n in added {
+            self.initiate(now, n);
+        }
+        self.drain(now);
+        info!(%report, "configuration reloaded");
+        Ok(report)
+    }
+
     /// The next moment `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let retry = self.retry_at.iter().flatten().min().copied();

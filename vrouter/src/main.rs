@@ -1,4 +1,4 @@
-//! `cvlan-vrouter run --config FILE | check --config FILE | status | metrics`.
+//! `cvlan-vrouter run --config FILE | check --config FILE | status | metrics | reload`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +38,11 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
         socket: PathBuf,
     },
+    /// Re-reads the configuration; unchanged tunnels are not touched.
+    Reload {
+        #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,14 @@ fn main() -> ExitCode {
         Command::Metrics { socket } => {
             vrouter::daemon::ask(&socket, "metrics").map(|s| print!("{s}"))
         }
+        Command::Reload { socket } => vrouter::daemon::ask(&socket, "reload").and_then(|s| {
+            print!("{s}");
+            if s.starts_with("reload refused") {
+                Err("the running configuration is unchanged".into())
+            } else {
+                Ok(())
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

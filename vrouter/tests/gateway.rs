@@ -213,3 +213,127 @@ fn tenants_with_the_same_subnets_stay_apart() {
         "{m}"
     );
 }
+
+#[test]
+fn a_reload_leaves_unchanged_tunnels_alone() {
+    let acme = tunnel(
+        "acme-1",
+        "acme",
+        "192.0.2.1",
+        false,
+        "10.88.2.0/24",
+        "10.9.0.0/24",
+        "@b",
+        "@a1",
+    );
+    let globex = tunnel(
+        "globex-1",
+        "globex",
+        "192.0.2.2",
+        false,
+        "10.88.2.0/24",
+        "10.9.0.0/24",
+        "@b",
+        "@a2",
+    );
+    let initech = tunnel(
+        "initech-1",
+        "globex",
+        "192.0.2.3",
+        false,
+        "10.88.2.0/24",
+        "10.7.0.0/24",
+        "@b",
+        "@a3",
+    );
+    let b = settings("192.0.2.10", &["acme", "globex"], &(acme.clone() + &globex));
+    let site = |me: &str, id: &str, of: &str, net: &str| {
+        settings(
+            me,
+            &["site"],
+            &tunnel(
+                "to-b",
+                "site",
+                "192.0.2.10",
+                true,
+                net,
+                "10.88.2.0/24",
+                id,
+                "@b",
+            )
+            .replace("psk-of-to-b", &format!("psk-of-{of}")),
+        )
+    };
+    let mut net = Net {
+        now: now(),
+        gws: vec![
+            Gateway::new(b, [1; 32]),
+            Gateway::new(site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24"), [2; 32]),
+            Gateway::new(site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24"), [3; 32]),
+            Gateway::new(
+                site("192.0.2.3", "@a3", "initech-1", "10.7.0.0/24"),
+                [4; 32],
+            ),
+        ],
+        tun: vec![],
+    };
+    for g in &mut net.gws[..3] {
+        g.start(net.now);
+    }
+    net.pump();
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 1));
+    net.pump();
+    assert_eq!(net.tun.len(), 1);
+    net.tun.clear();
+
+    // globex-1 goes, initech-1 comes, acme-1 stays as it was.
+    let report = net.gws[0]
+        .reload(
+            net.now,
+            settings(
+                "192.0.2.10",
+                &["acme", "globex"],
+                &(acme.clone() + &initech),
+            ),
+        )
+        .unwrap();
+    assert_eq!(report, "reloaded: 1 kept, 1 removed or changed, 1 added\n");
+    net.gws[3].start(net.now);
+    net.pump();
+    assert!(net.gws[1].stats()[0].up, "acme's peer never noticed");
+    assert!(
+        !net.gws[2].stats()[0].up,
+        "globex's peer was told its tunnel went"
+    );
+    assert!(net.gws[3].stats()[0].up, "the new tunnel came up");
+    let acme_stats = net.gws[0].stats()[0];
+    assert!(
+        acme_stats.up && acme_stats.packets_in == 1,
+        "counters carried over: {acme_stats:?}"
+    );
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 2));
+    net.gws[3].handle_tun(0, &packet([10, 7, 0, 5], [10, 88, 2, 7], 3));
+    net.pump();
+    net.tun.sort();
+    assert_eq!(
+        net.tun,
+        vec![
+            (0, 0, packet([10, 9, 0, 5], [10, 88, 2, 7], 2)),
+            (0, 1, packet([10, 7, 0, 5], [10, 88, 2, 7], 3))
+        ]
+    );
+
+    // A changed tunnel (new PSK) is dropped and re-made; tenants are fixed.
+    let changed = acme.replace("psk-of-acme-1", "a-new-psk-for-acme");
+    let report = net.gws[0]
+        .reload(
+            net.now,
+            settings("192.0.2.10", &["acme", "globex"], &(changed + &initech)),
+        )
+        .unwrap();
+    assert_eq!(report, "reloaded: 1 kept, 1 removed or changed, 1 added\n");
+    let e = net.gws[0]
+        .reload(net.now, settings("192.0.2.10", &["acme"], &acme))
+        .unwrap_err();
+    assert!(e.contains("tenants changed"), "{e}");
+}
