@@ -32,6 +32,41 @@ pub const ESP_PROPOSALS: &str = "aes256gcm16, aes128gcm16, chacha20poly1305, aes
 
 pub static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Starts charon in namespace `ns` on `dir`/strongswan.conf, with a
+/// private /run (`dir`/run) so several charons keep their pid files and
+/// TUN state apart; returns once its control socket answers.
+pub fn spawn_charon(ns: &str, dir: &std::path::Path) -> Child {
+    let d = dir.display().to_string();
+    let script =
+        format!("mount --bind {d}/run /run && STRONGSWAN_CONF={d}/strongswan.conf exec {CHARON}");
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let vici = dir.join("charon.vici");
+    let start = Instant::now();
+    while !vici.exists() {
+        let log = std::fs::read_to_string(dir.join("charon.log")).unwrap_or_default();
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "charon did not start:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 pub fn sh(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
@@ -333,37 +368,7 @@ secrets {{
     }
 
     pub fn start_charon(&mut self) {
-        let d = self.dir.display().to_string();
-        // A private /run per charon: its pid file and TUN state stay apart.
-        let script = format!(
-            "mount --bind {d}/run /run && STRONGSWAN_CONF={d}/strongswan.conf exec {CHARON}"
-        );
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.theirs,
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-            ])
-            .args(["sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.charon = Some(child);
-        let vici = self.dir.join("charon.vici");
-        let start = Instant::now();
-        while !vici.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "charon did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.charon = Some(spawn_charon(&self.theirs, &self.dir));
         self.swanctl(&["--load-all", "--noprompt"]);
     }
 
