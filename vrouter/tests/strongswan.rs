@@ -47,7 +47,6 @@ impl Vrouter {
     /// `extra`: more lines of the [[tunnel]] table (proposals, timers).
     fn start_full(lab: &Lab, initiate: bool, auth: &str, extra: &str) -> Self {
         let socket = lab.dir.join("vrouter.sock");
-        let log = lab.dir.join("vrouter.log");
         let config = format!(
             r#"
 [vrouter]
@@ -75,41 +74,12 @@ initiate = {initiate}
             socket = socket.display(),
             listen = lab.our_address,
         );
-        let path = lab.dir.join("vrouter.toml");
-        std::fs::write(&path, config).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ours, BIN, "run", "--config"])
-            .arg(&path)
-            .env("LOG_LEVEL", "debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let v = Self { child, socket, log };
-        let start = Instant::now();
-        while v.ask("status").is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "vrouter did not start:\n{}",
-                v.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        // The remote subnet goes into the tenant's TUN device.
-        sh(&[
-            "ip",
-            "-n",
-            &lab.ours,
-            "route",
-            "add",
-            "10.88.1.0/24",
-            "dev",
-            "vr-acme",
-        ]);
-        v
+        std::fs::write(lab.dir.join("vrouter.toml"), config).unwrap();
+        Self::restart(lab)
     }
 
-    /// Starts the daemon again on the lab's (edited) configuration file.
+    /// Starts the daemon on the lab's configuration file (again, after an
+    /// edit) and routes the remote subnet into the tenant's TUN device.
     fn restart(lab: &Lab) -> Self {
         let path = lab.dir.join("vrouter.toml");
         let socket = lab.dir.join("vrouter.sock");
