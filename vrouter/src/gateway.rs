@@ -22,6 +22,10 @@ pub const NAT_T_PORT: u16 = 4500;
 const REPLAY_WINDOW: u64 = 4096;
 /// A tunnel we initiate that went down is tried again after this long.
 const RETRY: Duration = Duration::from_secs(5);
+/// An inbound SA replaced by a rekey still opens packets this long after
+/// its delete: the peer may have sealed some just before (strongSwan's
+/// delete_rekeyed_delay is the same 5 s).
+const REKEYED_GRACE: Duration = Duration::from_secs(5);
 const NEXT_HEADER_IPV4: u8 = 4;
 const NEXT_HEADER_IPV6: u8 = 41;
 
@@ -62,6 +66,10 @@ struct Inbound {
     tunnel: usize,
     spi_out: u32,
     sa: InboundSa,
+    /// A rekey replaced this SA: its delete starts a grace period.
+    superseded: bool,
+    /// When a deleted, superseded SA is finally dropped.
+    retire_at: Option<Instant>,
 }
 
 struct Outbound {
@@ -236,6 +244,8 @@ impl Gateway {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
+        self.inbound
+            .retain(|_, i| i.retire_at.is_none_or(|t| now < t));
         for i in 0..self.retry_at.len() {
             if self.retry_at[i].is_some_and(|t| now >= t) {
                 self.retry_at[i] = None;
@@ -305,6 +315,8 @@ impl Gateway {
                 tunnel,
                 spi_out: c.spi_out,
                 sa: inb,
+                superseded: false,
+                retire_at: None,
             },
         );
         self.outbound.insert(
@@ -340,6 +352,9 @@ impl Gateway {
                 let tenant = self.settings.tunnels[tunnel].tenant;
                 // Send on the new SA at once; the old inbound SA stays
                 // until its delete (RFC 7296 §2.8).
+                if let Some(old) = self.inbound.get_mut(&old_spi_in) {
+                    old.superseded = true;
+                }
                 if let Some(old_out) = self.inbound.get(&old_spi_in).map(|i| i.spi_out) {
                     self.spds[tenant].remove_sa(&old_out);
                     self.outbound.remove(&old_out);
@@ -349,7 +364,12 @@ impl Gateway {
             }
             Event::ChildSaDeleted { spi_in, spi_out } => {
                 let tenant = self.settings.tunnels[tunnel].tenant;
-                self.inbound.remove(&spi_in);
+                match self.inbound.get_mut(&spi_in) {
+                    Some(i) if i.superseded => i.retire_at = Some(now + REKEYED_GRACE),
+                    _ => {
+                        self.inbound.remove(&spi_in);
+                    }
+                }
                 if self.outbound.remove(&spi_out).is_some() {
                     self.stats[tunnel].child_sas = self.stats[tunnel].child_sas.saturating_sub(1);
                 }
@@ -498,7 +518,8 @@ impl Gateway {
 
     /// The next moment `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let retry = self.retry_at.iter().flatten().min().copied();
+        let retire = self.inbound.values().filter_map(|i| i.retire_at).min();
+        let retry = self.retry_at.iter().flatten().chain(&retire).min().copied();
         match (self.endpoint.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
