@@ -88,6 +88,9 @@ pub struct Gateway {
     outbound: HashMap<u32, Outbound>,
     /// Per tenant; policies name the outbound SPI.
     spds: Vec<Spd<u32>>,
+    /// Outbound SPIs of SAs the peer rekeyed: the policy moves to the new
+    /// SPI when the old SA is deleted.
+    switch_on_delete: HashMap<u32, u32>,
     stats: Vec<TunnelStats>,
     retry_at: Vec<Option<Instant>>,
     pub drops: Drops,
@@ -122,6 +125,7 @@ impl Gateway {
             sa_tunnel: HashMap::new(),
             inbound: HashMap::new(),
             outbound: HashMap::new(),
+            switch_on_delete: HashMap::new(),
             stats: vec![TunnelStats::default(); n],
             retry_at: vec![None; n],
             drops: Drops::default(),
@@ -298,7 +302,9 @@ impl Gateway {
         }
     }
 
-    fn install(&mut self, h: SaHandle, tunnel: usize, c: proto_ikev2::ChildSa) {
+    /// Installs a Child SA; `route` puts its policy in the tenant's SPD
+    /// now (else it takes over its predecessor's when that is deleted).
+    fn install(&mut self, h: SaHandle, tunnel: usize, c: proto_ikev2::ChildSa, route: bool) {
         let (Ok(inb), Ok(outb)) = (c.inbound(REPLAY_WINDOW), c.outbound()) else {
             warn!(tunnel = %self.settings.tunnels[tunnel].id, "Child SA keys rejected");
             return;
@@ -308,7 +314,9 @@ impl Gateway {
         };
         let (local, peer) = (sa.local(), sa.remote());
         let tenant = self.settings.tunnels[tunnel].tenant;
-        self.spds[tenant].push(c.policy(c.spi_out));
+        if route {
+            self.spds[tenant].push(c.policy(c.spi_out));
+        }
         self.inbound.insert(
             c.spi_in,
             Inbound {
@@ -345,22 +353,38 @@ impl Gateway {
             }
             Event::ChildSaUp(c) => {
                 info!(tunnel = %id, spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), local = ?c.local_ts, remote = ?c.remote_ts, "Child SA installed");
-                self.install(h, tunnel, c);
+                self.install(h, tunnel, c, true);
             }
-            Event::ChildSaRekeyed { old_spi_in, new } => {
-                info!(tunnel = %id, old = format_args!("{old_spi_in:08x}"), new = format_args!("{:08x}", new.spi_in), "Child SA rekeyed");
+            Event::ChildSaRekeyed {
+                old_spi_in,
+                new,
+                send_now,
+            } => {
+                info!(tunnel = %id, old = format_args!("{old_spi_in:08x}"), new = format_args!("{:08x}", new.spi_in), send_now, "Child SA rekeyed");
                 let tenant = self.settings.tunnels[tunnel].tenant;
-                // Send on the new SA at once; the old inbound SA stays
-                // until its delete (RFC 7296 §2.8).
-                if let Some(old) = self.inbound.get_mut(&old_spi_in) {
+                let old_out = self.inbound.get_mut(&old_spi_in).map(|old| {
                     old.superseded = true;
+                    old.spi_out
+                });
+                let new_out = new.spi_out;
+                match old_out {
+                    // We started it: the peer has the new SA, send on it.
+                    Some(old_out) if send_now => {
+                        self.spds[tenant].remove_sa(&old_out);
+                        if self.outbound.remove(&old_out).is_some() {
+                            self.stats[tunnel].child_sas =
+                                self.stats[tunnel].child_sas.saturating_sub(1);
+                        }
+                        self.install(h, tunnel, new, true);
+                    }
+                    // The peer started it: send on the old SA until the
+                    // peer deletes it (RFC 7296 §2.8).
+                    Some(old_out) => {
+                        self.install(h, tunnel, new, false);
+                        self.switch_on_delete.insert(old_out, new_out);
+                    }
+                    None => self.install(h, tunnel, new, true),
                 }
-                if let Some(old_out) = self.inbound.get(&old_spi_in).map(|i| i.spi_out) {
-                    self.spds[tenant].remove_sa(&old_out);
-                    self.outbound.remove(&old_out);
-                    self.stats[tunnel].child_sas = self.stats[tunnel].child_sas.saturating_sub(1);
-                }
-                self.install(h, tunnel, new);
             }
             Event::ChildSaDeleted { spi_in, spi_out } => {
                 let tenant = self.settings.tunnels[tunnel].tenant;
@@ -373,7 +397,10 @@ impl Gateway {
                 if self.outbound.remove(&spi_out).is_some() {
                     self.stats[tunnel].child_sas = self.stats[tunnel].child_sas.saturating_sub(1);
                 }
-                self.spds[tenant].remove_sa(&spi_out);
+                match self.switch_on_delete.remove(&spi_out) {
+                    Some(next) => self.spds[tenant].replace_sa(&spi_out, next),
+                    None => self.spds[tenant].remove_sa(&spi_out),
+                }
             }
             Event::ChildSaFailed { notify } => {
                 warn!(tunnel = %id, notify, "Child SA refused (14 NO_PROPOSAL_CHOSEN, 38 TS_UNACCEPTABLE)");
@@ -465,6 +492,8 @@ impl Gateway {
             .filter(|(_, o)| dropped.contains(&o.tunnel))
             .map(|(spi, _)| *spi)
             .collect();
+        self.switch_on_delete
+            .retain(|old, new| !dead_spis.contains(old) && !dead_spis.contains(new));
         for spi in &dead_spis {
             self.outbound.remove(spi);
             for spd in &mut self.spds {

@@ -90,11 +90,16 @@ pub enum Event {
     /// A Child SA to install (keys for proto-esp inside).
     ChildSaUp(ChildSa),
     /// A Child SA replaces the one whose inbound SPI is `old_spi_in`:
-    /// install it and send on it now; keep accepting on the old one until
-    /// its `ChildSaDeleted` (RFC 7296 §2.8).
+    /// install it and accept on it at once, and keep accepting on the old
+    /// one until its `ChildSaDeleted` (and a little after: packets sealed
+    /// just before may still arrive). `send_now`: we started the rekey, so
+    /// the peer already has the new SA: send on it at once. Otherwise the
+    /// peer installs it only when our answer reaches it: keep sending on
+    /// the old SA until it is deleted (RFC 7296 §2.8).
     ChildSaRekeyed {
         old_spi_in: u32,
         new: ChildSa,
+        send_now: bool,
     },
     /// The IKE SA continues under new SPIs and keys.
     IkeSaRekeyed {

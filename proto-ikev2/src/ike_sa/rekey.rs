@@ -431,6 +431,7 @@ impl IkeSa {
                 self.events.push_back(Event::ChildSaRekeyed {
                     old_spi_in,
                     new: child,
+                    send_now: false,
                 });
             }
             None => self.events.push_back(Event::ChildSaUp(child)),
@@ -517,6 +518,7 @@ impl IkeSa {
                 self.events.push_back(Event::ChildSaRekeyed {
                     old_spi_in,
                     new: child,
+                    send_now: true,
                 });
                 // The old SA goes next (RFC 7296 §1.3.3).
                 self.work.push_front(Work::DeleteChild(old_spi_in));

@@ -88,6 +88,9 @@ pub struct Seen {
     /// What an owner following the events has installed.
     pub inbound: HashMap<u32, InboundSa>,
     pub outbound: Option<OutboundSa>,
+    /// The SA to send on once the one it replaces (by outbound SPI) is
+    /// deleted: the peer started that rekey.
+    pub next_outbound: HashMap<u32, OutboundSa>,
 }
 
 impl Seen {
@@ -101,20 +104,34 @@ impl Seen {
                     ..
                 } => self.up = Some((remote_id, nat_local, nat_remote)),
                 Event::ChildSaUp(c) => self.install(c),
-                Event::ChildSaRekeyed { old_spi_in, new } => {
+                Event::ChildSaRekeyed {
+                    old_spi_in,
+                    new,
+                    send_now,
+                } => {
                     assert!(
                         self.inbound.contains_key(&old_spi_in),
                         "rekeyed an unknown SA"
                     );
                     self.rekeyed += 1;
-                    self.install(new);
+                    if send_now {
+                        self.install(new);
+                    } else {
+                        // Keep sending on the old SA until it is deleted.
+                        let old_out = self.outbound.as_ref().map(|o| o.spi());
+                        self.inbound.insert(new.spi_in, new.inbound(4096).unwrap());
+                        if let Some(old_out) = old_out {
+                            self.next_outbound.insert(old_out, new.outbound().unwrap());
+                        }
+                        self.child = Some(new);
+                    }
                 }
                 Event::ChildSaFailed { notify } => self.child_failed = Some(notify),
                 Event::ChildSaDeleted { spi_in, spi_out } => {
                     self.deleted_children += 1;
                     self.inbound.remove(&spi_in);
                     if self.outbound.as_ref().is_some_and(|o| o.spi() == spi_out) {
-                        self.outbound = None;
+                        self.outbound = self.next_outbound.remove(&spi_out);
                     }
                 }
                 Event::IkeSaRekeyed { .. } => self.ike_rekeyed += 1,

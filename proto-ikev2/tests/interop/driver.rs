@@ -106,6 +106,8 @@ impl Sockets {
 struct Owner {
     outbound: Option<OutboundSa>,
     inbound: HashMap<u32, InboundSa>,
+    /// SAs to send on once the one they replace (by outbound SPI) goes.
+    next: HashMap<u32, OutboundSa>,
 }
 
 /// Runs the plan on the calling thread (which must already be in the
@@ -142,6 +144,7 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
     let mut owner = Owner {
         outbound: None,
         inbound: HashMap::new(),
+        next: HashMap::new(),
     };
     let mut next_ping = start;
     let mut deleting = false;
@@ -163,6 +166,23 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
                 out.log.push(format!("{e:?}"));
                 match e {
                     Event::IkeSaUp { .. } => out.established = true,
+                    Event::ChildSaRekeyed {
+                        new: c,
+                        send_now: false,
+                        ..
+                    } => {
+                        // The peer started it: keep sending on the old SA
+                        // until it is deleted (RFC 7296 §2.8).
+                        owner
+                            .inbound
+                            .insert(c.spi_in, c.inbound(4096).map_err(|e| e.to_string())?);
+                        if let Some(old) = owner.outbound.as_ref().map(|o| o.spi()) {
+                            owner
+                                .next
+                                .insert(old, c.outbound().map_err(|e| e.to_string())?);
+                        }
+                        out.child_ups += 1;
+                    }
                     Event::ChildSaUp(c) | Event::ChildSaRekeyed { new: c, .. } => {
                         if plan.respond && out.child_ups == 0 {
                             // The initiator installs the SA once it reads
@@ -176,7 +196,12 @@ pub fn run(plan: &Plan) -> Result<Outcome, String> {
                         owner.outbound = Some(c.outbound().map_err(|e| e.to_string())?);
                         out.child_ups += 1;
                     }
-                    Event::ChildSaDeleted { .. } => {
+                    Event::ChildSaDeleted { spi_out, .. } => {
+                        if owner.outbound.as_ref().is_some_and(|o| o.spi() == spi_out) {
+                            if let Some(next) = owner.next.remove(&spi_out) {
+                                owner.outbound = Some(next);
+                            }
+                        }
                         // Inbound SAs are kept: the peer may have sealed
                         // packets with a rekeyed SA just before its delete
                         // (a gateway keeps them a few seconds, as the
