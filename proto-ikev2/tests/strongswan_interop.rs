@@ -139,15 +139,7 @@ fn strongswan_initiates_and_we_respond() {
         driver::run(&p).unwrap()
     });
     std::thread::sleep(Duration::from_millis(300));
-    let initiated = lab.swanctl(&[
-        "--initiate",
-        "--ike",
-        "gw",
-        "--child",
-        "net",
-        "--timeout",
-        "10",
-    ]);
+    let initiated = lab.initiate();
     assert!(
         initiated.contains("initiate completed successfully"),
         "{initiated}"
@@ -325,15 +317,7 @@ fn certificates_ecdsa_and_rsa_both_ways() {
             driver::run(&p).unwrap()
         });
         std::thread::sleep(Duration::from_millis(300));
-        let initiated = lab.swanctl(&[
-            "--initiate",
-            "--ike",
-            "gw",
-            "--child",
-            "net",
-            "--timeout",
-            "10",
-        ]);
+        let initiated = lab.initiate();
         assert!(
             initiated.contains("initiate completed successfully"),
             "{initiated}"

@@ -169,7 +169,7 @@ impl Gateway {
         if to.port() == NAT_T_PORT {
             match classify(payload) {
                 Udp4500::Ike(m) => self.endpoint.handle_input(now, from, to, m),
-                Udp4500::Esp(_) => self.esp_in(from, payload),
+                Udp4500::Esp(_) => self.esp_in(payload),
                 Udp4500::Keepalive | Udp4500::Invalid => {}
             }
         } else {
@@ -178,7 +178,7 @@ impl Gateway {
         self.drain(now);
     }
 
-    fn esp_in(&mut self, from: SocketAddr, datagram: &[u8]) {
+    fn esp_in(&mut self, datagram: &[u8]) {
         let spi = u32::from_be_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]);
         let Some(inb) = self.inbound.get_mut(&spi) else {
             self.drops.unknown_spi += 1;
@@ -194,18 +194,21 @@ impl Gateway {
         }
         let (tunnel, spi_out) = (inb.tunnel, inb.spi_out);
         let tenant = self.settings.tunnels[tunnel].tenant;
-        let packet = &buf[opened.payload];
-        if !self.spds[tenant].inbound_allowed(&spi_out, packet) {
+        if !self.spds[tenant].inbound_allowed(&spi_out, &buf[opened.payload.clone()]) {
             self.drops.policy_mismatch += 1;
             return;
         }
+        // The decrypted packet moves to the front of the buffer it was
+        // opened in: one copy per packet, not two.
+        let len = opened.payload.len();
+        buf.copy_within(opened.payload, 0);
+        buf.truncate(len);
         let s = &mut self.stats[tunnel];
-        s.bytes_in += packet.len() as u64;
+        s.bytes_in += len as u64;
         s.packets_in += 1;
-        let _ = from;
         self.out.push_back(Output::Tun {
             tenant,
-            packet: packet.to_vec(),
+            packet: buf,
         });
     }
 

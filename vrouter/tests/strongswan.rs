@@ -19,6 +19,21 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cvlan-vrouter");
 
+/// The `auth` table of a tunnel using the test PKI's `name` certificate.
+fn cert_auth(name: &str) -> String {
+    format!(
+        "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
+        pki(&format!("{name}.pem")),
+        pki(&format!("{name}.key")),
+        pki("ca.pem")
+    )
+}
+
+/// The `auth` table of a tunnel using the lab's PSK.
+fn psk_auth() -> String {
+    format!("{{ method = \"psk\", psk = \"{PSK}\" }}")
+}
+
 struct Vrouter {
     child: Child,
     socket: PathBuf,
@@ -27,11 +42,7 @@ struct Vrouter {
 
 impl Vrouter {
     fn start(lab: &Lab, initiate: bool) -> Self {
-        Self::start_with(
-            lab,
-            initiate,
-            &format!("{{ method = \"psk\", psk = \"{PSK}\" }}"),
-        )
+        Self::start_with(lab, initiate, &psk_auth())
     }
 
     /// With the tunnel's `auth` table given as TOML.
@@ -203,15 +214,7 @@ fn transfer(lab: &Lab) -> f64 {
 fn strongswan_initiates_and_traffic_crosses_both_ways() {
     let lab = Lab::new(&Charon::default());
     let v = Vrouter::start(&lab, false);
-    let out = lab.swanctl(&[
-        "--initiate",
-        "--ike",
-        "gw",
-        "--child",
-        "net",
-        "--timeout",
-        "10",
-    ]);
+    let out = lab.initiate();
     assert!(
         out.contains("initiate completed successfully"),
         "{out}\n{}",
@@ -264,12 +267,7 @@ fn certificates_on_both_sides() {
         cert: Some("gw-s-p384"),
         ..Charon::default()
     });
-    let auth = format!(
-        "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
-        pki("gw-o-rsa.pem"),
-        pki("gw-o-rsa.key"),
-        pki("ca.pem")
-    );
+    let auth = cert_auth("gw-o-rsa");
     let v = Vrouter::start_with(&lab, true, &auth);
     v.wait_up(&lab);
     assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
@@ -284,15 +282,7 @@ fn a_wrong_psk_is_logged_with_its_cause() {
         false,
         "{ method = \"psk\", psk = \"not-the-right-psk\" }",
     );
-    let out = lab.swanctl(&[
-        "--initiate",
-        "--ike",
-        "gw",
-        "--child",
-        "net",
-        "--timeout",
-        "10",
-    ]);
+    let out = lab.initiate();
     assert!(!out.contains("initiate completed successfully"), "{out}");
     let start = Instant::now();
     while !v.log().contains("authentication failed") {
@@ -318,7 +308,7 @@ fn every_required_proposal_carries_10_mib() {
         ("aes256-sha256-modp2048", "aes256-sha256"),
     ] {
         let lab = Lab::new(&Charon::default());
-        let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+        let psk = psk_auth();
         let extra = format!("proposals = [\"{ike}\"]\nesp_proposals = [\"{esp}\"]");
         let v = Vrouter::start_full(&lab, true, &psk, &extra);
         v.wait_up(&lab);
@@ -363,7 +353,7 @@ fn rekeys_from_both_sides_lose_no_ping() {
         rekey_ike: "9s",
         ..Charon::default()
     });
-    let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+    let psk = psk_auth();
     let extra = "proposals = [\"aes128gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes128gcm16-x25519\"]\nchild_rekey_time = 4\nrekey_time = 7";
     let v = Vrouter::start_full(&lab, true, &psk, extra);
     v.wait_up(&lab);
@@ -390,15 +380,7 @@ fn a_killed_peer_is_found_and_a_delete_is_honoured() {
     // Delete from strongSwan's side.
     let lab = Lab::new(&Charon::default());
     let v = Vrouter::start(&lab, false);
-    lab.swanctl(&[
-        "--initiate",
-        "--ike",
-        "gw",
-        "--child",
-        "net",
-        "--timeout",
-        "10",
-    ]);
+    lab.initiate();
     v.wait_up(&lab);
     let out = lab.swanctl(&["--terminate", "--ike", "gw", "--timeout", "5"]);
     assert!(out.contains("terminate completed successfully"), "{out}");
@@ -416,7 +398,7 @@ fn a_killed_peer_is_found_and_a_delete_is_honoured() {
 
     // A peer that dies: liveness checks find it.
     let mut lab = Lab::new(&Charon::default());
-    let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+    let psk = psk_auth();
     let timers = "dpd = 2\nretransmit_timeout_ms = 500\nretransmit_tries = 2";
     let v = Vrouter::start_full(&lab, true, &psk, timers);
     v.wait_up(&lab);
@@ -438,22 +420,8 @@ fn certificate_pairings_carry_10_mib() {
             encap: true,
             ..Charon::default()
         });
-        let auth = format!(
-            "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
-            pki(&format!("{ours}.pem")),
-            pki(&format!("{ours}.key")),
-            pki("ca.pem")
-        );
-        let v = Vrouter::start_with(&lab, false, &auth);
-        let out = lab.swanctl(&[
-            "--initiate",
-            "--ike",
-            "gw",
-            "--child",
-            "net",
-            "--timeout",
-            "10",
-        ]);
+        let v = Vrouter::start_with(&lab, false, &cert_auth(ours));
+        let out = lab.initiate();
         assert!(
             out.contains("initiate completed successfully"),
             "{ours}/{theirs}: {out}\n{}",
@@ -470,13 +438,8 @@ fn certificate_pairings_carry_10_mib() {
 fn misconfigured_peers_are_told_and_logged() {
     // Each case: what strongSwan gets wrong, the notify it must receive,
     // and what our log must say.
-    let expired = format!(
-        "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
-        pki("gw-o-p256.pem"),
-        pki("gw-o-p256.key"),
-        pki("ca.pem")
-    );
-    let psk = format!("{{ method = \"psk\", psk = \"{PSK}\" }}");
+    let cert = cert_auth("gw-o-p256");
+    let psk = psk_auth();
     let cases: [(Charon, String, &str, &str, &str); 3] = [
         (
             Charon {
@@ -500,7 +463,7 @@ fn misconfigured_peers_are_told_and_logged() {
                 cert: Some("gw-s-p384"),
                 ..Charon::default()
             },
-            expired,
+            cert,
             "",
             "N(AUTH_FAILED)",
             "",
@@ -508,8 +471,8 @@ fn misconfigured_peers_are_told_and_logged() {
     ];
     for (i, (charon, auth, extra, notify, ours)) in cases.into_iter().enumerate() {
         let lab = Lab::new(&charon);
-        // Case 2 renames the identity we expect; case 3 swaps strongSwan's
-        // certificate for one that expired, by trusting only the expired one.
+        // Case 2 renames the identity we expect; case 3 trusts only a CA
+        // that did not issue strongSwan's certificate.
         let extra = if i == 1 {
             extra.replace("remote_id", "# remote_id")
         } else {
@@ -544,15 +507,7 @@ fn misconfigured_peers_are_told_and_logged() {
             std::fs::write(lab.dir.join("vrouter.toml"), cfg).unwrap();
             v = Vrouter::restart(&lab);
         }
-        let out = lab.swanctl(&[
-            "--initiate",
-            "--ike",
-            "gw",
-            "--child",
-            "net",
-            "--timeout",
-            "10",
-        ]);
+        let out = lab.initiate();
         assert!(
             !out.contains("initiate completed successfully"),
             "case {i}: {out}"
@@ -678,26 +633,9 @@ fn strongswan_initiator(lab: &Lab) -> Child {
         "lo",
     ]);
     let child = spawn_charon(&lab.ours, &dir);
-    let ctl = |args: &[&str]| {
-        Command::new("ip")
-            .args(["netns", "exec", &lab.ours, "swanctl"])
-            .args(args)
-            .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
-            .env("SWANCTL_DIR", dir.join("swanctl"))
-            .output()
-            .unwrap()
-    };
-    ctl(&["--load-all", "--noprompt"]);
-    let out = ctl(&[
-        "--initiate",
-        "--ike",
-        "gw",
-        "--child",
-        "net",
-        "--timeout",
-        "10",
-    ]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("initiate completed successfully"));
+    swanctl_in(&lab.ours, &dir, &["--load-all", "--noprompt"]);
+    let out = swanctl_in(&lab.ours, &dir, INITIATE);
+    assert!(out.contains("initiate completed successfully"), "{out}");
     child
 }
 

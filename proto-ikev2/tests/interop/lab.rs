@@ -30,6 +30,17 @@ pub const IKE_PROPOSALS: &str = "aes256gcm16-prfsha256-ecp256, aes128gcm16-prfsh
 pub const ESP_PROPOSALS: &str = "aes256gcm16, aes128gcm16, chacha20poly1305, aes256-sha256, \
     aes256gcm16-x25519, aes128gcm16-x25519";
 
+/// swanctl arguments that bring the lab's tunnel up.
+pub const INITIATE: &[&str] = &[
+    "--initiate",
+    "--ike",
+    "gw",
+    "--child",
+    "net",
+    "--timeout",
+    "10",
+];
+
 pub static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// Starts charon in namespace `ns` on `dir`/strongswan.conf, with a
@@ -65,6 +76,18 @@ pub fn spawn_charon(ns: &str, dir: &std::path::Path) -> Child {
         std::thread::sleep(Duration::from_millis(50));
     }
     child
+}
+
+/// swanctl against the charon of `dir`, in namespace `ns`: its output.
+pub fn swanctl_in(ns: &str, dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "swanctl"])
+        .args(args)
+        .env("STRONGSWAN_CONF", dir.join("strongswan.conf"))
+        .env("SWANCTL_DIR", dir.join("swanctl"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
 pub fn sh(args: &[&str]) {
@@ -373,14 +396,12 @@ secrets {{
     }
 
     pub fn swanctl(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.theirs, "swanctl"])
-            .args(args)
-            .env("STRONGSWAN_CONF", self.dir.join("strongswan.conf"))
-            .env("SWANCTL_DIR", self.dir.join("swanctl"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        swanctl_in(&self.theirs, &self.dir, args)
+    }
+
+    /// Makes charon initiate the tunnel; returns what swanctl said.
+    pub fn initiate(&self) -> String {
+        self.swanctl(INITIATE)
     }
 
     pub fn log(&self) -> String {
