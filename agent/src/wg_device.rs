@@ -82,38 +82,21 @@ impl Shared {
         self.udp.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Sends sealed packets `bufs[i][..len]` to `to`, in order: runs of
-    /// equal-sized datagrams to one peer go out as one GSO super-datagram
-    /// (one trip through the kernel's UDP stack), the others by sendmmsg.
-    /// GSO switches itself off if the kernel or the route refuses it.
+    /// Sends sealed packets `bufs[i][..len]` to `to`, in order, with
+    /// UDP GSO where runs allow and the kernel accepts it.
     fn send_sealed(&self, sender: &mut UdpSender, bufs: &[Vec<u8>], sealed: &[Sealed]) {
-        let sock = self.socket();
-        let bytes = |&(to, i, len): &Sealed| (to, &bufs[i][..len]);
-        // Datagrams waiting for sendmmsg: `sealed[singles..i]`.
-        let mut singles = 0;
-        let mut i = 0;
-        while i < sealed.len() {
-            let run = if self.gso.load(Ordering::Relaxed) {
-                gso_run(&sealed[i..])
-            } else {
-                1
-            };
-            if run > 1 {
-                // Keep order: what waited goes first.
-                self.send_many(sender, &sock, sealed[singles..i].iter().map(bytes));
-                let segments = sealed[i..i + run].iter().map(|e| bytes(e).1);
-                match sender.send_gso(&sock, sealed[i].0, segments) {
-                    Ok(()) => singles = i + run,
-                    Err(e) => {
-                        info!(error = %e, "UDP GSO unavailable, sending datagrams one by one");
-                        self.gso.store(false, Ordering::Relaxed);
-                        singles = i;
-                    }
-                }
-            }
-            i += run;
+        let was_on = self.gso.load(Ordering::Relaxed);
+        let result =
+            netstack::udp::send_in_order(sender, &self.socket(), &self.gso, sealed.len(), |k| {
+                let (to, i, len) = sealed[k];
+                (to, &bufs[i][..len])
+            });
+        if was_on && !self.gso.load(Ordering::Relaxed) {
+            info!("UDP GSO unavailable, sending datagrams one by one");
         }
-        self.send_many(sender, &sock, sealed[singles..].iter().map(bytes));
+        if let Err(e) = result {
+            debug!(error = %e, "udp send failed");
+        }
     }
 
     fn send_many<'a>(
@@ -142,32 +125,6 @@ impl Shared {
 
 /// A sealed packet waiting to be sent: destination, buffer index, length.
 type Sealed = (SocketAddr, usize, usize);
-
-/// How many sealed packets from the front of `sealed` can share one GSO
-/// send: same destination, same size (the last may be shorter), within
-/// the kernel's limits.
-fn gso_run(sealed: &[Sealed]) -> usize {
-    let Some(&(to, _, first)) = sealed.first() else {
-        return 0;
-    };
-    let mut total = first;
-    let mut n = 1;
-    for &(dest, _, len) in &sealed[1..] {
-        if dest != to
-            || len > first
-            || n == netstack::udp::GSO_MAX_SEGMENTS
-            || total + len > netstack::udp::GSO_MAX_BYTES
-        {
-            break;
-        }
-        total += len;
-        n += 1;
-        if len < first {
-            break;
-        }
-    }
-    n
-}
 
 /// Takes what the device produced while the lock is held.
 fn drain(device: &mut Device, out: &mut Vec<Transmit>) {
@@ -373,9 +330,8 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
     }
 }
 
-/// Writes the opened packets to the TUN in order; with offloads, runs of
-/// one TCP flow go as a single GRO super-packet, so the kernel's TCP stack
-/// handles them once.
+/// Writes the opened packets to the TUN in order (TCP runs coalesced
+/// into GRO super-packets when the TUN has offloads).
 fn write_to_tun(
     shared: &Shared,
     batch: &RecvBatch,
@@ -386,33 +342,8 @@ fn write_to_tun(
         let (i, r) = &opened[k];
         &batch.get(*i)[r.clone()]
     };
-    let mut k = 0;
-    while k < opened.len() {
-        let rest = opened.len() - k;
-        let run = if shared.tun.has_offloads() {
-            netstack::offload::gro_run_with(rest, |j| packet(k + j))
-        } else {
-            1
-        };
-        if let Some(len) = (run > 1)
-            .then(|| netstack::offload::gro_build_with(run, |j| packet(k + j), gro_buf))
-            .flatten()
-        {
-            match shared.tun.send_offloaded(&gro_buf[..len]) {
-                Ok(_) => {
-                    k += run;
-                    continue;
-                }
-                // The segments go one by one below instead.
-                Err(e) => debug!(error = %e, "tun refused a GRO packet"),
-            }
-        }
-        for j in k..k + run.max(1) {
-            if let Err(e) = shared.tun.send(packet(j)) {
-                debug!(error = %e, "tun write failed");
-            }
-        }
-        k += run.max(1);
+    if let (failed @ 1.., Some(e)) = shared.tun.send_in_order(opened.len(), packet, gro_buf) {
+        debug!(failed, error = %e, "tun write failed");
     }
 }
 
@@ -753,34 +684,4 @@ pub fn run(opts: &Options, ready: impl FnOnce()) -> io::Result<()> {
     // descriptor closes; the reader threads are blocked in syscalls, so the
     // caller exits the process rather than joining them.
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gso_runs_group_equal_sizes_to_one_peer_ending_at_a_shorter_one() {
-        let a = SocketAddr::from(([10, 0, 0, 1], 1));
-        let b = SocketAddr::from(([10, 0, 0, 2], 1));
-        let d = |to, len| (to, 0, len);
-        assert_eq!(gso_run(&[]), 0);
-        assert_eq!(
-            gso_run(&[d(a, 1452), d(a, 1452), d(a, 100), d(a, 1452)]),
-            3,
-            "shorter one closes the run"
-        );
-        assert_eq!(gso_run(&[d(a, 1452), d(b, 1452)]), 1, "other destination");
-        assert_eq!(
-            gso_run(&[d(a, 100), d(a, 1452)]),
-            1,
-            "larger one cannot follow"
-        );
-        assert_eq!(
-            gso_run(&[d(a, 1452); 100]),
-            44,
-            "65,000-byte limit: 44 x 1452"
-        );
-        assert_eq!(gso_run(&[d(a, 10); 100]), 64, "segment limit");
-    }
 }

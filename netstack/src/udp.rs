@@ -416,6 +416,81 @@ impl UdpSender {
     }
 }
 
+/// How many datagrams from the front of a sequence (`datagram(i)` gives
+/// destination and length of the `i`-th of `count`) can share one GSO
+/// send: same destination, same size (the last may be shorter), within
+/// the kernel's limits.
+pub fn gso_run(count: usize, datagram: impl Fn(usize) -> (SocketAddr, usize)) -> usize {
+    if count == 0 {
+        return 0;
+    }
+    let (to, first) = datagram(0);
+    let mut total = first;
+    let mut n = 1;
+    while n < count {
+        let (dest, len) = datagram(n);
+        if dest != to || len > first || n == GSO_MAX_SEGMENTS || total + len > GSO_MAX_BYTES {
+            break;
+        }
+        total += len;
+        n += 1;
+        if len < first {
+            break;
+        }
+    }
+    n
+}
+
+/// Sends `count` datagrams (`datagram(i)` gives destination and bytes) in
+/// order: runs of equal-sized datagrams to one destination go out as one
+/// GSO super-datagram (one trip through the kernel's UDP stack), the rest
+/// by sendmmsg. `gso` says whether to try GSO; it is switched off for good
+/// when the kernel or the route refuses it (the run then goes the slow
+/// way). Returns the first send error, after trying every datagram.
+pub fn send_in_order<'a>(
+    sender: &mut UdpSender,
+    sock: &UdpSocket,
+    gso: &std::sync::atomic::AtomicBool,
+    count: usize,
+    datagram: impl Fn(usize) -> (SocketAddr, &'a [u8]),
+) -> io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let mut first_error = None;
+    let mut note = |r: io::Result<usize>| {
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    };
+    // Datagrams waiting for sendmmsg: `singles..i`.
+    let mut singles = 0;
+    let mut i = 0;
+    while i < count {
+        let run = if gso.load(Ordering::Relaxed) {
+            gso_run(count - i, |j| {
+                let (to, bytes) = datagram(i + j);
+                (to, bytes.len())
+            })
+        } else {
+            1
+        };
+        if run > 1 {
+            // Keep order: what waited goes first.
+            note(sender.send_many(sock, (singles..i).map(&datagram)));
+            let to = datagram(i).0;
+            match sender.send_gso(sock, to, (i..i + run).map(|k| datagram(k).1)) {
+                Ok(()) => singles = i + run,
+                Err(_) => {
+                    gso.store(false, Ordering::Relaxed);
+                    singles = i;
+                }
+            }
+        }
+        i += run;
+    }
+    note(sender.send_many(sock, (singles..count).map(&datagram)));
+    first_error.map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,5 +581,22 @@ mod tests {
             let (n, _) = rx.recv_from(&mut buf).expect("recv");
             assert_eq!(&buf[..n], s.as_slice());
         }
+    }
+
+    #[test]
+    fn gso_runs_group_equal_sizes_to_one_peer_ending_at_a_shorter_one() {
+        let a = SocketAddr::from(([10, 0, 0, 1], 1));
+        let b = SocketAddr::from(([10, 0, 0, 2], 1));
+        let run = |d: &[(SocketAddr, usize)]| gso_run(d.len(), |i| d[i]);
+        assert_eq!(run(&[]), 0);
+        assert_eq!(
+            run(&[(a, 1452), (a, 1452), (a, 100), (a, 1452)]),
+            3,
+            "shorter one closes the run"
+        );
+        assert_eq!(run(&[(a, 1452), (b, 1452)]), 1, "other destination");
+        assert_eq!(run(&[(a, 100), (a, 1452)]), 1, "larger one cannot follow");
+        assert_eq!(run(&[(a, 1452); 100]), 44, "65,000-byte limit: 44 x 1452");
+        assert_eq!(run(&[(a, 10); 100]), 64, "segment limit");
     }
 }

@@ -148,6 +148,13 @@ pub struct Policy<K> {
 }
 
 impl<K> Policy<K> {
+    /// Whether a packet that came out of this policy's SA is one it
+    /// carries (the check `Spd::inbound_allowed` makes, for holders of a
+    /// single policy).
+    pub fn carries_inbound(&self, packet: &[u8]) -> bool {
+        Flow::parse(packet).is_some_and(|f| self.inbound(&f))
+    }
+
     fn outbound(&self, f: &Flow) -> bool {
         self.local
             .iter()
@@ -218,10 +225,9 @@ impl<K: PartialEq> Spd<K> {
 
     /// Whether a packet that came out of SA `sa` is one that SA carries.
     pub fn inbound_allowed(&self, sa: &K, packet: &[u8]) -> bool {
-        let Some(f) = Flow::parse(packet) else {
-            return false;
-        };
-        self.policies.iter().any(|p| p.sa == *sa && p.inbound(&f))
+        self.policies
+            .iter()
+            .any(|p| p.sa == *sa && p.carries_inbound(packet))
     }
 }
 

@@ -1,38 +1,64 @@
 //! Running the gateway: one TUN device per tenant, UDP 500 and 4500 on
-//! the listen address, a thread for each input and one for timers, all
-//! around one gateway behind a mutex (fine for a first data path; the
-//! per-SA locking of cvlan-wg is the next step for throughput). A unix
-//! socket (0600) answers `status`, `metrics` and `reload` (SIGHUP also
-//! reloads).
+//! the listen address, a thread for each input and one for timers. IKE
+//! work takes the gateway's write lock; packets take only its read lock,
+//! to find their SA, and are sealed and opened outside it under the SA's
+//! own lock. Packets move in batches: a TUN read with offloads hands over
+//! a whole TSO burst, which leaves as UDP GSO super-datagrams; UDP GRO
+//! hands over coalesced ESP datagrams, whose TCP segments go back to the
+//! TUN as one GRO packet. A unix socket (0600) answers `status`,
+//! `metrics` and `reload` (SIGHUP also reloads).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicBool;
+use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use netstack::tun::Tun;
-use tracing::{info, warn};
+use netstack::tun::{Tun, TunReader};
+use netstack::udp::{RecvBatch, UdpSender};
+use proto_esp::udp_encap::{classify, Udp4500};
+use tracing::{debug, info, warn};
 
 use crate::config::Settings;
+use crate::datapath::{InboundPath, OutboundPath, HEADROOM, TAILROOM};
 use crate::gateway::{Gateway, Output, IKE_PORT, NAT_T_PORT};
 
 /// Room for ESP-in-UDP around a tenant's packets on a 1500-byte path.
 const TUN_MTU: u32 = 1400;
+/// One slot of a TUN batch: the largest packet plus the room to seal it.
+const SLOT: usize = HEADROOM + 1500 + TAILROOM;
+/// Packets per TUN batch: with TSO, one read can become ~48 segments.
+const TUN_SLOTS: usize = 160;
+/// UDP messages per receive (each up to 64 KiB with GRO).
+const UDP_BATCH: usize = 32;
+/// Socket buffers that absorb bursts at line rate.
+const SOCKET_BUFFER: usize = 4 << 20;
 
 struct Io {
-    gateway: Mutex<Gateway>,
+    gateway: RwLock<Gateway>,
     config: std::path::PathBuf,
     s500: UdpSocket,
     s4500: UdpSocket,
     tuns: Vec<Tun>,
+    /// Whether UDP GSO still works on port 4500's socket and route.
+    gso: AtomicBool,
 }
 
 impl Io {
-    fn lock(&self) -> MutexGuard<'_, Gateway> {
-        self.gateway.lock().unwrap_or_else(|p| p.into_inner())
+    /// For IKE, timers, reloads: everything but packets.
+    fn lock(&self) -> RwLockWriteGuard<'_, Gateway> {
+        // A panic under the lock is a bug, but the gateway is consistent
+        // between calls: keep serving rather than die.
+        self.gateway.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// For packets: finding their SA.
+    fn read(&self) -> RwLockReadGuard<'_, Gateway> {
+        self.gateway.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Re-reads the configuration file; a bad file changes nothing.
@@ -100,6 +126,14 @@ fn bind(addr: IpAddr, port: u16) -> Result<UdpSocket, String> {
     let s = UdpSocket::bind((addr, port)).map_err(|e| format!("bind {addr}:{port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(|e| e.to_string())?;
+    if let Err(e) = netstack::sockopt::set_buffer_sizes(&s, SOCKET_BUFFER) {
+        debug!(error = %e, "could not enlarge socket buffers");
+    }
+    if port == NAT_T_PORT {
+        if let Err(e) = netstack::udp::enable_gro(&s) {
+            debug!(error = %e, "UDP GRO unavailable");
+        }
+    }
     Ok(s)
 }
 
@@ -109,7 +143,7 @@ fn open_tuns(settings: &Settings) -> Result<Vec<Tun>, String> {
         .iter()
         .map(|t| {
             let err = |e: std::io::Error| format!("tenant {}: TUN {}: {e}", t.name, t.tun);
-            let tun = Tun::create_plain(&t.tun).map_err(err)?;
+            let tun = Tun::create(&t.tun).map_err(err)?;
             tun.set_mtu(TUN_MTU).map_err(err)?;
             if let Some((IpAddr::V4(a), len)) = t.address {
                 tun.set_ipv4(a, len).map_err(err)?;
@@ -120,7 +154,8 @@ fn open_tuns(settings: &Settings) -> Result<Vec<Tun>, String> {
         .collect()
 }
 
-fn udp_loop(io: &Io, sock: &UdpSocket, local: SocketAddr) {
+/// Port 500 carries IKE only.
+fn ike_loop(io: &Io, sock: &UdpSocket, local: SocketAddr) {
     let mut buf = vec![0u8; 65536];
     loop {
         match sock.recv_from(&mut buf) {
@@ -139,17 +174,134 @@ fn udp_loop(io: &Io, sock: &UdpSocket, local: SocketAddr) {
     }
 }
 
-fn tun_loop(io: &Io, tenant: usize) -> String {
-    let mut buf = vec![0u8; 65536];
+/// Port 4500: ESP in batches on the fast path, IKE and keepalives to the
+/// gateway.
+fn nat_t_loop(io: &Io, local: SocketAddr) {
+    let mut batch = RecvBatch::new(UDP_BATCH, 65_536);
+    let mut gro_buf = vec![0u8; netstack::offload::VNET_HDR_LEN + 65_536];
+    let mut esp: Vec<(usize, Range<usize>, Arc<InboundPath>)> = Vec::new();
+    let mut control: Vec<(usize, Range<usize>)> = Vec::new();
+    // Opened packets: message, range of the inner packet, tenant.
+    let mut opened: Vec<(usize, Range<usize>, usize)> = Vec::new();
     loop {
-        match io.tuns[tenant].recv(&mut buf) {
-            Ok(n) => {
-                let mut gw = io.lock();
-                gw.handle_tun(tenant, &buf[..n]);
-                io.flush(&mut gw);
+        let n = match batch.recv(&io.s4500) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
             }
-            Err(e) => return format!("TUN {}: {e}", io.tuns[tenant].name()),
+            Err(e) => {
+                // ICMP errors surface here (ECONNREFUSED...): not fatal.
+                debug!(error = %e, "UDP receive");
+                continue;
+            }
+        };
+        {
+            let gw = io.read();
+            for i in 0..n {
+                // With UDP GRO one message can hold many datagrams.
+                for part in batch.datagrams(i) {
+                    let datagram = &batch.get(i)[part.clone()];
+                    match classify(datagram) {
+                        Udp4500::Esp(_) => {
+                            if let Some(path) = gw.inbound_path(datagram) {
+                                esp.push((i, part, path));
+                            }
+                        }
+                        Udp4500::Ike(_) => control.push((i, part)),
+                        Udp4500::Keepalive | Udp4500::Invalid => {}
+                    }
+                }
+            }
         }
+        if !control.is_empty() {
+            let now = Instant::now();
+            let mut gw = io.lock();
+            for (i, part) in control.drain(..) {
+                let from = batch.get_mut(i).1;
+                gw.handle_udp(now, from, local, &batch.get(i)[part]);
+            }
+            io.flush(&mut gw);
+        }
+        for (i, part, path) in esp.drain(..) {
+            let datagram = &mut batch.get_mut(i).0[part.clone()];
+            if let Some(inner) = path.open(datagram) {
+                let at = part.start + inner.start..part.start + inner.end;
+                opened.push((i, at, path.tenant));
+            }
+        }
+        // Runs of one tenant go to its TUN in order.
+        let mut k = 0;
+        while k < opened.len() {
+            let tenant = opened[k].2;
+            let run = opened[k..].iter().take_while(|o| o.2 == tenant).count();
+            let packet = |j: usize| {
+                let (i, r, _) = &opened[k + j];
+                &batch.get(*i)[r.clone()]
+            };
+            if let Some(tun) = io.tuns.get(tenant) {
+                if let (failed @ 1.., Some(e)) = tun.send_in_order(run, packet, &mut gro_buf) {
+                    debug!(failed, error = %e, "TUN write failed");
+                }
+            }
+            k += run;
+        }
+        opened.clear();
+    }
+}
+
+/// A tenant's packets: read in batches, sealed in place, sent with GSO.
+fn tun_loop(io: &Io, tenant: usize) -> String {
+    let tun = &io.tuns[tenant];
+    // Zeroed slots are backed lazily by the OS: only touched pages cost.
+    let mut bufs: Vec<Vec<u8>> = (0..TUN_SLOTS).map(|_| vec![0u8; SLOT]).collect();
+    let mut lens = [0usize; TUN_SLOTS];
+    let mut reader = TunReader::default();
+    let mut routes: Vec<(usize, Arc<OutboundPath>)> = Vec::with_capacity(TUN_SLOTS);
+    // Sealed packets: destination, slot, range in the slot.
+    let mut sealed: Vec<(SocketAddr, usize, Range<usize>)> = Vec::with_capacity(TUN_SLOTS);
+    let mut sender = UdpSender::new();
+    let mut dropped_seen = 0;
+    loop {
+        let n = match tun.recv_batch(&mut reader, &mut bufs, HEADROOM, &mut lens) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return format!("TUN {}: {e}", tun.name()),
+        };
+        if reader.dropped > dropped_seen {
+            debug!(total = reader.dropped, reason = ?reader.last_drop, "dropped unusable TUN read");
+            dropped_seen = reader.dropped;
+        }
+        {
+            let gw = io.read();
+            for (i, buf) in bufs.iter().enumerate().take(n) {
+                if let Some(path) = gw.route(tenant, &buf[HEADROOM..HEADROOM + lens[i]]) {
+                    routes.push((i, path));
+                }
+            }
+        }
+        for (i, path) in routes.drain(..) {
+            match path.seal(&mut bufs[i], lens[i]) {
+                Ok(r) => sealed.push((path.peer, i, r)),
+                Err(e) => debug!(error = %e, "dropped outbound packet"),
+            }
+        }
+        // ESP always goes in UDP from port 4500 (NAT-T is always on).
+        let result =
+            netstack::udp::send_in_order(&mut sender, &io.s4500, &io.gso, sealed.len(), |k| {
+                let (to, i, r) = &sealed[k];
+                (*to, &bufs[*i][r.clone()])
+            });
+        if let Err(e) = result {
+            debug!(error = %e, "UDP send failed");
+        }
+        sealed.clear();
     }
 }
 
@@ -174,8 +326,8 @@ fn status_loop(io: &Io, listener: &UnixListener) {
             continue;
         }
         let answer = match line.trim() {
-            "status" => io.lock().status(),
-            "metrics" => io.lock().metrics(),
+            "status" => io.read().status(),
+            "metrics" => io.read().metrics(),
             "reload" => io.reload(),
             other => format!("unknown request {other:?} (status, metrics or reload)\n"),
         };
@@ -192,7 +344,7 @@ fn metrics_loop(io: &Io, listener: &std::net::TcpListener) {
             continue;
         }
         let (status, body) = match line.split_whitespace().nth(1) {
-            Some("/metrics") => ("200 OK", io.lock().metrics()),
+            Some("/metrics") => ("200 OK", io.read().metrics()),
             Some("/health") => ("200 OK", "ok\n".to_string()),
             _ => ("404 Not Found", "not found\n".to_string()),
         };
@@ -222,11 +374,12 @@ pub fn run(config: &Path) -> Result<(), String> {
     let mut gateway = Gateway::new(settings, seed()?);
     gateway.set_unix_time(unix_now());
     let io = Arc::new(Io {
-        gateway: Mutex::new(gateway),
+        gateway: RwLock::new(gateway),
         config: config.to_path_buf(),
         s500: bind(listen, IKE_PORT)?,
         s4500: bind(listen, NAT_T_PORT)?,
         tuns,
+        gso: AtomicBool::new(true),
     });
     info!(%listen, tunnels = io.lock().settings().tunnels.len(), "cvlan-vrouter up");
     {
@@ -241,18 +394,18 @@ pub fn run(config: &Path) -> Result<(), String> {
             .spawn(f)
             .map_err(|e| e.to_string())
     };
-    for (port, name) in [(IKE_PORT, "udp500"), (NAT_T_PORT, "udp4500")] {
+    {
         let io = io.clone();
         spawn(
-            name.into(),
-            Box::new(move || {
-                let sock = if port == IKE_PORT {
-                    &io.s500
-                } else {
-                    &io.s4500
-                };
-                udp_loop(&io, sock, SocketAddr::new(listen, port));
-            }),
+            "udp500".into(),
+            Box::new(move || ike_loop(&io, &io.s500, SocketAddr::new(listen, IKE_PORT))),
+        )?;
+    }
+    {
+        let io = io.clone();
+        spawn(
+            "udp4500".into(),
+            Box::new(move || nat_t_loop(&io, SocketAddr::new(listen, NAT_T_PORT))),
         )?;
     }
     for tenant in 0..io.tuns.len() {

@@ -3,18 +3,27 @@
 //! out. It owns the IKE endpoint, every Child SA's proto-esp state, and
 //! one policy database per tenant, so two tenants may use the same
 //! subnets without ever seeing each other's traffic.
+//!
+//! Packets can also bypass the owner's lock: `route` and `inbound_path`
+//! hand out a Child SA's [`OutboundPath`] / [`InboundPath`], which seal
+//! and open on their own (the daemon's data path does this; the
+//! `handle_tun` / `handle_udp` calls below do the same for tests and for
+//! anything not worth a fast path).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proto_esp::spd::Spd;
 use proto_esp::udp_encap::{classify, Udp4500};
-use proto_esp::{InboundSa, OutboundSa};
 use proto_ikev2::{DownReason, Endpoint, EndpointConfig, Event, SaHandle};
 use tracing::{info, warn};
 
 use crate::config::{Settings, Tunnel};
+pub use crate::datapath::Drops;
+use crate::datapath::{DropCounters, InboundPath, OutboundPath, Traffic, HEADROOM, TAILROOM};
 
 pub const IKE_PORT: u16 = 500;
 pub const NAT_T_PORT: u16 = 4500;
@@ -26,8 +35,6 @@ const RETRY: Duration = Duration::from_secs(5);
 /// its delete: the peer may have sealed some just before (strongSwan's
 /// delete_rekeyed_delay is the same 5 s).
 const REKEYED_GRACE: Duration = Duration::from_secs(5);
-const NEXT_HEADER_IPV4: u8 = 4;
-const NEXT_HEADER_IPV6: u8 = 41;
 
 /// Something to do in the outside world.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,7 +48,7 @@ pub enum Output {
     Tun { tenant: usize, packet: Vec<u8> },
 }
 
-/// Counters of one tunnel.
+/// Counters of one tunnel (a snapshot).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TunnelStats {
     pub bytes_in: u64,
@@ -53,19 +60,19 @@ pub struct TunnelStats {
     pub ike_rekeys: u64,
 }
 
-/// Packets dropped, by reason.
+/// What the control side keeps of a tunnel; traffic is counted apart.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Drops {
-    pub no_policy: u64,
-    pub unknown_spi: u64,
-    pub esp_invalid: u64,
-    pub policy_mismatch: u64,
+struct TunnelState {
+    up: bool,
+    child_sas: u32,
+    ike_rekeys: u64,
 }
 
 struct Inbound {
     tunnel: usize,
+    /// The outbound SPI of the same Child SA.
     spi_out: u32,
-    sa: InboundSa,
+    path: Arc<InboundPath>,
     /// A rekey replaced this SA: its delete starts a grace period.
     superseded: bool,
     /// When a deleted, superseded SA is finally dropped.
@@ -74,9 +81,7 @@ struct Inbound {
 
 struct Outbound {
     tunnel: usize,
-    sa: OutboundSa,
-    local: SocketAddr,
-    peer: SocketAddr,
+    path: Arc<OutboundPath>,
 }
 
 pub struct Gateway {
@@ -91,9 +96,10 @@ pub struct Gateway {
     /// Outbound SPIs of SAs the peer rekeyed: the policy moves to the new
     /// SPI when the old SA is deleted.
     switch_on_delete: HashMap<u32, u32>,
-    stats: Vec<TunnelStats>,
+    state: Vec<TunnelState>,
+    traffic: Vec<Arc<Traffic>>,
     retry_at: Vec<Option<Instant>>,
-    pub drops: Drops,
+    drops: Arc<DropCounters>,
     out: VecDeque<Output>,
 }
 
@@ -126,9 +132,10 @@ impl Gateway {
             inbound: HashMap::new(),
             outbound: HashMap::new(),
             switch_on_delete: HashMap::new(),
-            stats: vec![TunnelStats::default(); n],
+            state: vec![TunnelState::default(); n],
+            traffic: (0..n).map(|_| Arc::default()).collect(),
             retry_at: vec![None; n],
-            drops: Drops::default(),
+            drops: Arc::default(),
             out: VecDeque::new(),
         }
     }
@@ -137,8 +144,24 @@ impl Gateway {
         &self.settings
     }
 
-    pub fn stats(&self) -> &[TunnelStats] {
-        &self.stats
+    pub fn stats(&self) -> Vec<TunnelStats> {
+        self.state
+            .iter()
+            .zip(&self.traffic)
+            .map(|(s, t)| TunnelStats {
+                bytes_in: t.bytes_in.load(Relaxed),
+                bytes_out: t.bytes_out.load(Relaxed),
+                packets_in: t.packets_in.load(Relaxed),
+                packets_out: t.packets_out.load(Relaxed),
+                up: s.up,
+                child_sas: s.child_sas,
+                ike_rekeys: s.ike_rekeys,
+            })
+            .collect()
+    }
+
+    pub fn drops(&self) -> Drops {
+        self.drops.snapshot()
     }
 
     /// Brings up the tunnels we initiate.
@@ -179,74 +202,61 @@ impl Gateway {
     }
 
     fn esp_in(&mut self, datagram: &[u8]) {
-        let spi = u32::from_be_bytes([datagram[0], datagram[1], datagram[2], datagram[3]]);
-        let Some(inb) = self.inbound.get_mut(&spi) else {
-            self.drops.unknown_spi += 1;
+        let Some(path) = self.inbound_path(datagram) else {
             return;
         };
         let mut buf = datagram.to_vec();
-        let Ok(opened) = inb.sa.open(&mut buf) else {
-            self.drops.esp_invalid += 1;
-            return;
-        };
-        if !matches!(opened.next_header, NEXT_HEADER_IPV4 | NEXT_HEADER_IPV6) {
-            return; // dummy packets (59) and anything not IP
+        if let Some(inner) = path.open(&mut buf) {
+            // The decrypted packet moves to the front of the buffer it was
+            // opened in: one copy per packet, not two.
+            let len = inner.len();
+            buf.copy_within(inner, 0);
+            buf.truncate(len);
+            self.out.push_back(Output::Tun {
+                tenant: path.tenant,
+                packet: buf,
+            });
         }
-        let (tunnel, spi_out) = (inb.tunnel, inb.spi_out);
-        let tenant = self.settings.tunnels[tunnel].tenant;
-        if !self.spds[tenant].inbound_allowed(&spi_out, &buf[opened.payload.clone()]) {
-            self.drops.policy_mismatch += 1;
-            return;
+    }
+
+    /// The SA that opens an ESP packet (by its SPI), if we have it.
+    pub fn inbound_path(&self, esp: &[u8]) -> Option<Arc<InboundPath>> {
+        let found = esp
+            .first_chunk::<4>()
+            .and_then(|spi| self.inbound.get(&u32::from_be_bytes(*spi)));
+        if found.is_none() {
+            self.drops.unknown_spi.fetch_add(1, Relaxed);
         }
-        // The decrypted packet moves to the front of the buffer it was
-        // opened in: one copy per packet, not two.
-        let len = opened.payload.len();
-        buf.copy_within(opened.payload, 0);
-        buf.truncate(len);
-        let s = &mut self.stats[tunnel];
-        s.bytes_in += len as u64;
-        s.packets_in += 1;
-        self.out.push_back(Output::Tun {
-            tenant,
-            packet: buf,
-        });
+        found.map(|i| i.path.clone())
+    }
+
+    /// The SA a tenant's packet must be sealed with, if a policy covers it.
+    pub fn route(&self, tenant: usize, packet: &[u8]) -> Option<Arc<OutboundPath>> {
+        let found = self
+            .spds
+            .get(tenant)
+            .and_then(|s| s.outbound(packet))
+            .and_then(|spi| self.outbound.get(spi));
+        if found.is_none() {
+            self.drops.no_policy.fetch_add(1, Relaxed);
+        }
+        found.map(|o| o.path.clone())
     }
 
     /// A packet a tenant's TUN device gave us to send.
     pub fn handle_tun(&mut self, tenant: usize, packet: &[u8]) {
-        let Some(spi) = self
-            .spds
-            .get(tenant)
-            .and_then(|s| s.outbound(packet))
-            .copied()
-        else {
-            self.drops.no_policy += 1;
+        let Some(path) = self.route(tenant, packet) else {
             return;
         };
-        let Some(o) = self.outbound.get_mut(&spi) else {
-            self.drops.no_policy += 1;
-            return;
-        };
-        let next = if packet.first().is_some_and(|b| b >> 4 == 6) {
-            NEXT_HEADER_IPV6
-        } else {
-            NEXT_HEADER_IPV4
-        };
-        let mut buf = vec![0u8; o.sa.sealed_len(packet.len())];
-        let h = o.sa.headroom();
-        buf[h..h + packet.len()].copy_from_slice(packet);
-        let Ok(len) = o.sa.seal(&mut buf, packet.len(), next) else {
-            return;
-        };
-        buf.truncate(len);
-        let s = &mut self.stats[o.tunnel];
-        s.bytes_out += packet.len() as u64;
-        s.packets_out += 1;
-        self.out.push_back(Output::Udp {
-            source: o.local,
-            destination: o.peer,
-            contents: buf,
-        });
+        let mut buf = vec![0u8; HEADROOM + packet.len() + TAILROOM];
+        buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
+        if let Ok(sealed) = path.seal(&mut buf, packet.len()) {
+            self.out.push_back(Output::Udp {
+                source: path.local,
+                destination: path.peer,
+                contents: buf[sealed].to_vec(),
+            });
+        }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -320,26 +330,33 @@ impl Gateway {
         if route {
             self.spds[tenant].push(c.policy(c.spi_out));
         }
+        let traffic = &self.traffic[tunnel];
+        let path = InboundPath::new(
+            inb,
+            tenant,
+            c.policy(()),
+            traffic.clone(),
+            self.drops.clone(),
+        );
         self.inbound.insert(
             c.spi_in,
             Inbound {
                 tunnel,
                 spi_out: c.spi_out,
-                sa: inb,
+                path: Arc::new(path),
                 superseded: false,
                 retire_at: None,
             },
         );
+        let path = OutboundPath::new(outb, local, peer, traffic.clone());
         self.outbound.insert(
             c.spi_out,
             Outbound {
                 tunnel,
-                sa: outb,
-                local,
-                peer,
+                path: Arc::new(path),
             },
         );
-        self.stats[tunnel].child_sas += 1;
+        self.state[tunnel].child_sas += 1;
     }
 
     fn event(&mut self, now: Instant, h: SaHandle, tunnel: usize, e: Event) {
@@ -351,7 +368,7 @@ impl Gateway {
                 nat_local,
                 nat_remote,
             } => {
-                self.stats[tunnel].up = true;
+                self.state[tunnel].up = true;
                 info!(tunnel = %id, %remote_id, ?suite, nat_local, nat_remote, "tunnel up");
             }
             Event::ChildSaUp(c) => {
@@ -375,8 +392,8 @@ impl Gateway {
                     Some(old_out) if send_now => {
                         self.spds[tenant].remove_sa(&old_out);
                         if self.outbound.remove(&old_out).is_some() {
-                            self.stats[tunnel].child_sas =
-                                self.stats[tunnel].child_sas.saturating_sub(1);
+                            self.state[tunnel].child_sas =
+                                self.state[tunnel].child_sas.saturating_sub(1);
                         }
                         self.install(h, tunnel, new, true);
                     }
@@ -398,7 +415,7 @@ impl Gateway {
                     }
                 }
                 if self.outbound.remove(&spi_out).is_some() {
-                    self.stats[tunnel].child_sas = self.stats[tunnel].child_sas.saturating_sub(1);
+                    self.state[tunnel].child_sas = self.state[tunnel].child_sas.saturating_sub(1);
                 }
                 match self.switch_on_delete.remove(&spi_out) {
                     Some(next) => self.spds[tenant].replace_sa(&spi_out, next),
@@ -409,11 +426,11 @@ impl Gateway {
                 warn!(tunnel = %id, notify, "Child SA refused (14 NO_PROPOSAL_CHOSEN, 38 TS_UNACCEPTABLE)");
             }
             Event::IkeSaRekeyed { .. } => {
-                self.stats[tunnel].ike_rekeys += 1;
+                self.state[tunnel].ike_rekeys += 1;
                 info!(tunnel = %id, "IKE SA rekeyed");
             }
             Event::IkeSaDown(reason) => {
-                self.stats[tunnel].up = false;
+                self.state[tunnel].up = false;
                 match &reason {
                     DownReason::AuthenticationFailed(why) => {
                         warn!(tunnel = %id, reason = %why, "authentication failed")
@@ -516,11 +533,14 @@ impl Gateway {
             .iter()
             .filter_map(|(h, t)| kept[*t].map(|n| (*h, n)))
             .collect();
-        let mut stats = vec![TunnelStats::default(); new.tunnels.len()];
+        let mut state = vec![TunnelState::default(); new.tunnels.len()];
+        let mut traffic: Vec<Arc<Traffic>> =
+            (0..new.tunnels.len()).map(|_| Arc::default()).collect();
         let mut retry_at = vec![None; new.tunnels.len()];
         for (old, to) in kept.iter().enumerate() {
             if let Some(n) = to {
-                stats[*n] = self.stats[old];
+                state[*n] = self.state[old];
+                traffic[*n] = self.traffic[old].clone();
                 retry_at[*n] = self.retry_at[old];
             }
         }
@@ -537,7 +557,8 @@ impl Gateway {
         for t in &new.tunnels {
             self.endpoint.add_responder(Some(t.remote), t.ike.clone());
         }
-        self.stats = stats;
+        self.state = state;
+        self.traffic = traffic;
         self.retry_at = retry_at;
         self.settings = new;
         for n in added {
@@ -561,7 +582,7 @@ impl Gateway {
     /// `cvlan-vrouter status`: tunnels, SAs, traffic.
     pub fn status(&self) -> String {
         let mut s = String::new();
-        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+        for (t, st) in self.settings.tunnels.iter().zip(self.stats()) {
             let tenant = &self.settings.tenants[t.tenant].name;
             s += &format!(
                 "{:<12} tenant {:<10} {:<5} child SAs {}  in {} B / {} pkts  out {} B / {} pkts  IKE rekeys {}\n",
@@ -588,7 +609,7 @@ impl Gateway {
         }
         s += &format!(
             "drops: {:?}\nIKE: {:?}\n",
-            self.drops,
+            self.drops(),
             self.endpoint.drops()
         );
         s
@@ -597,8 +618,9 @@ impl Gateway {
     /// Prometheus text with the names of the vrouter design.
     pub fn metrics(&self) -> String {
         let mut m = String::new();
+        let stats = self.stats();
         let mut per_tenant: HashMap<&str, u32> = HashMap::new();
-        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+        for (t, st) in self.settings.tunnels.iter().zip(&stats) {
             *per_tenant
                 .entry(&self.settings.tenants[t.tenant].name)
                 .or_default() += u32::from(st.up);
@@ -612,14 +634,14 @@ impl Gateway {
             );
         }
         m += "# TYPE cvlan_vrouter_bytes_in_total counter\n";
-        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+        for (t, st) in self.settings.tunnels.iter().zip(&stats) {
             m += &format!(
                 "cvlan_vrouter_bytes_in_total{{tunnel=\"{}\"}} {}\n",
                 t.id, st.bytes_in
             );
         }
         m += "# TYPE cvlan_vrouter_bytes_out_total counter\n";
-        for (t, st) in self.settings.tunnels.iter().zip(&self.stats) {
+        for (t, st) in self.settings.tunnels.iter().zip(&stats) {
             m += &format!(
                 "cvlan_vrouter_bytes_out_total{{tunnel=\"{}\"}} {}\n",
                 t.id, st.bytes_out
@@ -630,7 +652,7 @@ impl Gateway {
             .sas()
             .filter(|(_, sa)| sa.phase() == proto_ikev2::Phase::Established)
             .count();
-        let rekeys: u64 = self.stats.iter().map(|s| s.ike_rekeys).sum();
+        let rekeys: u64 = self.state.iter().map(|s| s.ike_rekeys).sum();
         m += &format!(
             "# TYPE cvlan_vrouter_ike_sa_active gauge\ncvlan_vrouter_ike_sa_active {ike}\n"
         );

@@ -5,4 +5,5 @@
 
 pub mod config;
 pub mod daemon;
+pub mod datapath;
 pub mod gateway;

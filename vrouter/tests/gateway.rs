@@ -195,12 +195,12 @@ fn tenants_with_the_same_subnets_stay_apart() {
 
     // Nothing covers this destination: dropped and counted.
     net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [172, 16, 0, 1], 5));
-    assert_eq!(net.gws[0].drops.no_policy, 1);
+    assert_eq!(net.gws[0].drops().no_policy, 1);
     // A site sending from outside its selectors gets nowhere.
     net.gws[1].handle_tun(0, &packet([10, 7, 0, 5], [10, 88, 2, 7], 6));
     net.pump();
     assert!(net.tun.is_empty());
-    assert_eq!(net.gws[1].drops.no_policy, 1);
+    assert_eq!(net.gws[1].drops().no_policy, 1);
 
     let m = net.gws[0].metrics();
     assert!(
