@@ -392,7 +392,8 @@ secrets {{
 
     pub fn start_charon(&mut self) {
         self.charon = Some(spawn_charon(&self.theirs, &self.dir));
-        self.swanctl(&["--load-all", "--noprompt"]);
+        let out = self.swanctl(&["--load-all", "--noprompt"]);
+        assert!(out.contains("loaded connection 'gw'"), "swanctl: {out}");
     }
 
     pub fn swanctl(&self, args: &[&str]) -> String {
@@ -420,6 +421,9 @@ secrets {{
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A dead charon leaves its control socket behind: a new one must
+        // not be taken as started before it made its own.
+        let _ = std::fs::remove_file(self.dir.join("charon.vici"));
     }
 }
 
