@@ -32,9 +32,9 @@ pub enum CertError {
     Malformed,
     #[error("unsupported public key (ECDSA P-256/P-384 and RSA are)")]
     UnsupportedKey,
-    #[error("certificate of {subject} is not valid before {not_before} (unix time)")]
+    #[error("certificate of {subject} is not valid before {} (our clock)", utc(*not_before))]
     NotYetValid { subject: String, not_before: u64 },
-    #[error("certificate of {subject} expired at {not_after} (unix time)")]
+    #[error("certificate of {subject} expired at {} (our clock)", utc(*not_after))]
     Expired { subject: String, not_after: u64 },
     #[error("certificate of {subject} is not issued by a trusted CA (issuer {issuer})")]
     UntrustedIssuer { subject: String, issuer: String },
@@ -270,5 +270,39 @@ impl TrustStore {
     /// The CERTREQ payload's data: our CAs' key hashes, concatenated.
     pub fn certreq(&self) -> Vec<u8> {
         self.cas.iter().flat_map(|c| c.spki_sha1()).collect()
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD hh:mm:ss UTC`, for operators reading why a
+/// certificate was refused (days to civil date: H. Hinnant's algorithm).
+fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn dates_for_operators() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(1_609_459_200), "2021-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400 + 3_661), "2000-02-29 01:01:01 UTC");
+        assert_eq!(utc(4_102_444_799), "2099-12-31 23:59:59 UTC");
     }
 }

@@ -325,11 +325,25 @@ fn status_loop(io: &Io, listener: &UnixListener) {
         if reader.read_line(&mut line).is_err() {
             continue;
         }
-        let answer = match line.trim() {
-            "status" => io.read().status(),
-            "metrics" => io.read().metrics(),
-            "reload" => io.reload(),
-            other => format!("unknown request {other:?} (status, metrics or reload)\n"),
+        let answer = match line.trim().split_once(' ') {
+            None if line.trim() == "status" => io.read().status(),
+            None if line.trim() == "metrics" => io.read().metrics(),
+            None if line.trim() == "reload" => io.reload(),
+            Some((verb @ ("up" | "down"), tunnel)) => {
+                let mut gw = io.lock();
+                let now = Instant::now();
+                let result = if verb == "up" {
+                    gw.up(now, tunnel)
+                } else {
+                    gw.down(now, tunnel)
+                };
+                io.flush(&mut gw);
+                result.unwrap_or_else(|e| format!("refused: {e}\n"))
+            }
+            _ => format!(
+                "unknown request {:?} (status, metrics, reload, up TUNNEL or down TUNNEL)\n",
+                line.trim()
+            ),
         };
         let _ = (&conn).write_all(answer.as_bytes());
     }

@@ -99,6 +99,9 @@ pub struct Gateway {
     state: Vec<TunnelState>,
     traffic: Vec<Arc<Traffic>>,
     retry_at: Vec<Option<Instant>>,
+    /// Tunnels an operator took down: neither answered nor initiated
+    /// until taken up again.
+    admin_down: Vec<bool>,
     drops: Arc<DropCounters>,
     out: VecDeque<Output>,
 }
@@ -112,19 +115,20 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-fn same_config(t: &Tunnel, c: &std::sync::Arc<proto_ikev2::Config>) -> bool {
-    std::sync::Arc::ptr_eq(&t.ike, c)
+fn same_config(t: &Tunnel, c: &Arc<proto_ikev2::Config>) -> bool {
+    same_config_arc(&t.ike, c)
+}
+
+fn same_config_arc(a: &Arc<proto_ikev2::Config>, b: &Arc<proto_ikev2::Config>) -> bool {
+    Arc::ptr_eq(a, b)
 }
 
 impl Gateway {
     /// A gateway answering the configured peers; `start` initiates.
     pub fn new(settings: Settings, seed: [u8; 32]) -> Self {
-        let mut endpoint = Endpoint::new(EndpointConfig::default(), seed);
-        for t in &settings.tunnels {
-            endpoint.add_responder(Some(t.remote), t.ike.clone());
-        }
+        let endpoint = Endpoint::new(EndpointConfig::default(), seed);
         let n = settings.tunnels.len();
-        Self {
+        let mut gw = Self {
             spds: settings.tenants.iter().map(|_| Spd::default()).collect(),
             settings,
             endpoint,
@@ -135,9 +139,68 @@ impl Gateway {
             state: vec![TunnelState::default(); n],
             traffic: (0..n).map(|_| Arc::default()).collect(),
             retry_at: vec![None; n],
+            admin_down: vec![false; n],
             drops: Arc::default(),
             out: VecDeque::new(),
+        };
+        gw.set_responders();
+        gw
+    }
+
+    /// The endpoint answers the peers of every tunnel not taken down.
+    fn set_responders(&mut self) {
+        self.endpoint.clear_responders();
+        for (t, down) in self.settings.tunnels.iter().zip(&self.admin_down) {
+            if !down {
+                self.endpoint.add_responder(Some(t.remote), t.ike.clone());
+            }
         }
+    }
+
+    fn tunnel_index(&self, id: &str) -> Result<usize, String> {
+        self.settings
+            .tunnels
+            .iter()
+            .position(|t| t.id == id)
+            .ok_or_else(|| format!("no tunnel {id:?} in the configuration"))
+    }
+
+    /// Takes a tunnel down: its IKE SAs are deleted (the peer is told),
+    /// and it is neither answered nor initiated until `up`.
+    pub fn down(&mut self, now: Instant, id: &str) -> Result<String, String> {
+        let i = self.tunnel_index(id)?;
+        self.admin_down[i] = true;
+        self.retry_at[i] = None;
+        self.set_responders();
+        let config = self.settings.tunnels[i].ike.clone();
+        let live: Vec<SaHandle> = self
+            .endpoint
+            .sas()
+            .filter(|(_, sa)| {
+                same_config_arc(&config, sa.config()) && sa.phase() != proto_ikev2::Phase::Closed
+            })
+            .map(|(h, _)| h)
+            .collect();
+        for h in &live {
+            self.endpoint.delete(now, *h);
+        }
+        self.drain(now);
+        info!(tunnel = %id, ike_sas = live.len(), "taken down by the operator");
+        Ok(format!("{id}: down ({} IKE SA deleted)\n", live.len()))
+    }
+
+    /// Brings a tunnel taken down back: answered again, and initiated if
+    /// it is ours to initiate.
+    pub fn up(&mut self, now: Instant, id: &str) -> Result<String, String> {
+        let i = self.tunnel_index(id)?;
+        if !std::mem::replace(&mut self.admin_down[i], false) {
+            return Ok(format!("{id}: already up\n"));
+        }
+        self.set_responders();
+        self.initiate(now, i);
+        self.drain(now);
+        info!(tunnel = %id, "taken up by the operator");
+        Ok(format!("{id}: up\n"))
     }
 
     pub fn settings(&self) -> &Settings {
@@ -174,7 +237,9 @@ impl Gateway {
 
     fn initiate(&mut self, now: Instant, i: usize) {
         let t = &self.settings.tunnels[i];
-        let Some(peer) = t.initiate_to else { return };
+        let Some(peer) = t.initiate_to.filter(|_| !self.admin_down[i]) else {
+            return;
+        };
         let local = SocketAddr::new(self.settings.listen, IKE_PORT);
         let h = self
             .endpoint
@@ -439,6 +504,7 @@ impl Gateway {
                 }
                 self.sa_tunnel.remove(&h);
                 if self.settings.tunnels[tunnel].initiate_to.is_some()
+                    && !self.admin_down[tunnel]
                     && !self.endpoint.sas().any(|(o, sa)| {
                         o != h
                             && same_config(&self.settings.tunnels[tunnel], sa.config())
@@ -537,8 +603,10 @@ impl Gateway {
         let mut traffic: Vec<Arc<Traffic>> =
             (0..new.tunnels.len()).map(|_| Arc::default()).collect();
         let mut retry_at = vec![None; new.tunnels.len()];
+        let mut admin_down = vec![false; new.tunnels.len()];
         for (old, to) in kept.iter().enumerate() {
             if let Some(n) = to {
+                admin_down[*n] = self.admin_down[old];
                 state[*n] = self.state[old];
                 traffic[*n] = self.traffic[old].clone();
                 retry_at[*n] = self.retry_at[old];
@@ -553,14 +621,12 @@ impl Gateway {
             dropped.len(),
             added.len()
         );
-        self.endpoint.clear_responders();
-        for t in &new.tunnels {
-            self.endpoint.add_responder(Some(t.remote), t.ike.clone());
-        }
         self.state = state;
+        self.admin_down = admin_down;
         self.traffic = traffic;
         self.retry_at = retry_at;
         self.settings = new;
+        self.set_responders();
         for n in added {
             self.initiate(now, n);
         }
@@ -582,13 +648,19 @@ impl Gateway {
     /// `cvlan-vrouter status`: tunnels, SAs, traffic.
     pub fn status(&self) -> String {
         let mut s = String::new();
-        for (t, st) in self.settings.tunnels.iter().zip(self.stats()) {
+        let tunnels = self.settings.tunnels.iter().zip(&self.admin_down);
+        for ((t, down), st) in tunnels.zip(self.stats()) {
             let tenant = &self.settings.tenants[t.tenant].name;
+            let state = match (down, st.up) {
+                (true, _) => "admin-down",
+                (false, true) => "up",
+                (false, false) => "down",
+            };
             s += &format!(
-                "{:<12} tenant {:<10} {:<5} child SAs {}  in {} B / {} pkts  out {} B / {} pkts  IKE rekeys {}\n",
+                "{:<12} tenant {:<10} {:<10} child SAs {}  in {} B / {} pkts  out {} B / {} pkts  IKE rekeys {}\n",
                 t.id,
                 tenant,
-                if st.up { "up" } else { "down" },
+                state,
                 st.child_sas,
                 st.bytes_in,
                 st.packets_in,

@@ -1,4 +1,5 @@
-//! `cvlan-vrouter run --config FILE | check --config FILE | status | metrics | reload`.
+//! `cvlan-vrouter run --config FILE | check --config FILE | status | metrics | reload
+//! | down TUNNEL | up TUNNEL`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,30 @@ enum Command {
         #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
         socket: PathBuf,
     },
+    /// Takes a tunnel down: its SAs are deleted (the peer is told) and it
+    /// is neither answered nor initiated until `up` (or a restart).
+    Down {
+        tunnel: String,
+        #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Brings a tunnel taken down back (initiating it if configured to).
+    Up {
+        tunnel: String,
+        #[arg(long, default_value = DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
+/// Prints the vrouter's answer; a refusal is an error.
+fn answered(s: String) -> Result<(), String> {
+    match s.strip_prefix("refused: ") {
+        Some(why) => Err(why.trim_end().to_string()),
+        None => {
+            print!("{s}");
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -86,6 +111,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
         }),
+        Command::Down { tunnel, socket } => {
+            vrouter::daemon::ask(&socket, &format!("down {tunnel}")).and_then(answered)
+        }
+        Command::Up { tunnel, socket } => {
+            vrouter::daemon::ask(&socket, &format!("up {tunnel}")).and_then(answered)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,6 +35,41 @@ fn tunnel(
     )
 }
 
+/// B's (192.0.2.10, 10.88.2.0/24) tunnel `id` for `tenant`, answering the
+/// site at `peer` (identity `peer_id`, subnet `peer_net`).
+fn b_side(id: &str, tenant: &str, peer: &str, peer_net: &str, peer_id: &str) -> String {
+    tunnel(
+        id,
+        tenant,
+        peer,
+        false,
+        "10.88.2.0/24",
+        peer_net,
+        "@b",
+        peer_id,
+    )
+}
+
+/// A site gateway at `me` (identity `id`, subnet `net`) that initiates to
+/// B (192.0.2.10, 10.88.2.0/24) with the PSK of B's tunnel `of`.
+fn site(me: &str, id: &str, of: &str, net: &str) -> Settings {
+    settings(
+        me,
+        &["site"],
+        &tunnel(
+            "to-b",
+            "site",
+            "192.0.2.10",
+            true,
+            net,
+            "10.88.2.0/24",
+            id,
+            "@b",
+        )
+        .replace("psk-of-to-b", &format!("psk-of-{of}")),
+    )
+}
+
 /// An IPv4 UDP packet.
 fn packet(src: [u8; 4], dst: [u8; 4], tag: u8) -> Vec<u8> {
     let mut p = vec![0u8; 40];
@@ -96,56 +131,11 @@ fn tenants_with_the_same_subnets_stay_apart() {
     let b = settings(
         "192.0.2.10",
         &["acme", "globex"],
-        &(tunnel(
-            "acme-1",
-            "acme",
-            "192.0.2.1",
-            false,
-            "10.88.2.0/24",
-            "10.9.0.0/24",
-            "@b",
-            "@a1",
-        ) + &tunnel(
-            "globex-1",
-            "globex",
-            "192.0.2.2",
-            false,
-            "10.88.2.0/24",
-            "10.9.0.0/24",
-            "@b",
-            "@a2",
-        )),
+        &(b_side("acme-1", "acme", "192.0.2.1", "10.9.0.0/24", "@a1")
+            + &b_side("globex-1", "globex", "192.0.2.2", "10.9.0.0/24", "@a2")),
     );
-    let a1 = settings(
-        "192.0.2.1",
-        &["site"],
-        &tunnel(
-            "to-b",
-            "site",
-            "192.0.2.10",
-            true,
-            "10.9.0.0/24",
-            "10.88.2.0/24",
-            "@a1",
-            "@b",
-        )
-        .replace("psk-of-to-b", "psk-of-acme-1"),
-    );
-    let a2 = settings(
-        "192.0.2.2",
-        &["site"],
-        &tunnel(
-            "to-b",
-            "site",
-            "192.0.2.10",
-            true,
-            "10.9.0.0/24",
-            "10.88.2.0/24",
-            "@a2",
-            "@b",
-        )
-        .replace("psk-of-to-b", "psk-of-globex-1"),
-    );
+    let a1 = site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24");
+    let a2 = site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24");
     let mut net = Net {
         now: now(),
         gws: vec![
@@ -216,54 +206,10 @@ fn tenants_with_the_same_subnets_stay_apart() {
 
 #[test]
 fn a_reload_leaves_unchanged_tunnels_alone() {
-    let acme = tunnel(
-        "acme-1",
-        "acme",
-        "192.0.2.1",
-        false,
-        "10.88.2.0/24",
-        "10.9.0.0/24",
-        "@b",
-        "@a1",
-    );
-    let globex = tunnel(
-        "globex-1",
-        "globex",
-        "192.0.2.2",
-        false,
-        "10.88.2.0/24",
-        "10.9.0.0/24",
-        "@b",
-        "@a2",
-    );
-    let initech = tunnel(
-        "initech-1",
-        "globex",
-        "192.0.2.3",
-        false,
-        "10.88.2.0/24",
-        "10.7.0.0/24",
-        "@b",
-        "@a3",
-    );
+    let acme = b_side("acme-1", "acme", "192.0.2.1", "10.9.0.0/24", "@a1");
+    let globex = b_side("globex-1", "globex", "192.0.2.2", "10.9.0.0/24", "@a2");
+    let initech = b_side("initech-1", "globex", "192.0.2.3", "10.7.0.0/24", "@a3");
     let b = settings("192.0.2.10", &["acme", "globex"], &(acme.clone() + &globex));
-    let site = |me: &str, id: &str, of: &str, net: &str| {
-        settings(
-            me,
-            &["site"],
-            &tunnel(
-                "to-b",
-                "site",
-                "192.0.2.10",
-                true,
-                net,
-                "10.88.2.0/24",
-                id,
-                "@b",
-            )
-            .replace("psk-of-to-b", &format!("psk-of-{of}")),
-        )
-    };
     let mut net = Net {
         now: now(),
         gws: vec![
@@ -336,4 +282,72 @@ fn a_reload_leaves_unchanged_tunnels_alone() {
         .reload(net.now, settings("192.0.2.10", &["acme"], &acme))
         .unwrap_err();
     assert!(e.contains("tenants changed"), "{e}");
+}
+
+#[test]
+fn a_tunnel_taken_down_is_deleted_refused_and_comes_back_up() {
+    // A initiates to B; B's operator takes the tunnel down, then up.
+    let b = settings(
+        "192.0.2.10",
+        &["acme"],
+        &b_side("site-a", "acme", "192.0.2.1", "10.9.0.0/24", "@a"),
+    );
+    let a = site("192.0.2.1", "@a", "site-a", "10.9.0.0/24");
+    let mut net = Net {
+        now: now(),
+        gws: vec![Gateway::new(b, [1; 32]), Gateway::new(a, [2; 32])],
+        tun: vec![],
+    };
+    for g in &mut net.gws {
+        g.start(net.now);
+    }
+    net.pump();
+    assert!(net.gws.iter().all(|g| g.stats()[0].up));
+    let crosses = |net: &mut Net, tag: u8| {
+        net.tun.clear();
+        net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], tag));
+        net.pump();
+        net.tun.iter().any(|(g, _, p)| *g == 0 && p[28] == tag)
+    };
+    assert!(crosses(&mut net, 1));
+
+    assert_eq!(
+        net.gws[0].down(net.now, "nope"),
+        Err("no tunnel \"nope\" in the configuration".into())
+    );
+    let said = net.gws[0].down(net.now, "site-a").unwrap();
+    assert_eq!(said, "site-a: down (1 IKE SA deleted)\n");
+    net.pump();
+    assert!(!net.gws[1].stats()[0].up, "the peer was told");
+    assert_eq!(net.gws[1].stats()[0].child_sas, 0);
+    assert!(net.gws[0].status().contains("admin-down"));
+    assert!(!crosses(&mut net, 2), "nothing crosses a tunnel taken down");
+
+    // The peer tries again (its retry timer) and is not answered.
+    net.now += std::time::Duration::from_secs(6);
+    for g in &mut net.gws {
+        g.handle_timeout(net.now);
+    }
+    net.pump();
+    assert!(!net.gws[0].stats()[0].up && !net.gws[1].stats()[0].up);
+
+    assert_eq!(net.gws[0].up(net.now, "site-a").unwrap(), "site-a: up\n");
+    // We respond on this tunnel: it comes back when the peer retries.
+    net.now += std::time::Duration::from_secs(6);
+    for g in &mut net.gws {
+        g.handle_timeout(net.now);
+    }
+    net.pump();
+    for _ in 0..40 {
+        if net.gws.iter().all(|g| g.stats()[0].up) {
+            break;
+        }
+        net.now += std::time::Duration::from_secs(1);
+        for g in &mut net.gws {
+            g.handle_timeout(net.now);
+        }
+        net.pump();
+    }
+    assert!(net.gws.iter().all(|g| g.stats()[0].up), "back up");
+    assert!(crosses(&mut net, 3));
 }

@@ -413,6 +413,63 @@ fn a_killed_peer_is_found_and_a_delete_is_honoured() {
 
 #[test]
 #[ignore = "needs root and strongSwan (CI installs it)"]
+fn the_operator_takes_a_tunnel_down_and_up() {
+    let lab = Lab::new(&Charon::default());
+    let v = Vrouter::start(&lab, true);
+    v.wait_up(&lab);
+    assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(&v.socket)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, said) = cli(&["down", "nope"]);
+    assert!(!ok && said.contains("no tunnel \"nope\""), "{said}");
+
+    // Down: our delete reaches strongSwan, which drops the SAs.
+    let (ok, said) = cli(&["down", "to-strongswan"]);
+    assert!(
+        ok && said.contains("to-strongswan: down (1 IKE SA deleted)"),
+        "{said}"
+    );
+    let start = Instant::now();
+    while lab.swanctl(&["--list-sas"]).contains("ESTABLISHED") {
+        assert!(start.elapsed() < Duration::from_secs(5), "{}", lab.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        lab.log().contains("received DELETE for IKE_SA"),
+        "{}",
+        lab.log()
+    );
+    let status = v.ask("status").unwrap();
+    assert!(
+        status.contains("admin-down") && status.contains("child SAs 0"),
+        "{status}"
+    );
+    assert!(
+        !ping(&lab.ours, OUR_HOST, THEIR_HOST),
+        "a tunnel taken down carries nothing"
+    );
+    // strongSwan initiating meanwhile is not answered.
+    assert!(!lab.initiate().contains("initiate completed successfully"));
+
+    // Up: we initiate again and traffic flows.
+    let (ok, said) = cli(&["up", "to-strongswan"]);
+    assert!(ok && said.contains("to-strongswan: up"), "{said}");
+    v.wait_up(&lab);
+    assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+    assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
 fn certificate_pairings_carry_10_mib() {
     for (ours, theirs) in [("gw-o-p256", "gw-s-p384"), ("gw-o-rsa", "gw-s-rsa")] {
         let lab = Lab::new(&Charon {
@@ -440,7 +497,13 @@ fn misconfigured_peers_are_told_and_logged() {
     // and what our log must say.
     let cert = cert_auth("gw-o-p256");
     let psk = psk_auth();
-    let cases: [(Charon, String, &str, &str, &str); 3] = [
+    // Trusting the CA of strongSwan's expired certificate too, so that
+    // its date, not its issuer, is what fails.
+    let cert_two_cas = cert.replace(
+        &format!("\"{}\"]", pki("ca.pem")),
+        &format!("\"{}\", \"{}\"]", pki("ca.pem"), pki("ca-2.pem")),
+    );
+    let cases: [(Charon, String, &str, &str, &str); 4] = [
         (
             Charon {
                 proposals: Some("aes128-sha1-modp1024"),
@@ -467,6 +530,16 @@ fn misconfigured_peers_are_told_and_logged() {
             "",
             "N(AUTH_FAILED)",
             "",
+        ),
+        (
+            Charon {
+                cert: Some("gw-s-expired"),
+                ..Charon::default()
+            },
+            cert_two_cas,
+            "",
+            "N(AUTH_FAILED)",
+            "expired at 2021-01-01 00:00:00 UTC",
         ),
     ];
     for (i, (charon, auth, extra, notify, ours)) in cases.into_iter().enumerate() {
