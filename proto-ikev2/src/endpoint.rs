@@ -258,15 +258,18 @@ impl Endpoint {
         header: Header,
         msg: &[u8],
     ) {
-        let Some(config) = self
+        // The first configuration for the peer's address answers; the
+        // others may take over at IKE_AUTH, chosen by its identity.
+        let mut matching = self
             .responders
             .iter()
-            .find(|r| r.peers.is_none_or(|p| in_prefix(from.ip(), p)))
-            .map(|r| r.config.clone())
-        else {
+            .filter(|r| r.peers.is_none_or(|p| in_prefix(from.ip(), p)))
+            .map(|r| r.config.clone());
+        let Some(config) = matching.next() else {
             self.drops.no_config += 1;
             return;
         };
+        let alternatives: Vec<Arc<Config>> = matching.collect();
         if self.sas.len() >= self.config.max_sas {
             self.drops.sa_limit += 1;
             return;
@@ -296,6 +299,7 @@ impl Endpoint {
                 if let Some(t) = self.unix_time {
                     sa.set_unix_time(t);
                 }
+                sa.set_alternatives(alternatives);
                 let h = sa.spis().1;
                 self.by_initiator.insert((header.spi_i, from), h);
                 self.sas.insert(h, sa);

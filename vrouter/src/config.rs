@@ -342,10 +342,22 @@ impl Settings {
             if tunnels.iter().any(|o: &Tunnel| o.id == t.id) {
                 return Err(format!("tunnel {}: id used twice", t.id));
             }
-            tunnels.push(
-                tunnel(t, &tenants, f.vrouter.local_id.as_deref())
-                    .map_err(|e| format!("tunnel {}: {e}", t.id))?,
-            );
+            let new = tunnel(t, &tenants, f.vrouter.local_id.as_deref())
+                .map_err(|e| format!("tunnel {}: {e}", t.id))?;
+            // Tunnels answering the same peer address are told apart by
+            // the identity the peer presents (ours may differ too, when
+            // one site reaches us under two names).
+            if let Some(o) = tunnels.iter().find(|o: &&Tunnel| {
+                o.remote == new.remote
+                    && o.ike.remote_id == new.ike.remote_id
+                    && o.ike.local_id == new.ike.local_id
+            }) {
+                return Err(format!(
+                    "tunnel {}: same remote, remote_id and local_id as tunnel {}; give each a distinct remote_id",
+                    t.id, o.id
+                ));
+            }
+            tunnels.push(new);
         }
         Ok(Self {
             listen: f.vrouter.listen,
@@ -445,5 +457,18 @@ initiate = true
             let e = Settings::parse(&GOOD.replace(from, to)).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn tunnels_sharing_a_peer_address_need_distinct_identities() {
+        let second = GOOD[GOOD.find("[[tunnel]]").unwrap()..].replace("tun-001", "tun-002");
+        let e = Settings::parse(&format!("{GOOD}{second}")).unwrap_err();
+        assert!(
+            e.contains("tunnel tun-002: same remote, remote_id and local_id as tunnel tun-001"),
+            "{e}"
+        );
+        let distinct = second.replace("gw-s.interop", "gw-s2.interop");
+        let s = Settings::parse(&format!("{GOOD}{distinct}")).unwrap();
+        assert_eq!(s.tunnels.len(), 2);
     }
 }

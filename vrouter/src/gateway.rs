@@ -495,7 +495,17 @@ impl Gateway {
                 info!(tunnel = %id, "IKE SA rekeyed");
             }
             Event::IkeSaDown(reason) => {
-                self.state[tunnel].up = false;
+                // Another IKE SA of the tunnel may still be up (a second
+                // attempt failing, or one superseded).
+                let others = |phase: fn(proto_ikev2::Phase) -> bool| {
+                    self.endpoint.sas().any(|(o, sa)| {
+                        o != h
+                            && same_config(&self.settings.tunnels[tunnel], sa.config())
+                            && phase(sa.phase())
+                    })
+                };
+                self.state[tunnel].up = others(|p| p == proto_ikev2::Phase::Established);
+                let live = others(|p| p != proto_ikev2::Phase::Closed);
                 match &reason {
                     DownReason::AuthenticationFailed(why) => {
                         warn!(tunnel = %id, reason = %why, "authentication failed")
@@ -505,11 +515,7 @@ impl Gateway {
                 self.sa_tunnel.remove(&h);
                 if self.settings.tunnels[tunnel].initiate_to.is_some()
                     && !self.admin_down[tunnel]
-                    && !self.endpoint.sas().any(|(o, sa)| {
-                        o != h
-                            && same_config(&self.settings.tunnels[tunnel], sa.config())
-                            && sa.phase() != proto_ikev2::Phase::Closed
-                    })
+                    && !live
                 {
                     self.retry_at[tunnel] = Some(now + RETRY);
                 }

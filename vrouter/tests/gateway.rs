@@ -50,6 +50,17 @@ fn b_side(id: &str, tenant: &str, peer: &str, peer_net: &str, peer_id: &str) -> 
     )
 }
 
+/// B with tenant acme (site @a1 at 192.0.2.1, 10.9.0.0/24) and tenant
+/// globex (site @a2 at `globex_peer`, `globex_net`).
+fn b_with_two_tenants(globex_peer: &str, globex_net: &str) -> Settings {
+    settings(
+        "192.0.2.10",
+        &["acme", "globex"],
+        &(b_side("acme-1", "acme", "192.0.2.1", "10.9.0.0/24", "@a1")
+            + &b_side("globex-1", "globex", globex_peer, globex_net, "@a2")),
+    )
+}
+
 /// A site gateway at `me` (identity `id`, subnet `net`) that initiates to
 /// B (192.0.2.10, 10.88.2.0/24) with the PSK of B's tunnel `of`.
 fn site(me: &str, id: &str, of: &str, net: &str) -> Settings {
@@ -90,6 +101,24 @@ struct Net {
 }
 
 impl Net {
+    /// Gateway `i` seeded with `[i + 1; 32]`, all started and pumped until
+    /// quiet.
+    fn started(settings: Vec<Settings>) -> Self {
+        let gws = (1u8..)
+            .zip(settings)
+            .map(|(seed, s)| Gateway::new(s, [seed; 32]));
+        let mut net = Net {
+            now: now(),
+            gws: gws.collect(),
+            tun: vec![],
+        };
+        for g in &mut net.gws {
+            g.start(net.now);
+        }
+        net.pump();
+        net
+    }
+
     fn pump(&mut self) {
         loop {
             let mut moved = false;
@@ -128,27 +157,10 @@ fn now() -> Instant {
 #[test]
 fn tenants_with_the_same_subnets_stay_apart() {
     // B serves two tenants; their sites (A1, A2) both use 10.9.0.0/24.
-    let b = settings(
-        "192.0.2.10",
-        &["acme", "globex"],
-        &(b_side("acme-1", "acme", "192.0.2.1", "10.9.0.0/24", "@a1")
-            + &b_side("globex-1", "globex", "192.0.2.2", "10.9.0.0/24", "@a2")),
-    );
+    let b = b_with_two_tenants("192.0.2.2", "10.9.0.0/24");
     let a1 = site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24");
     let a2 = site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24");
-    let mut net = Net {
-        now: now(),
-        gws: vec![
-            Gateway::new(b, [1; 32]),
-            Gateway::new(a1, [2; 32]),
-            Gateway::new(a2, [3; 32]),
-        ],
-        tun: vec![],
-    };
-    for g in &mut net.gws {
-        g.start(net.now);
-    }
-    net.pump();
+    let mut net = Net::started(vec![b, a1, a2]);
     assert!(
         net.gws[0].stats().iter().all(|s| s.up && s.child_sas == 1),
         "{}",
@@ -293,15 +305,7 @@ fn a_tunnel_taken_down_is_deleted_refused_and_comes_back_up() {
         &b_side("site-a", "acme", "192.0.2.1", "10.9.0.0/24", "@a"),
     );
     let a = site("192.0.2.1", "@a", "site-a", "10.9.0.0/24");
-    let mut net = Net {
-        now: now(),
-        gws: vec![Gateway::new(b, [1; 32]), Gateway::new(a, [2; 32])],
-        tun: vec![],
-    };
-    for g in &mut net.gws {
-        g.start(net.now);
-    }
-    net.pump();
+    let mut net = Net::started(vec![b, a]);
     assert!(net.gws.iter().all(|g| g.stats()[0].up));
     let crosses = |net: &mut Net, tag: u8| {
         net.tun.clear();
@@ -350,4 +354,52 @@ fn a_tunnel_taken_down_is_deleted_refused_and_comes_back_up() {
     }
     assert!(net.gws.iter().all(|g| g.stats()[0].up), "back up");
     assert!(crosses(&mut net, 3));
+}
+
+#[test]
+fn two_tunnels_from_one_peer_address_are_told_apart_by_identity() {
+    // One site address (say, one NAT) reaches B as @a1 for tenant acme and
+    // as @a2 for tenant globex; B picks each tunnel by that identity.
+    let b = b_with_two_tenants("192.0.2.1", "10.7.0.0/24");
+    let two = |id: &str, local_id: &str, net: &str, of: &str| {
+        tunnel(
+            id,
+            "site",
+            "192.0.2.10",
+            true,
+            net,
+            "10.88.2.0/24",
+            local_id,
+            "@b",
+        )
+        .replace(&format!("psk-of-{id}"), &format!("psk-of-{of}"))
+    };
+    let a = settings(
+        "192.0.2.1",
+        &["site"],
+        &(two("one", "@a1", "10.9.0.0/24", "acme-1")
+            + &two("two", "@a2", "10.7.0.0/24", "globex-1")),
+    );
+    let mut net = Net::started(vec![b, a]);
+    for g in &net.gws {
+        assert!(
+            g.stats().iter().all(|s| s.up && s.child_sas == 1),
+            "{}",
+            g.status()
+        );
+    }
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 1));
+    net.gws[1].handle_tun(0, &packet([10, 7, 0, 5], [10, 88, 2, 7], 2));
+    net.pump();
+    let got: Vec<(usize, u8)> = net
+        .tun
+        .iter()
+        .filter(|(g, _, _)| *g == 0)
+        .map(|(_, tenant, p)| (*tenant, p[28]))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(0, 1), (1, 2)],
+        "acme got @a1's packet, globex @a2's"
+    );
 }

@@ -319,6 +319,7 @@ impl IkeSa {
                 DownReason::AuthenticationFailed(format!("unknown ID type {}", idi.0)),
             );
         };
+        self.switch_config_for(&peer);
         if let Some(want) = &self.config.remote_id {
             if *want != peer {
                 let why = format!("initiator identified as {peer}, expected {want}");
@@ -387,6 +388,15 @@ impl IkeSa {
             method,
             data: &auth,
         }));
+        // No SA and no selectors: the initiator wants the IKE SA alone
+        // (strongSwan does this when told to bring up no Child SA; RFC
+        // 6023's childless IKE SA). Children may follow by CREATE_CHILD_SA.
+        let childless = [pt::SA, pt::TSI, pt::TSR]
+            .iter()
+            .all(|&kind| find(payloads, kind).is_none());
+        if childless {
+            return w;
+        }
         match self.accept_child(&ex, payloads) {
             Ok((child, answer)) => {
                 w.push(&Payload::Sa(answer))
@@ -401,6 +411,31 @@ impl IkeSa {
             }
         }
         w
+    }
+
+    /// Responder: if the initiator is not who our configuration expects
+    /// but another configuration for its address names it exactly, and
+    /// accepts the IKE suite already agreed, that one serves this SA (its
+    /// credentials, identity, selectors and proposals; RFC 7296 §2.15).
+    fn switch_config_for(&mut self, peer: &Identity) {
+        if self
+            .config
+            .remote_id
+            .as_ref()
+            .is_none_or(|want| want == peer)
+        {
+            return;
+        }
+        let Some(suite) = self.suite() else { return };
+        let agreed = crate::proposal::ike_answer(1, &suite, Vec::new());
+        let found = self.alternatives.iter().find(|c| {
+            c.remote_id.as_ref() == Some(peer)
+                && crate::proposal::choose_ike(&agreed, &c.ike_proposals)
+                    .is_some_and(|(_, s)| s == suite)
+        });
+        if let Some(c) = found {
+            self.config = c.clone();
+        }
     }
 
     /// The Child SA the initiator asked for, as our policy allows it, or

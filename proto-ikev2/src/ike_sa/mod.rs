@@ -200,6 +200,10 @@ struct Protection {
 
 pub struct IkeSa {
     config: Arc<Config>,
+    /// Responder: other configurations for the same peer address, tried
+    /// in order when the initiator's identity is not the one `config`
+    /// expects (several tunnels behind one address, e.g. one NAT).
+    alternatives: Vec<Arc<Config>>,
     role: Role,
     spi_i: u64,
     spi_r: u64,
@@ -303,6 +307,7 @@ impl IkeSa {
             last_heard: now,
             deadline: None,
             down_reported: false,
+            alternatives: Vec::new(),
             unix_time: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -336,6 +341,12 @@ impl IkeSa {
 
     pub fn local(&self) -> SocketAddr {
         self.local
+    }
+
+    /// Responder: the configurations to switch to at IKE_AUTH if the
+    /// initiator's identity matches one of them rather than the first.
+    pub(crate) fn set_alternatives(&mut self, alternatives: Vec<Arc<Config>>) {
+        self.alternatives = alternatives;
     }
 
     pub fn suite(&self) -> Option<IkeSuite> {
