@@ -6,6 +6,7 @@ pub mod ifaddrs;
 pub mod keyfile;
 pub mod netns;
 pub mod offload;
+pub mod raw_esp;
 pub mod sockopt;
 pub mod tun;
 pub mod udp;

@@ -101,6 +101,11 @@ struct TunnelFile {
     /// Bring the tunnel up ourselves (else wait for the peer).
     #[serde(default)]
     initiate: bool,
+    /// ESP in UDP 4500 always (the default: what strongSwan's userspace
+    /// ESP speaks, and any NAT passes it); `false` sends raw ESP (IP
+    /// protocol 50, IPv4) when no NAT is detected.
+    #[serde(default = "yes")]
+    encap: bool,
     /// Seconds; defaults are strongSwan's (4 h, 1 h, 30 s).
     rekey_time: Option<u64>,
     child_rekey_time: Option<u64>,
@@ -113,6 +118,10 @@ struct TunnelFile {
 
 fn ipsec() -> String {
     "ipsec".into()
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +254,9 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
     if t.initiate && !host {
         return Err("initiate = true needs remote to be one address".into());
     }
+    if !t.encap && remote.0.is_ipv6() {
+        return Err("encap = false (raw ESP) is served over IPv4 only".into());
+    }
     let local_id = t
         .local_id
         .as_deref()
@@ -275,9 +287,7 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
         esp_proposals,
         local_ts: selectors(&t.local_subnets, "local_subnets")?,
         remote_ts: selectors(&t.remote_subnets, "remote_subnets")?,
-        // ESP goes in UDP 4500 always: no raw sockets, and it is what
-        // strongSwan's userspace ESP speaks.
-        force_encap: true,
+        force_encap: t.encap,
         fragment_size: Some(DEFAULT_FRAGMENT_SIZE),
         timers: Timers {
             ike_rekey: secs(t.rekey_time, defaults.ike_rekey),

@@ -18,6 +18,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use netstack::raw_esp::RawEsp;
 use netstack::tun::{Tun, TunReader};
 use netstack::udp::{RecvBatch, UdpSender};
 use proto_esp::udp_encap::{classify, Udp4500};
@@ -46,6 +47,8 @@ struct Io {
     tuns: Vec<Tun>,
     /// Whether UDP GSO still works on port 4500's socket and route.
     gso: AtomicBool,
+    /// Raw ESP, when a tunnel has `encap = false`.
+    raw: Option<RawEsp>,
 }
 
 impl Io {
@@ -64,6 +67,11 @@ impl Io {
     /// Re-reads the configuration file; a bad file changes nothing.
     fn reload(&self) -> String {
         let settings = match Settings::load(&self.config) {
+            Ok(s) if self.raw.is_none() && s.tunnels.iter().any(|t| !t.ike.force_encap) => {
+                let e = "encap = false needs the raw ESP socket: restart the vrouter to apply";
+                warn!(error = %e, "reload refused");
+                return format!("reload refused: {e}\n");
+            }
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "reload refused");
@@ -105,7 +113,21 @@ impl Io {
                         let _ = t.send(&packet);
                     }
                 }
+                Output::Esp {
+                    destination,
+                    contents,
+                } => self.send_raw(destination, &contents),
             }
+        }
+    }
+
+    /// Sends a raw ESP packet, if this vrouter serves raw ESP.
+    fn send_raw(&self, destination: IpAddr, esp: &[u8]) {
+        let (Some(raw), IpAddr::V4(to)) = (&self.raw, destination) else {
+            return;
+        };
+        if let Err(e) = raw.send(to, esp) {
+            debug!(%destination, error = %e, "raw ESP send failed");
         }
     }
 }
@@ -154,22 +176,38 @@ fn open_tuns(settings: &Settings) -> Result<Vec<Tun>, String> {
         .collect()
 }
 
+/// What a receive gave, if anything: timeouts (our wake-ups) and
+/// interruptions are quiet; other errors (ICMP errors surface as
+/// ECONNREFUSED, a malformed raw packet as InvalidData) are logged at
+/// debug and never fatal.
+fn received<T>(what: &str, r: std::io::Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            None
+        }
+        Err(e) => {
+            debug!(error = %e, "{what}");
+            None
+        }
+    }
+}
+
 /// Port 500 carries IKE only.
 fn ike_loop(io: &Io, sock: &UdpSocket, local: SocketAddr) {
     let mut buf = vec![0u8; 65536];
     loop {
-        match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                let mut gw = io.lock();
-                gw.handle_udp(Instant::now(), from, local, &buf[..n]);
-                io.flush(&mut gw);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => warn!(error = %e, "UDP receive"),
+        if let Some((n, from)) = received("UDP receive", sock.recv_from(&mut buf)) {
+            let mut gw = io.lock();
+            gw.handle_udp(Instant::now(), from, local, &buf[..n]);
+            io.flush(&mut gw);
         }
     }
 }
@@ -184,23 +222,8 @@ fn nat_t_loop(io: &Io, local: SocketAddr) {
     // Opened packets: message, range of the inner packet, tenant.
     let mut opened: Vec<(usize, Range<usize>, usize)> = Vec::new();
     loop {
-        let n = match batch.recv(&io.s4500) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
-                // ICMP errors surface here (ECONNREFUSED...): not fatal.
-                debug!(error = %e, "UDP receive");
-                continue;
-            }
+        let Some(n) = received("UDP receive", batch.recv(&io.s4500)) else {
+            continue;
         };
         {
             let gw = io.read();
@@ -288,7 +311,9 @@ fn tun_loop(io: &Io, tenant: usize) -> String {
         }
         for (i, path) in routes.drain(..) {
             match path.seal(&mut bufs[i], lens[i]) {
-                Ok(r) => sealed.push((path.peer, i, r)),
+                Ok(r) if path.encap => sealed.push((path.peer, i, r)),
+                // Raw ESP is the legacy path without NAT: one by one.
+                Ok(r) => io.send_raw(path.peer.ip(), &bufs[i][r]),
                 Err(e) => debug!(error = %e, "dropped outbound packet"),
             }
         }
@@ -303,6 +328,42 @@ fn tun_loop(io: &Io, tenant: usize) -> String {
         }
         sealed.clear();
     }
+}
+
+/// Raw ESP from peers without NAT (tunnels with `encap = false`).
+fn raw_loop(io: &Io, raw: &RawEsp) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Some((_, esp)) = received("raw ESP receive", raw.recv(&mut buf)) else {
+            continue;
+        };
+        let path = io.read().inbound_path(&buf[esp.clone()]);
+        let Some(path) = path else { continue };
+        let packet = &mut buf[esp.clone()];
+        if let Some(inner) = path.open(packet) {
+            if let Some(tun) = io.tuns.get(path.tenant) {
+                if let Err(e) = tun.send(&packet[inner]) {
+                    debug!(error = %e, "TUN write failed");
+                }
+            }
+        }
+    }
+}
+
+/// Opens the raw ESP socket if some tunnel wants raw ESP.
+fn open_raw(settings: &Settings) -> Result<Option<RawEsp>, String> {
+    if settings.tunnels.iter().all(|t| t.ike.force_encap) {
+        return Ok(None);
+    }
+    let IpAddr::V4(listen) = settings.listen else {
+        return Err("encap = false (raw ESP) needs an IPv4 listen address".into());
+    };
+    let raw = RawEsp::bind(listen).map_err(|e| {
+        format!("raw ESP socket on {listen}: {e} (needs CAP_NET_RAW; or set encap = true)")
+    })?;
+    raw.set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(|e| e.to_string())?;
+    Ok(Some(raw))
 }
 
 fn timer_loop(io: &Io) {
@@ -385,6 +446,7 @@ pub fn run(config: &Path) -> Result<(), String> {
         .metrics
         .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("metrics {a}: {e}")))
         .transpose()?;
+    let raw = open_raw(&settings)?;
     let mut gateway = Gateway::new(settings, seed()?);
     gateway.set_unix_time(unix_now());
     let io = Arc::new(Io {
@@ -394,6 +456,7 @@ pub fn run(config: &Path) -> Result<(), String> {
         s4500: bind(listen, NAT_T_PORT)?,
         tuns,
         gso: AtomicBool::new(true),
+        raw,
     });
     info!(%listen, tunnels = io.lock().settings().tunnels.len(), "cvlan-vrouter up");
     {
@@ -428,6 +491,17 @@ pub fn run(config: &Path) -> Result<(), String> {
             format!("tun{tenant}"),
             Box::new(move || {
                 let _ = tx.send(tun_loop(&io, tenant));
+            }),
+        )?;
+    }
+    if io.raw.is_some() {
+        let io = io.clone();
+        spawn(
+            "raw-esp".into(),
+            Box::new(move || {
+                if let Some(raw) = &io.raw {
+                    raw_loop(&io, raw);
+                }
             }),
         )?;
     }

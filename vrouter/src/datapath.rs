@@ -70,16 +70,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct OutboundPath {
     sa: Mutex<OutboundSa>,
-    /// Our address the peer knows (port 4500: ESP always goes in UDP).
+    /// ESP in UDP between `local` and `peer` (port 4500 both, NAT-T);
+    /// else raw ESP to the peer's address.
+    pub encap: bool,
     pub local: SocketAddr,
     pub peer: SocketAddr,
     traffic: Arc<Traffic>,
 }
 
 impl OutboundPath {
-    pub fn new(sa: OutboundSa, local: SocketAddr, peer: SocketAddr, traffic: Arc<Traffic>) -> Self {
+    pub fn new(
+        sa: OutboundSa,
+        encap: bool,
+        local: SocketAddr,
+        peer: SocketAddr,
+        traffic: Arc<Traffic>,
+    ) -> Self {
         Self {
             sa: Mutex::new(sa),
+            encap,
             local,
             peer,
             traffic,

@@ -46,6 +46,12 @@ pub enum Output {
     },
     /// A decrypted packet for a tenant's TUN device.
     Tun { tenant: usize, packet: Vec<u8> },
+    /// A raw ESP packet (IP protocol 50) for a peer with no NAT between
+    /// us, on a tunnel with `encap = false`.
+    Esp {
+        destination: IpAddr,
+        contents: Vec<u8>,
+    },
 }
 
 /// Counters of one tunnel (a snapshot).
@@ -252,6 +258,11 @@ impl Gateway {
         self.endpoint.set_unix_time(secs);
     }
 
+    /// A raw ESP packet (its IP header removed) arrived.
+    pub fn handle_esp(&mut self, esp: &[u8]) {
+        self.esp_in(esp);
+    }
+
     /// A datagram arrived on UDP port `to.port()`.
     pub fn handle_udp(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
         if to.port() == NAT_T_PORT {
@@ -316,10 +327,18 @@ impl Gateway {
         let mut buf = vec![0u8; HEADROOM + packet.len() + TAILROOM];
         buf[HEADROOM..HEADROOM + packet.len()].copy_from_slice(packet);
         if let Ok(sealed) = path.seal(&mut buf, packet.len()) {
-            self.out.push_back(Output::Udp {
-                source: path.local,
-                destination: path.peer,
-                contents: buf[sealed].to_vec(),
+            let contents = buf[sealed].to_vec();
+            self.out.push_back(if path.encap {
+                Output::Udp {
+                    source: path.local,
+                    destination: path.peer,
+                    contents,
+                }
+            } else {
+                Output::Esp {
+                    destination: path.peer.ip(),
+                    contents,
+                }
             });
         }
     }
@@ -413,7 +432,7 @@ impl Gateway {
                 retire_at: None,
             },
         );
-        let path = OutboundPath::new(outb, local, peer, traffic.clone());
+        let path = OutboundPath::new(outb, c.encap, local, peer, traffic.clone());
         self.outbound.insert(
             c.spi_out,
             Outbound {

@@ -98,25 +98,39 @@ struct Net {
     gws: Vec<Gateway>,
     /// TUN packets each gateway emitted: (gateway, tenant, packet).
     tun: Vec<(usize, usize, Vec<u8>)>,
+    /// How many ESP packets went in UDP, and how many raw.
+    esp_in_udp: usize,
+    esp_raw: usize,
 }
 
 impl Net {
-    /// Gateway `i` seeded with `[i + 1; 32]`, all started and pumped until
-    /// quiet.
-    fn started(settings: Vec<Settings>) -> Self {
+    /// Gateway `i` seeded with `[i + 1; 32]`, not started.
+    fn new(settings: Vec<Settings>) -> Self {
         let gws = (1u8..)
             .zip(settings)
             .map(|(seed, s)| Gateway::new(s, [seed; 32]));
-        let mut net = Net {
+        Net {
             now: now(),
             gws: gws.collect(),
             tun: vec![],
-        };
+            esp_in_udp: 0,
+            esp_raw: 0,
+        }
+    }
+
+    /// All started and pumped until quiet.
+    fn started(settings: Vec<Settings>) -> Self {
+        let mut net = Self::new(settings);
         for g in &mut net.gws {
             g.start(net.now);
         }
         net.pump();
         net
+    }
+
+    /// The gateway listening on `addr`.
+    fn at(&self, addr: std::net::IpAddr) -> usize {
+        self.gws.iter().position(|g| g.listen() == addr).unwrap()
     }
 
     fn pump(&mut self) {
@@ -132,12 +146,19 @@ impl Net {
                             destination,
                             contents,
                         } => {
-                            let to = self
-                                .gws
-                                .iter()
-                                .position(|g| g.listen() == destination.ip())
-                                .unwrap();
+                            let to = self.at(destination.ip());
+                            // ESP in UDP starts with a non-zero SPI.
+                            let esp = destination.port() == 4500 && contents[..4] != [0; 4];
+                            self.esp_in_udp += usize::from(esp && contents.len() > 1);
                             self.gws[to].handle_udp(self.now, source, destination, &contents);
+                        }
+                        Output::Esp {
+                            destination,
+                            contents,
+                        } => {
+                            let to = self.at(destination);
+                            self.esp_raw += 1;
+                            self.gws[to].handle_esp(&contents);
                         }
                     }
                 }
@@ -222,19 +243,12 @@ fn a_reload_leaves_unchanged_tunnels_alone() {
     let globex = b_side("globex-1", "globex", "192.0.2.2", "10.9.0.0/24", "@a2");
     let initech = b_side("initech-1", "globex", "192.0.2.3", "10.7.0.0/24", "@a3");
     let b = settings("192.0.2.10", &["acme", "globex"], &(acme.clone() + &globex));
-    let mut net = Net {
-        now: now(),
-        gws: vec![
-            Gateway::new(b, [1; 32]),
-            Gateway::new(site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24"), [2; 32]),
-            Gateway::new(site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24"), [3; 32]),
-            Gateway::new(
-                site("192.0.2.3", "@a3", "initech-1", "10.7.0.0/24"),
-                [4; 32],
-            ),
-        ],
-        tun: vec![],
-    };
+    let mut net = Net::new(vec![
+        b,
+        site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24"),
+        site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24"),
+        site("192.0.2.3", "@a3", "initech-1", "10.7.0.0/24"),
+    ]);
     for g in &mut net.gws[..3] {
         g.start(net.now);
     }
@@ -402,4 +416,48 @@ fn two_tunnels_from_one_peer_address_are_told_apart_by_identity() {
         vec![(0, 1), (1, 2)],
         "acme got @a1's packet, globex @a2's"
     );
+}
+
+#[test]
+fn without_encap_and_without_a_nat_esp_goes_raw() {
+    let raw = |s: String| s.replace("initiate =", "encap = false\ninitiate =");
+    let b = settings(
+        "192.0.2.10",
+        &["acme"],
+        &raw(b_side("site-a", "acme", "192.0.2.1", "10.9.0.0/24", "@a")),
+    );
+    let a = settings(
+        "192.0.2.1",
+        &["site"],
+        &raw(tunnel(
+            "to-b",
+            "site",
+            "192.0.2.10",
+            true,
+            "10.9.0.0/24",
+            "10.88.2.0/24",
+            "@a",
+            "@b",
+        ))
+        .replace("psk-of-to-b", "psk-of-site-a"),
+    );
+    let mut net = Net::started(vec![b, a]);
+    assert!(net.gws.iter().all(|g| g.stats()[0].up));
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 1));
+    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], 2));
+    net.pump();
+    let mut got: Vec<(usize, u8)> = net.tun.iter().map(|(g, _, p)| (*g, p[28])).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![(0, 1), (1, 2)]);
+    assert_eq!((net.esp_raw, net.esp_in_udp), (2, 0), "both ways raw ESP");
+
+    // The default (encap) sends the same packets in UDP 4500.
+    let mut net = Net::started(vec![
+        b_with_two_tenants("192.0.2.2", "10.9.0.0/24"),
+        site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24"),
+    ]);
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], 3));
+    net.pump();
+    assert_eq!(net.tun.len(), 1);
+    assert_eq!((net.esp_raw, net.esp_in_udp), (0, 1));
 }

@@ -10,9 +10,10 @@
 #[path = "../../proto-ikev2/tests/interop/lab.rs"]
 mod lab;
 use lab::*;
+#[path = "support/transfer.rs"]
+mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -179,38 +180,7 @@ fn ping(ns: &str, from: std::net::Ipv4Addr, to: std::net::Ipv4Addr) -> bool {
 /// 10 MiB from our side to a listener on their protected host, checked
 /// byte for byte; returns Mbit/s.
 fn transfer(lab: &Lab) -> f64 {
-    const LEN: usize = 10 << 20;
-    let pattern = |i: usize| (i as u8).wrapping_mul(31).wrapping_add((i >> 11) as u8);
-    let theirs = lab.theirs.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        netstack::netns::enter(&theirs).unwrap();
-        let l = TcpListener::bind(SocketAddr::from((THEIR_HOST, 5201))).unwrap();
-        ready_tx.send(()).unwrap();
-        let (mut c, _) = l.accept().unwrap();
-        let mut got = Vec::with_capacity(LEN);
-        c.read_to_end(&mut got).unwrap();
-        got
-    });
-    ready_rx.recv().unwrap();
-    let ours = lab.ours.clone();
-    let start = Instant::now();
-    std::thread::spawn(move || {
-        netstack::netns::enter(&ours).unwrap();
-        let mut c = TcpStream::connect(SocketAddr::from((THEIR_HOST, 5201))).unwrap();
-        let data: Vec<u8> = (0..LEN).map(pattern).collect();
-        c.write_all(&data).unwrap();
-    })
-    .join()
-    .unwrap();
-    let got = server.join().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(got.len(), LEN, "bytes lost");
-    assert!(
-        got.iter().enumerate().all(|(i, b)| *b == pattern(i)),
-        "bytes changed"
-    );
-    LEN as f64 * 8.0 / secs / 1e6
+    support::ten_mib(&lab.theirs, &lab.ours, SocketAddr::from((THEIR_HOST, 5201)))
 }
 
 #[test]
