@@ -7,6 +7,7 @@ pub mod keyfile;
 pub mod netns;
 pub mod offload;
 pub mod raw_esp;
+pub mod route;
 pub mod sockopt;
 pub mod tun;
 pub mod udp;

@@ -63,6 +63,14 @@ struct TenantFile {
     tun: String,
     /// An address for that device, "10.1.0.1/24" (optional).
     address: Option<String>,
+    /// The routing table the tenant's remote subnets go into, through its
+    /// TUN device (default: main). Tenants whose sites use the same
+    /// subnets need tables of their own; `ip rule` picks who uses which.
+    table: Option<u32>,
+    /// Install those routes (default); `false` leaves routing to the
+    /// operator.
+    #[serde(default = "yes")]
+    routes: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +137,8 @@ pub struct Tenant {
     pub name: String,
     pub tun: String,
     pub address: Option<(IpAddr, u8)>,
+    /// Where its tunnels' remote subnets are routed, if we route them.
+    pub table: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +152,8 @@ pub struct Tunnel {
     pub remote: (IpAddr, u8),
     /// Where we initiate to, if we do.
     pub initiate_to: Option<IpAddr>,
+    /// The peer's side of the tunnel, as prefixes (for routes).
+    pub remote_subnets: Vec<(IpAddr, u8)>,
     pub ike: Arc<Config>,
 }
 
@@ -315,6 +327,11 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
         tenant,
         remote,
         initiate_to: t.initiate.then_some(remote.0),
+        remote_subnets: t
+            .remote_subnets
+            .iter()
+            .filter_map(|s| prefix(s).ok())
+            .collect(),
         ike: Arc::new(ike),
     })
 }
@@ -336,6 +353,9 @@ impl Settings {
                     name: t.name.clone(),
                     tun: t.tun.clone(),
                     address,
+                    table: t
+                        .routes
+                        .then_some(t.table.unwrap_or(netstack::route::MAIN_TABLE)),
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -365,6 +385,23 @@ impl Settings {
                 return Err(format!(
                     "tunnel {}: same remote, remote_id and local_id as tunnel {}; give each a distinct remote_id",
                     t.id, o.id
+                ));
+            }
+            // One table cannot send a subnet to two tenants.
+            if let Some((o, net)) = tunnels.iter().find_map(|o: &Tunnel| {
+                let shared = o.tenant != new.tenant
+                    && tenants[o.tenant].table.is_some()
+                    && tenants[o.tenant].table == tenants[new.tenant].table;
+                let net = o
+                    .remote_subnets
+                    .iter()
+                    .find(|n| new.remote_subnets.contains(n));
+                net.filter(|_| shared).map(|n| (o, n))
+            }) {
+                return Err(format!(
+                    "tunnel {}: tenants {} and {} would both route {}/{} in one table; \
+                     give one a table of its own",
+                    t.id, tenants[o.tenant].name, tenants[new.tenant].name, net.0, net.1
                 ));
             }
             tunnels.push(new);
@@ -480,5 +517,26 @@ initiate = true
         let distinct = second.replace("gw-s.interop", "gw-s2.interop");
         let s = Settings::parse(&format!("{GOOD}{distinct}")).unwrap();
         assert_eq!(s.tunnels.len(), 2);
+    }
+
+    #[test]
+    fn tenants_routing_the_same_subnet_need_their_own_tables() {
+        let other = "[[tenant]]\nname = \"globex\"\ntun = \"vr-globex\"\n";
+        let second = GOOD[GOOD.find("[[tunnel]]").unwrap()..]
+            .replace("tun-001", "tun-002")
+            .replace("\"acme\"", "\"globex\"")
+            .replace("gw-s.interop", "gw-s2.interop");
+        let e = Settings::parse(&format!("{GOOD}{other}{second}")).unwrap_err();
+        assert!(
+            e.contains("tenants acme and globex would both route 10.88.1.0/24 in one table"),
+            "{e}"
+        );
+        let own = other.replace("vr-globex\"\n", "vr-globex\"\ntable = 200\n");
+        let s = Settings::parse(&format!("{GOOD}{own}{second}")).unwrap();
+        assert_eq!(s.tenants[0].table, Some(netstack::route::MAIN_TABLE));
+        assert_eq!(s.tenants[1].table, Some(200));
+        let unrouted = other.replace("vr-globex\"\n", "vr-globex\"\nroutes = false\n");
+        let s = Settings::parse(&format!("{GOOD}{unrouted}{second}")).unwrap();
+        assert_eq!(s.tenants[1].table, None);
     }
 }

@@ -19,6 +19,7 @@ use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netstack::raw_esp::RawEsp;
+use netstack::route::{Route, Routes};
 use netstack::tun::{Tun, TunReader};
 use netstack::udp::{RecvBatch, UdpSender};
 use proto_esp::udp_encap::{classify, Udp4500};
@@ -41,6 +42,9 @@ const SOCKET_BUFFER: usize = 4 << 20;
 
 struct Io {
     gateway: RwLock<Gateway>,
+    /// The routes we installed (the tunnels' remote subnets into their
+    /// tenants' TUN devices), to update on reload and remove at exit.
+    routes: std::sync::Mutex<Vec<Route>>,
     config: std::path::PathBuf,
     s500: UdpSocket,
     s4500: UdpSocket,
@@ -78,11 +82,18 @@ impl Io {
                 return format!("reload refused: {e}\n");
             }
         };
+        let wanted = routes_for(&settings);
         let mut gw = self.lock();
         let out = gw.reload(Instant::now(), settings);
         self.flush(&mut gw);
         match out {
-            Ok(report) => report,
+            Ok(report) => match wanted.and_then(|w| self.set_routes(w)) {
+                Ok(()) => report,
+                Err(e) => {
+                    warn!(error = %e, "routes not updated");
+                    format!("{report}routes not updated: {e}\n")
+                }
+            },
             Err(e) => {
                 warn!(error = %e, "reload refused");
                 format!("reload refused: {e}\n")
@@ -119,6 +130,29 @@ impl Io {
                 } => self.send_raw(destination, &contents),
             }
         }
+    }
+
+    /// Makes the installed routes `wanted`: removes the others, adds the
+    /// new ones.
+    fn set_routes(&self, wanted: Vec<Route>) -> Result<(), String> {
+        let mut installed = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut nl = Routes::open().map_err(|e| format!("rtnetlink: {e}"))?;
+        for r in installed.iter().filter(|r| !wanted.contains(r)) {
+            if let Err(e) = nl.delete(r) {
+                warn!(route = ?r, error = %e, "could not remove route");
+            }
+        }
+        let mut result = Ok(());
+        for r in &wanted {
+            if let Err(e) = nl.add(r) {
+                result = Err(format!(
+                    "route {}/{} table {}: {e}",
+                    r.dst, r.prefix, r.table
+                ));
+            }
+        }
+        *installed = wanted;
+        result
     }
 
     /// Sends a raw ESP packet, if this vrouter serves raw ESP.
@@ -350,6 +384,30 @@ fn raw_loop(io: &Io, raw: &RawEsp) {
     }
 }
 
+/// The routes the configuration asks for: each tunnel's remote subnets
+/// through its tenant's TUN, in the tenant's table.
+fn routes_for(settings: &Settings) -> Result<Vec<Route>, String> {
+    let mut routes = Vec::new();
+    for t in &settings.tunnels {
+        let tenant = &settings.tenants[t.tenant];
+        let Some(table) = tenant.table else { continue };
+        let ifindex = netstack::route::ifindex(&tenant.tun)
+            .map_err(|e| format!("tenant {}: TUN {}: {e}", tenant.name, tenant.tun))?;
+        for &(dst, prefix) in &t.remote_subnets {
+            let r = Route {
+                dst: netstack::route::network(dst, prefix),
+                prefix,
+                ifindex,
+                table,
+            };
+            if !routes.contains(&r) {
+                routes.push(r);
+            }
+        }
+    }
+    Ok(routes)
+}
+
 /// Opens the raw ESP socket if some tunnel wants raw ESP.
 fn open_raw(settings: &Settings) -> Result<Option<RawEsp>, String> {
     if settings.tunnels.iter().all(|t| t.ike.force_encap) {
@@ -447,6 +505,7 @@ pub fn run(config: &Path) -> Result<(), String> {
         .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("metrics {a}: {e}")))
         .transpose()?;
     let raw = open_raw(&settings)?;
+    let routes = routes_for(&settings)?;
     let mut gateway = Gateway::new(settings, seed()?);
     gateway.set_unix_time(unix_now());
     let io = Arc::new(Io {
@@ -457,7 +516,9 @@ pub fn run(config: &Path) -> Result<(), String> {
         tuns,
         gso: AtomicBool::new(true),
         raw,
+        routes: std::sync::Mutex::new(Vec::new()),
     });
+    io.set_routes(routes)?;
     info!(%listen, tunnels = io.lock().settings().tunnels.len(), "cvlan-vrouter up");
     {
         let mut gw = io.lock();
@@ -549,6 +610,9 @@ pub fn run(config: &Path) -> Result<(), String> {
         .recv()
         .unwrap_or_else(|_| "all threads ended".into());
     info!(%reason, "shutting down");
+    if let Err(e) = io.set_routes(Vec::new()) {
+        warn!(error = %e, "routes left behind");
+    }
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

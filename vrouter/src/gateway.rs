@@ -557,7 +557,7 @@ impl Gateway {
                 .tenants
                 .iter()
                 .zip(&self.settings.tenants)
-                .all(|(a, b)| a.name == b.name && a.tun == b.tun);
+                .all(|(a, b)| a.name == b.name && a.tun == b.tun && a.table == b.table);
         if !same_tenants {
             return Err("tenants changed: restart the vrouter to apply".into());
         }

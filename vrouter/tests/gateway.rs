@@ -12,8 +12,9 @@ use vrouter::gateway::{Gateway, Output};
 
 fn settings(listen: &str, tenants: &[&str], tunnels: &str) -> Settings {
     let mut text = format!("[vrouter]\nlisten = \"{listen}\"\n");
-    for t in tenants {
-        text += &format!("[[tenant]]\nname = \"{t}\"\ntun = \"vr-{t}\"\n");
+    // Each tenant its own routing table: two may route the same subnets.
+    for (table, t) in (100..).zip(tenants) {
+        text += &format!("[[tenant]]\nname = \"{t}\"\ntun = \"vr-{t}\"\ntable = {table}\n");
     }
     Settings::parse(&(text + tunnels)).unwrap()
 }

@@ -133,17 +133,6 @@ initiate = {initiate}
             assert!(start.elapsed() < Duration::from_secs(10), "{}", self.logs());
             std::thread::sleep(Duration::from_millis(50));
         }
-        let tun = format!("vr-raw{i}");
-        sh(&[
-            "ip",
-            "-n",
-            &self.ns[i],
-            "route",
-            "replace",
-            NET[j],
-            "dev",
-            &tun,
-        ]);
     }
 
     fn status(&self, i: usize) -> String {

@@ -114,7 +114,9 @@ initiate = {initiate}
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        route_into(&lab.ours, "10.88.1.0/24", "vr-acme");
+        // The vrouter routes the remote subnet into the tenant's TUN.
+        let route = routes_to(&lab.ours, "10.88.1.0/24");
+        assert!(route.contains("dev vr-acme"), "{route}");
         v
     }
 
@@ -154,9 +156,13 @@ impl Drop for Vrouter {
     }
 }
 
-/// Routes `net` into TUN device `dev` in namespace `ns`.
-fn route_into(ns: &str, net: &str, dev: &str) {
-    sh(&["ip", "-n", ns, "route", "replace", net, "dev", dev]);
+/// The routes to `net` in every table of namespace `ns`.
+fn routes_to(ns: &str, net: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", ns, "route", "show", "table", "all", net])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether the metrics `m` show bytes received through `tunnel`.
@@ -416,17 +422,27 @@ fn two_tunnels_from_one_strongswan_are_told_apart_by_identity() {
     drop(v);
     let path = lab.dir.join("vrouter.toml");
     let more = format!(
-        "\n[[tenant]]\nname = \"globex\"\ntun = \"vr-globex\"\naddress = \"10.88.5.1/24\"\n\n\
+        "\n[[tenant]]\nname = \"globex\"\ntun = \"vr-globex\"\naddress = \"10.88.5.1/24\"\ntable = 200\n\n\
          [[tunnel]]\nid = \"second\"\ntenant = \"globex\"\nremote = \"{THEM}\"\nremote_id = \"gw-s2.interop\"\n\
          auth = {{ method = \"psk\", psk = \"{PSK}-2\" }}\nlocal_subnets = [\"10.88.5.0/24\"]\n\
          remote_subnets = [\"10.88.4.0/24\"]\nproposals = [\"aes256gcm16-prfsha256-ecp256\"]\nesp_proposals = [\"aes256gcm16\"]\n"
     );
     std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + &more).unwrap();
-    let _ = Command::new("ip")
-        .args(["-n", &lab.ours, "route", "del", "10.88.1.0/24"])
-        .status();
     let v = Vrouter::restart(&lab);
-    route_into(&lab.ours, "10.88.4.0/24", "vr-globex");
+    // Globex's routes live in its own table; a rule sends its hosts there.
+    let route = routes_to(&lab.ours, "10.88.4.0/24");
+    assert!(route.contains("dev vr-globex table 200"), "{route}");
+    sh(&[
+        "ip",
+        "-n",
+        &lab.ours,
+        "rule",
+        "add",
+        "from",
+        "10.88.5.0/24",
+        "lookup",
+        "200",
+    ]);
 
     for (ike, child) in [("gw", "net"), ("gw2", "net2")] {
         let out = lab.swanctl(&[
@@ -628,9 +644,6 @@ fn misconfigured_peers_are_told_and_logged() {
         if i == 1 {
             // Restart with the wrong expectation of strongSwan's identity.
             drop(v);
-            let _ = Command::new("ip")
-                .args(["-n", &lab.ours, "route", "del", "10.88.1.0/24"])
-                .status();
             let cfg = std::fs::read_to_string(lab.dir.join("vrouter.toml"))
                 .unwrap()
                 .replace(
@@ -644,9 +657,6 @@ fn misconfigured_peers_are_told_and_logged() {
             // Our trust store holds a CA strongSwan's certificate is not
             // from: it must be refused as untrusted.
             drop(v);
-            let _ = Command::new("ip")
-                .args(["-n", &lab.ours, "route", "del", "10.88.1.0/24"])
-                .status();
             let cfg = std::fs::read_to_string(lab.dir.join("vrouter.toml"))
                 .unwrap()
                 .replace(&pki("ca.pem"), &pki("other-ca.pem"));
