@@ -230,6 +230,7 @@ fn the_vrouter_initiates() {
     v.wait_up(&lab);
     assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
     assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
+    transfer(&lab);
     let status = v.ask("status").unwrap();
     assert!(
         status.contains("to-strongswan") && status.contains("Established"),
@@ -248,6 +249,8 @@ fn certificates_on_both_sides() {
     let v = Vrouter::start_with(&lab, true, &auth);
     v.wait_up(&lab);
     assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+    assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
+    transfer(&lab);
 }
 
 #[test]
@@ -290,7 +293,7 @@ fn every_required_proposal_carries_10_mib() {
         let v = Vrouter::start_full(&lab, true, &psk, &extra);
         v.wait_up(&lab);
         assert!(
-            ping(&lab.theirs, THEIR_HOST, OUR_HOST),
+            ping(&lab.theirs, THEIR_HOST, OUR_HOST) && ping(&lab.ours, OUR_HOST, THEIR_HOST),
             "{ike}: {}",
             v.log()
         );
@@ -299,8 +302,9 @@ fn every_required_proposal_carries_10_mib() {
     }
 }
 
-/// A continuous ping from their side, returning the loss summary line.
-fn ping_for(ns: &str, to: std::net::Ipv4Addr, count: u32) -> String {
+/// A continuous ping (10 a second) from `from` in `ns`, returning the
+/// loss summary line.
+fn ping_for(ns: &str, from: std::net::Ipv4Addr, to: std::net::Ipv4Addr, count: u32) -> String {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -315,7 +319,7 @@ fn ping_for(ns: &str, to: std::net::Ipv4Addr, count: u32) -> String {
             "1",
             "-I",
         ])
-        .args([THEIR_HOST.to_string(), to.to_string()])
+        .args([from.to_string(), to.to_string()])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -334,12 +338,27 @@ fn rekeys_from_both_sides_lose_no_ping() {
     let extra = "proposals = [\"aes128gcm16-prfsha256-x25519\"]\nesp_proposals = [\"aes128gcm16-x25519\"]\nchild_rekey_time = 4\nrekey_time = 7";
     let v = Vrouter::start_full(&lab, true, &psk, extra);
     v.wait_up(&lab);
-    let summary = ping_for(&lab.theirs, OUR_HOST, 200);
-    assert!(
-        summary.contains(" 0% packet loss"),
-        "pings lost across rekeys:\n{summary}\n{}",
-        v.log()
-    );
+    // Pings both ways for 20 s, and 10 MiB of TCP every 2 s meanwhile.
+    let (theirs, ours) = (lab.theirs.clone(), lab.ours.clone());
+    let pings = [
+        std::thread::spawn(move || ping_for(&theirs, THEIR_HOST, OUR_HOST, 200)),
+        std::thread::spawn(move || ping_for(&ours, OUR_HOST, THEIR_HOST, 200)),
+    ];
+    let mut transfers = 0;
+    while !pings.iter().all(|p| p.is_finished()) {
+        transfer(&lab);
+        transfers += 1;
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    for p in pings {
+        let summary = p.join().unwrap();
+        assert!(
+            summary.contains(" 0% packet loss"),
+            "pings lost across rekeys:\n{summary}\n{}",
+            v.log()
+        );
+    }
+    assert!(transfers >= 5, "{transfers} transfers");
     let log = v.log();
     let child_rekeys = log.matches("Child SA rekeyed").count();
     let ike_rekeys = log.matches("IKE SA rekeyed").count();
@@ -348,7 +367,10 @@ fn rekeys_from_both_sides_lose_no_ping() {
         "{child_rekeys} Child, {ike_rekeys} IKE rekeys"
     );
     assert!(lab.log().contains("rekeyed"), "strongSwan rekeyed too");
-    eprintln!("200 pings, 0% loss, across {child_rekeys} Child SA and {ike_rekeys} IKE SA rekeys");
+    eprintln!(
+        "200 pings each way, 0% loss, and {transfers} x 10 MiB byte for byte, across \
+         {child_rekeys} Child SA and {ike_rekeys} IKE SA rekeys"
+    );
 }
 
 #[test]
@@ -463,6 +485,8 @@ fn two_tunnels_from_one_strongswan_are_told_apart_by_identity() {
     let status = v.ask("status").unwrap();
     assert_eq!(status.matches(" up ").count(), 2, "{status}");
     assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
+    assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+    transfer(&lab);
     let second_host = "10.88.4.1".parse().unwrap();
     let globex_host = "10.88.5.1".parse().unwrap();
     assert!(ping(&lab.theirs, second_host, globex_host), "{}", v.log());
@@ -574,6 +598,7 @@ fn certificate_pairings_carry_10_mib() {
             v.log()
         );
         assert!(ping(&lab.ours, OUR_HOST, THEIR_HOST), "{}", v.log());
+        assert!(ping(&lab.theirs, THEIR_HOST, OUR_HOST), "{}", v.log());
         let mbps = transfer(&lab);
         eprintln!("{ours} / {theirs} (strongSwan encap = yes): 10 MiB at {mbps:.0} Mbit/s");
     }
