@@ -138,17 +138,24 @@ impl Io {
         let mut installed = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let mut nl = Routes::open().map_err(|e| format!("rtnetlink: {e}"))?;
         for r in installed.iter().filter(|r| !wanted.contains(r)) {
-            if let Err(e) = nl.delete(r) {
-                warn!(route = ?r, error = %e, "could not remove route");
+            match nl.delete(r) {
+                Ok(()) => info!(dst = %r.dst, prefix = r.prefix, table = r.table, "route removed"),
+                Err(e) => warn!(route = ?r, error = %e, "could not remove route"),
             }
         }
         let mut result = Ok(());
         for r in &wanted {
-            if let Err(e) = nl.add(r) {
-                result = Err(format!(
-                    "route {}/{} table {}: {e}",
-                    r.dst, r.prefix, r.table
-                ));
+            match nl.add(r) {
+                Ok(()) if !installed.contains(r) => {
+                    info!(dst = %r.dst, prefix = r.prefix, table = r.table, ifindex = r.ifindex, "route added")
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    result = Err(format!(
+                        "route {}/{} table {}: {e}",
+                        r.dst, r.prefix, r.table
+                    ))
+                }
             }
         }
         *installed = wanted;

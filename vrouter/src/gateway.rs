@@ -758,6 +758,16 @@ impl Gateway {
             self.outbound.len()
         );
         m += &format!("# TYPE cvlan_vrouter_ike_rekeys_total counter\ncvlan_vrouter_ike_rekeys_total {rekeys}\n");
+        let d = self.drops();
+        m += "# TYPE cvlan_vrouter_packets_dropped_total counter\n";
+        for (reason, n) in [
+            ("no_policy", d.no_policy),
+            ("unknown_spi", d.unknown_spi),
+            ("esp_invalid", d.esp_invalid),
+            ("policy_mismatch", d.policy_mismatch),
+        ] {
+            m += &format!("cvlan_vrouter_packets_dropped_total{{reason=\"{reason}\"}} {n}\n");
+        }
         m
     }
 

@@ -220,6 +220,9 @@ fn tenants_with_the_same_subnets_stay_apart() {
     // Nothing covers this destination: dropped and counted.
     net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [172, 16, 0, 1], 5));
     assert_eq!(net.gws[0].drops().no_policy, 1);
+    assert!(net.gws[0]
+        .metrics()
+        .contains("cvlan_vrouter_packets_dropped_total{reason=\"no_policy\"} 1\n"));
     // A site sending from outside its selectors gets nowhere.
     net.gws[1].handle_tun(0, &packet([10, 7, 0, 5], [10, 88, 2, 7], 6));
     net.pump();
