@@ -294,12 +294,11 @@ impl Endpoint {
             }
         }
         let seed = self.seed();
-        match IkeSa::respond(now, config.clone(), to, from, msg, seed) {
+        match IkeSa::respond_among(now, config.clone(), alternatives, to, from, msg, seed) {
             Ok(mut sa) => {
                 if let Some(t) = self.unix_time {
                     sa.set_unix_time(t);
                 }
-                sa.set_alternatives(alternatives);
                 let h = sa.spis().1;
                 self.by_initiator.insert((header.spi_i, from), h);
                 self.sas.insert(h, sa);

@@ -198,3 +198,52 @@ fn large_messages_go_in_fragments_and_survive_losing_one() {
     assert_eq!(p.a.phase(), Phase::Established);
     assert_eq!(p.datagrams, 4);
 }
+
+#[test]
+fn a_certificate_config_behind_a_psk_one_for_the_same_address_is_asked_for_and_chosen() {
+    use proto_ikev2::wire::{consts::payload as payload_type, Message, Payload};
+    use proto_ikev2::{Endpoint, EndpointConfig, Event};
+    use std::net::SocketAddr;
+    // The responder's first configuration for every address is a PSK
+    // tunnel for someone else; the second is ours, by certificate.
+    let (a, b) = configs("gw-o-p256", "gw-s-p384", false);
+    let mut psk_first = b.clone();
+    psk_first.remote_id = Some(Identity::parse("someone-else.interop"));
+    psk_first.credentials = Credentials::Psk(zeroize::Zeroizing::new(b"a-psk-for-them".to_vec()));
+    let cert_second = Arc::new(b);
+    let mut gw = Endpoint::new(EndpointConfig::default(), [1; 32]);
+    gw.add_responder(None, Arc::new(psk_first));
+    gw.add_responder(None, cert_second.clone());
+
+    #[allow(clippy::disallowed_methods)] // the virtual clock's origin
+    let now = std::time::Instant::now();
+    let (ours, theirs): (SocketAddr, SocketAddr) = (
+        "10.0.0.2:500".parse().unwrap(),
+        "10.0.0.1:500".parse().unwrap(),
+    );
+    let mut ini = Endpoint::new(EndpointConfig::default(), [2; 32]);
+    ini.set_unix_time(1_900_000_000);
+    gw.set_unix_time(1_900_000_000);
+    ini.connect(now, Arc::new(a), ours, theirs);
+    let request = ini.poll_transmit().unwrap();
+    gw.handle_input(now, request.source, request.destination, &request.contents);
+    let first = gw.poll_transmit().unwrap();
+    ini.handle_input(now, first.source, first.destination, &first.contents);
+    shuttle(now, &mut ini, &mut gw);
+    let m = Message::parse(&first.contents).unwrap();
+    assert!(
+        matches!(m.find(payload_type::CERTREQ), Some(Payload::CertReq(_))),
+        "IKE_SA_INIT answered without asking for a certificate"
+    );
+    assert_eq!(ini.sas().next().unwrap().1.phase(), Phase::Established);
+    let (_, sa) = gw.sas().next().unwrap();
+    assert!(
+        Arc::ptr_eq(sa.config(), &cert_second),
+        "served by the certificate tunnel"
+    );
+    let mut up = false;
+    while let Some((_, e)) = gw.poll_event() {
+        up |= matches!(e, Event::ChildSaUp(_));
+    }
+    assert!(up);
+}

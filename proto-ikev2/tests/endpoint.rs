@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used)] // a test panics to report a failure
 
+mod common;
+use common::shuttle;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,25 +39,6 @@ fn config(local: &str) -> Arc<Config> {
         fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
     })
-}
-
-/// Every initiator lives in one endpoint (their addresses differ); all
-/// datagrams are delivered until both sides are quiet.
-fn shuttle(now: Instant, ini: &mut Endpoint, gw: &mut Endpoint) {
-    loop {
-        let mut moved = false;
-        while let Some(t) = ini.poll_transmit() {
-            moved = true;
-            gw.handle_input(now, t.source, t.destination, &t.contents);
-        }
-        while let Some(t) = gw.poll_transmit() {
-            moved = true;
-            ini.handle_input(now, t.source, t.destination, &t.contents);
-        }
-        if !moved {
-            break;
-        }
-    }
 }
 
 fn ups(ep: &mut Endpoint) -> usize {

@@ -416,7 +416,18 @@ fn two_tunnels_from_one_strongswan_are_told_apart_by_identity() {
     // strongSwan reaches us from one address under two identities: as
     // gw-s.interop for tenant acme (10.88.1.0/24 <-> 10.88.2.0/24) and as
     // gw-s2.interop for tenant globex (10.88.4.0/24 <-> 10.88.5.0/24).
-    let lab = Lab::new(&Charon::default());
+    // Both with PSKs; then acme with certificates behind globex's PSK
+    // tunnel, which answers IKE_SA_INIT: strongSwan sends its certificate
+    // only if asked, so our CERTREQ must name acme's CAs too.
+    two_identities(false);
+    two_identities(true);
+}
+
+fn two_identities(acme_by_certificate_second: bool) {
+    let lab = Lab::new(&Charon {
+        cert: acme_by_certificate_second.then_some("gw-s-p384"),
+        ..Charon::default()
+    });
     let conf = lab.dir.join("swanctl/swanctl.conf");
     let text = std::fs::read_to_string(&conf).unwrap();
     let second = format!(
@@ -440,16 +451,29 @@ fn two_tunnels_from_one_strongswan_are_told_apart_by_identity() {
         "lo",
     ]);
 
-    let v = Vrouter::start(&lab, false);
+    let auth = if acme_by_certificate_second {
+        cert_auth("gw-o-p256")
+    } else {
+        psk_auth()
+    };
+    let v = Vrouter::start_with(&lab, false, &auth);
     drop(v);
     let path = lab.dir.join("vrouter.toml");
-    let more = format!(
+    let globex = format!(
         "\n[[tenant]]\nname = \"globex\"\ntun = \"vr-globex\"\naddress = \"10.88.5.1/24\"\ntable = 200\n\n\
          [[tunnel]]\nid = \"second\"\ntenant = \"globex\"\nremote = \"{THEM}\"\nremote_id = \"gw-s2.interop\"\n\
          auth = {{ method = \"psk\", psk = \"{PSK}-2\" }}\nlocal_subnets = [\"10.88.5.0/24\"]\n\
          remote_subnets = [\"10.88.4.0/24\"]\nproposals = [\"aes256gcm16-prfsha256-ecp256\"]\nesp_proposals = [\"aes256gcm16\"]\n"
     );
-    std::fs::write(&path, std::fs::read_to_string(&path).unwrap() + &more).unwrap();
+    let acme = std::fs::read_to_string(&path).unwrap();
+    let both = if acme_by_certificate_second {
+        // Globex's tunnel first: it is the one that answers IKE_SA_INIT.
+        let at = acme.find("[[tunnel]]").unwrap();
+        format!("{}{globex}\n{}", &acme[..at], &acme[at..])
+    } else {
+        acme + &globex
+    };
+    std::fs::write(&path, both).unwrap();
     let v = Vrouter::restart(&lab);
     // Globex's routes live in its own table; a rule sends its hosts there.
     let route = routes_to(&lab.ours, "10.88.4.0/24");

@@ -79,12 +79,20 @@ impl IkeSa {
         }
     }
 
-    /// The CERTREQ we send: the CAs we trust.
+    /// The CERTREQ we send: the CAs we trust (for a responder, those of
+    /// every configuration that may serve this SA), each once.
     pub(super) fn our_certreq(&self) -> Option<Vec<u8>> {
-        match &self.config.credentials {
-            Credentials::Certificate { trust, .. } => Some(trust.certreq()),
-            Credentials::Psk(_) => None,
+        let mut hashes: Vec<u8> = Vec::new();
+        for c in std::iter::once(&self.config).chain(&self.alternatives) {
+            if let Credentials::Certificate { trust, .. } = &c.credentials {
+                for h in trust.certreq().chunks(20) {
+                    if !hashes.chunks(20).any(|known| known == h) {
+                        hashes.extend_from_slice(h);
+                    }
+                }
+            }
         }
+        (!hashes.is_empty()).then_some(hashes)
     }
 
     /// Checks the peer's AUTH (and certificate) for identity `peer`;

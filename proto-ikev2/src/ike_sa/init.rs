@@ -319,6 +319,23 @@ impl IkeSa {
         msg: &[u8],
         seed: [u8; 32],
     ) -> Result<Self, Refusal> {
+        Self::respond_among(now, config, Vec::new(), local, remote, msg, seed)
+    }
+
+    /// `respond`, with other configurations for the same peer address
+    /// that may take over at IKE_AUTH when the initiator's identity names
+    /// one of them (several tunnels behind one address). Their CAs are
+    /// requested too, so a peer that sends its certificate only when
+    /// asked (strongSwan's default) sends it.
+    pub fn respond_among(
+        now: Instant,
+        config: Arc<Config>,
+        alternatives: Vec<Arc<Config>>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        msg: &[u8],
+        seed: [u8; 32],
+    ) -> Result<Self, Refusal> {
         let quiet = |reason| Refusal {
             notify: None,
             reply: None,
@@ -389,6 +406,7 @@ impl IkeSa {
             ));
         }
         let mut sa = Self::new(config, Role::Responder, local, remote, seed, now);
+        sa.alternatives = alternatives;
         sa.spi_i = h.spi_i;
         let share = KeyShare::generate(suite.dh, &mut sa.rng);
         let Ok(g_ir) = share.shared(ke.data) else {

@@ -343,12 +343,6 @@ impl IkeSa {
         self.local
     }
 
-    /// Responder: the configurations to switch to at IKE_AUTH if the
-    /// initiator's identity matches one of them rather than the first.
-    pub(crate) fn set_alternatives(&mut self, alternatives: Vec<Arc<Config>>) {
-        self.alternatives = alternatives;
-    }
-
     pub fn suite(&self) -> Option<IkeSuite> {
         self.protection.as_ref().map(|p| p.suite)
     }

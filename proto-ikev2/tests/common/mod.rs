@@ -389,3 +389,22 @@ pub fn established_from(ca: Config, cb: Config) -> Pair {
     assert_eq!(p.a.phase(), Phase::Established);
     p
 }
+
+/// Every initiator lives in one endpoint (their addresses differ); all
+/// datagrams are delivered until both sides are quiet.
+pub fn shuttle(now: Instant, ini: &mut proto_ikev2::Endpoint, gw: &mut proto_ikev2::Endpoint) {
+    loop {
+        let mut moved = false;
+        while let Some(t) = ini.poll_transmit() {
+            moved = true;
+            gw.handle_input(now, t.source, t.destination, &t.contents);
+        }
+        while let Some(t) = gw.poll_transmit() {
+            moved = true;
+            ini.handle_input(now, t.source, t.destination, &t.contents);
+        }
+        if !moved {
+            break;
+        }
+    }
+}
