@@ -153,25 +153,6 @@ impl Routes {
     }
 }
 
-/// `addr` with the host bits beyond `prefix` cleared (the kernel refuses
-/// a route to 10.1.0.1/24; it takes 10.1.0.0/24).
-pub fn network(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(prefix.min(32)))
-                .unwrap_or(0);
-            IpAddr::V4((u32::from(a) & mask).into())
-        }
-        IpAddr::V6(a) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(prefix.min(128)))
-                .unwrap_or(0);
-            IpAddr::V6((u128::from(a) & mask).into())
-        }
-    }
-}
-
 /// The index of interface `name`.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(name)
@@ -209,15 +190,6 @@ mod tests {
         let d = r.request(false, 4);
         assert_eq!(u16::from_ne_bytes([d[4], d[5]]), RTM_DELROUTE);
         assert_eq!(u16::from_ne_bytes([d[6], d[7]]), 0x5);
-    }
-
-    #[test]
-    fn networks_drop_host_bits() {
-        let v4 = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(network(v4("10.88.1.7"), 24), v4("10.88.1.0"));
-        assert_eq!(network(v4("10.88.1.7"), 32), v4("10.88.1.7"));
-        assert_eq!(network(v4("10.88.1.7"), 0), v4("0.0.0.0"));
-        assert_eq!(network(v4("fd00::1:2"), 112), v4("fd00::1:0"));
     }
 
     #[test]

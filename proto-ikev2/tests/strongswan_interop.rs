@@ -25,15 +25,31 @@ use std::time::{Duration, Instant};
 use proto_ikev2::wire::TrafficSelector;
 use proto_ikev2::{Config, Credentials, DownReason, EspProposal, Identity, IkeProposal, Timers};
 
-/// Runs our side in the lab's namespace.
-fn run(lab: &Lab, plan: Plan) -> Outcome {
+/// Starts our side in the lab's namespace.
+fn spawn_ours(lab: &Lab, plan: Plan) -> std::thread::JoinHandle<Outcome> {
     let ns = lab.ours.clone();
     std::thread::spawn(move || {
         netstack::netns::enter(&ns).unwrap();
         driver::run(&plan).unwrap()
     })
-    .join()
-    .unwrap()
+}
+
+/// Runs our side in the lab's namespace.
+fn run(lab: &Lab, plan: Plan) -> Outcome {
+    spawn_ours(lab, plan).join().unwrap()
+}
+
+/// Our side answers while strongSwan initiates (which must succeed).
+fn answer_strongswan(lab: &Lab, mut plan: Plan) -> Outcome {
+    plan.respond = true;
+    let ours = spawn_ours(lab, plan);
+    std::thread::sleep(Duration::from_millis(300));
+    let initiated = lab.initiate();
+    assert!(
+        initiated.contains("initiate completed successfully"),
+        "{initiated}"
+    );
+    ours.join().unwrap()
 }
 
 /// Our certificate credentials from the test PKI.
@@ -122,7 +138,7 @@ fn we_initiate_with_every_proposal_and_ping_through_esp() {
 #[ignore = "needs root and strongSwan (CI installs it)"]
 fn strongswan_initiates_and_we_respond() {
     let lab = Lab::new(&Charon::default());
-    let mut p = plan(
+    let p = plan(
         config(
             "aes256gcm16-prfsha256-ecp256",
             "aes256gcm16",
@@ -132,19 +148,7 @@ fn strongswan_initiates_and_we_respond() {
         5,
         20,
     );
-    p.respond = true;
-    let ns = lab.ours.clone();
-    let ours = std::thread::spawn(move || {
-        netstack::netns::enter(&ns).unwrap();
-        driver::run(&p).unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let initiated = lab.initiate();
-    assert!(
-        initiated.contains("initiate completed successfully"),
-        "{initiated}"
-    );
-    let out = ours.join().unwrap();
+    let out = answer_strongswan(&lab, p);
     assert_eq!(out.replies, 5, "{:?}", out.log);
     assert!(out.deleted, "{:?}", out.down);
 }
@@ -248,13 +252,9 @@ fn liveness_checks_find_a_dead_peer() {
     let out = run(&lab, p.clone());
     assert_eq!(out.replies, 3);
     // Up again, then charon dies: our liveness checks must notice.
-    let ns = lab.ours.clone();
     p.count = u16::MAX;
     p.seed[0] ^= 1;
-    let ours = std::thread::spawn(move || {
-        netstack::netns::enter(&ns).unwrap();
-        driver::run(&p).unwrap()
-    });
+    let ours = spawn_ours(&lab, p);
     std::thread::sleep(Duration::from_secs(2));
     let killed = Instant::now();
     lab.kill_charon();
@@ -309,20 +309,7 @@ fn certificates_ecdsa_and_rsa_both_ways() {
             "{log}"
         );
         // And strongSwan initiating with its certificate.
-        let mut p = plan(cfg, 3, 20);
-        p.respond = true;
-        let ns = lab.ours.clone();
-        let ours_side = std::thread::spawn(move || {
-            netstack::netns::enter(&ns).unwrap();
-            driver::run(&p).unwrap()
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let initiated = lab.initiate();
-        assert!(
-            initiated.contains("initiate completed successfully"),
-            "{initiated}"
-        );
-        let out = ours_side.join().unwrap();
+        let out = answer_strongswan(&lab, plan(cfg, 3, 20));
         assert_eq!(out.replies, 3, "{theirs} -> {ours}: {:?}", out.log);
     }
 }

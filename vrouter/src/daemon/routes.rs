@@ -18,7 +18,8 @@ pub(super) fn routes_for(settings: &Settings) -> Result<Vec<Route>, String> {
             .map_err(|e| format!("tenant {}: TUN {}: {e}", tenant.name, tenant.tun))?;
         for &(dst, prefix) in &t.remote_subnets {
             let r = Route {
-                dst: netstack::route::network(dst, prefix),
+                // The kernel takes 10.1.0.0/24, not 10.1.0.1/24.
+                dst: proto_esp::spd::Selector::subnet(dst, prefix).start,
                 prefix,
                 ifindex,
                 table,
