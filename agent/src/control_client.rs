@@ -42,6 +42,8 @@ pub struct ConnectParams {
     pub controller_key: [u8; 32],
     pub machine_key: Zeroizing<[u8; 32]>,
     pub hello: ClientHello,
+    /// The hello's timestamp (from [`crate::settings::HelloClock`]).
+    pub timestamp: u64,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -126,8 +128,14 @@ where
         .await
         .map_err(|_| format!("{addr}: no HTTP upgrade answer"))??;
     let hello = params.hello.encode_to_vec();
-    let mut ch = Channel::client(&params.machine_key, &params.controller_key, seed()?, &hello)
-        .map_err(|e| e.to_string())?;
+    let mut ch = Channel::client(
+        &params.machine_key,
+        &params.controller_key,
+        seed()?,
+        params.timestamp,
+        &hello,
+    )
+    .map_err(|e| e.to_string())?;
     ch.handle_input(&early).map_err(|e| e.to_string())?;
     flush(&mut stream, &mut ch).await?;
     let mut assembler = MapAssembler::default();
@@ -153,6 +161,8 @@ where
                 })?;
                 while let Some(event) = ch.poll_event() {
                     match event {
+                        // Only a responder is asked about a hello.
+                        ChannelEvent::Hello { .. } => {}
                         ChannelEvent::Connected { hello, .. } => {
                             let server = ServerHello::decode(hello.as_slice()).map_err(|e| e.to_string())?;
                             if server.protocol_version != PROTOCOL_VERSION {

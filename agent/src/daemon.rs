@@ -26,7 +26,7 @@ use crate::local_api::{self, Reply, Request};
 use crate::mesh::{uapi_lines_with, Change, Mesh};
 use crate::paths::{Action as PathAction, Path, PathManager};
 use crate::relay_path::{choose_home, RelayLink};
-use crate::settings::{CachedMap, Saved, StateDir};
+use crate::settings::{CachedMap, HelloClock, Saved, StateDir};
 use crate::wg_device::{self, DeviceHandle};
 
 #[derive(Clone)]
@@ -66,6 +66,7 @@ struct Connection {
 struct Daemon {
     opts: DaemonOptions,
     state: StateDir,
+    hello_clock: HelloClock,
     device: Arc<DeviceHandle>,
     machine_key: Zeroizing<[u8; 32]>,
     node_public: [u8; 32],
@@ -152,6 +153,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let mut daemon = Daemon {
         auth_key: opts.auth_key.clone(),
         opts,
+        hello_clock: HelloClock::open(&state),
         state,
         device: device.clone(),
         machine_key,
@@ -347,6 +349,7 @@ impl Daemon {
             controller_key,
             machine_key: self.machine_key.clone(),
             hello,
+            timestamp: self.hello_clock.next(),
         };
         let (out_tx, out_rx) = mpsc::channel(8);
         let task = tokio::spawn(control_client::run(
@@ -545,6 +548,7 @@ impl Daemon {
             self.node_key.clone(),
             port,
             self.opts.relay_tls.clone(),
+            self.hello_clock.clone(),
         );
         info!(relay = %info.address, "home relay");
         // Every peer gets its relay path (and starts on it if not direct).

@@ -21,6 +21,7 @@ use tracing::{debug, info};
 use zeroize::Zeroizing;
 
 use crate::probe::Key;
+use crate::settings::HelloClock;
 
 /// Packets waiting for the relay connection at most; beyond, dropped.
 const TO_RELAY_QUEUE: usize = 1024;
@@ -61,6 +62,7 @@ impl RelayLink {
         node_key: Zeroizing<[u8; 32]>,
         device_port: u16,
         tls: Option<tokio_rustls::TlsConnector>,
+        clock: HelloClock,
     ) -> Option<Self> {
         let relay_key = key32(&relay.public_key)?;
         let (to_relay, mut outgoing) = mpsc::channel::<(Key, Vec<u8>)>(TO_RELAY_QUEUE);
@@ -88,6 +90,7 @@ impl RelayLink {
                         tls.as_ref(),
                         relay_key,
                         &node_key,
+                        clock.next(),
                         &mut outgoing,
                         &ev_tx,
                     )

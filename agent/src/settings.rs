@@ -6,7 +6,10 @@
 //!   created on first run, reused after), `settings.toml` (the controller
 //!   and whether the node should be up, written by the daemon on
 //!   `up`/`down`) and `map.bin` (the last network map, so a restarted node
-//!   comes back with its peers while the controller is away).
+//!   comes back with its peers while the controller is away), and
+//!   `hello.time` (the timestamp of the last handshake sent, so hellos
+//!   keep growing across restarts even on a board whose clock starts at
+//!   1970 after each boot).
 
 use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -88,6 +91,44 @@ pub struct CachedMap {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub dir: PathBuf,
+}
+
+/// Hands out the timestamps hellos carry (controller and relays turn away
+/// any hello not newer than the last one they accepted from us): the wall
+/// clock in nanoseconds, but always above the last one handed out, which
+/// is kept in `hello.time` across restarts.
+#[derive(Debug, Clone)]
+pub struct HelloClock {
+    path: PathBuf,
+    last: std::sync::Arc<std::sync::Mutex<u64>>,
+}
+
+impl HelloClock {
+    pub fn open(state: &StateDir) -> Self {
+        let path = state.dir.join("hello.time");
+        let last = std::fs::read(&path)
+            .ok()
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes);
+        Self {
+            path,
+            last: std::sync::Arc::new(std::sync::Mutex::new(last)),
+        }
+    }
+
+    /// The timestamp for the next hello (stored before it is used).
+    pub fn next(&self) -> u64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        *last = proto_control::next_timestamp(wall, *last);
+        if let Err(e) = write_atomic(&self.path, &last.to_be_bytes()) {
+            // Still monotonic in this process; only a restart could repeat.
+            tracing::warn!(path = %self.path.display(), error = %e, "hello timestamp not saved");
+        }
+        *last
+    }
 }
 
 /// Writes `bytes` to `path` whole (temp file, fsync, rename), mode 0600.
@@ -183,6 +224,23 @@ mod tests {
         assert_eq!(c.listen_port, Some(5));
         assert_eq!(c.auth_key().unwrap().unwrap().as_str(), "k");
         assert!(toml::from_str::<ConfigFile>("controler = \"typo\"").is_err());
+    }
+
+    #[test]
+    fn hello_timestamps_grow_across_restarts_even_when_the_clock_is_behind() {
+        let dir = std::env::temp_dir().join(format!("cvlan-agent-hello-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s = StateDir::open(&dir).unwrap();
+        let a = HelloClock::open(&s).next();
+        let b = HelloClock::open(&s).next();
+        assert!(b > a);
+        // A clock far behind what was sent before (a board booting at 1970).
+        let future = u64::MAX / 2;
+        std::fs::write(dir.join("hello.time"), future.to_be_bytes()).unwrap();
+        let clock = HelloClock::open(&s);
+        assert_eq!(clock.next(), future + 1);
+        assert_eq!(HelloClock::open(&s).next(), future + 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

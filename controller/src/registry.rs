@@ -15,6 +15,7 @@ use proto_control::messages::{
     key32, sanitize_name, valid_name, ClientHello, Endpoint, MapUpdate, RefusedReason,
     MAX_ENDPOINTS, PROTOCOL_VERSION,
 };
+use proto_control::HelloTimes;
 use thiserror::Error;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -32,6 +33,9 @@ const META_NEXT_NODE: &str = "next_node_id";
 const META_NEXT_KEY: &str = "next_auth_key_id";
 /// Most tags on a key (and so on a node).
 const MAX_TAGS: usize = 32;
+/// Hello timestamps kept (registered machines only, so in practice one
+/// per node; the bound holds whatever happens).
+const MAX_HELLO_TIMES: usize = 1 << 20;
 
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -116,6 +120,9 @@ pub struct Registry {
     log: ChangeLog,
     /// Connected nodes: node id -> the id of its current connection.
     online: HashMap<u64, u64>,
+    /// The newest hello timestamp of each registered machine's confirmed
+    /// sessions: a recorded handshake is turned away before it is answered.
+    hello_times: HelloTimes,
     notify: watch::Sender<u64>,
 }
 
@@ -177,6 +184,7 @@ impl Registry {
             next_key_id: meta_u64(&snap.meta, META_NEXT_KEY)?.unwrap_or(1),
             log: ChangeLog::new(version),
             online: HashMap::new(),
+            hello_times: HelloTimes::new(MAX_HELLO_TIMES),
             notify: watch::channel(version).0,
         };
         for n in snap.nodes {
@@ -231,6 +239,19 @@ impl Registry {
 
     pub fn auth_keys(&self) -> impl Iterator<Item = &AuthKeyRecord> {
         self.auth_keys.values()
+    }
+
+    /// Whether a hello from `machine` written at `timestamp` may be
+    /// answered: newer than any it confirmed before.
+    pub fn hello_is_fresh(&self, machine: &[u8; 32], timestamp: u64) -> bool {
+        self.hello_times.is_fresh(machine, timestamp)
+    }
+
+    /// A registered machine's session with this hello proved live.
+    pub fn hello_confirmed(&mut self, machine: [u8; 32], timestamp: u64) {
+        if self.by_machine.contains_key(&machine) {
+            self.hello_times.confirm(machine, timestamp);
+        }
     }
 
     pub fn is_online(&self, id: u64) -> bool {
@@ -289,6 +310,9 @@ impl Registry {
         for id in removed {
             if let Some(n) = self.unindex(id) {
                 self.ipam.release(Ipv4Addr::from(n.address));
+                if let Some(k) = key32(&n.machine_key) {
+                    self.hello_times.forget(&k);
+                }
             }
             self.log.record(version, id);
         }

@@ -6,7 +6,8 @@
 //! Every wait is bounded: a peer that stalls the handshake, stops reading
 //! or goes silent is dropped, and other nodes never wait on it.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +44,10 @@ pub struct Limits {
     /// Endpoint updates closer together than this are ignored: each one
     /// is a database write and a delta to every node.
     pub endpoint_update_interval: Duration,
+    /// Connections from one address that have not finished the handshake
+    /// yet, at most (a whole office behind one NAT reconnects at once;
+    /// one host cannot hold every slot).
+    pub pending_per_address: usize,
 }
 
 impl Default for Limits {
@@ -53,6 +58,7 @@ impl Default for Limits {
             idle: Duration::from_secs(60),
             connections: 65_536,
             endpoint_update_interval: Duration::from_secs(1),
+            pending_per_address: 64,
         }
     }
 }
@@ -81,6 +87,8 @@ enum ConnError {
     Decode(#[from] proto_control::messages::DecodeError),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("a hello not newer than the last confirmed one (a replay, or the node's clock)")]
+    StaleHello,
 }
 
 impl From<tokio::time::error::Elapsed> for ConnError {
@@ -131,13 +139,23 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     let next_conn = Arc::new(AtomicU64::new(1));
     let slots = Arc::new(Semaphore::new(limits.connections));
+    let pending = Arc::new(Pending::default());
+    let refusals = Arc::new(LogBudget::default());
     loop {
         let (stream, from) = listener.accept().await?;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%from, "connection limit reached, dropping");
             continue;
         };
+        let Some(handshaking) = Pending::enter(&pending, from.ip(), limits.pending_per_address)
+        else {
+            if let Some(suppressed) = refusals.allow() {
+                warn!(%from, suppressed, "too many handshakes pending from this address, dropping");
+            }
+            continue;
+        };
         let (registry, key, relays) = (registry.clone(), key.clone(), relays.clone());
+        let refusals = refusals.clone();
         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
@@ -150,6 +168,8 @@ pub async fn serve_with(
                 limits,
                 last_endpoint_update: None,
                 relays,
+                handshaking: Some(handshaking),
+                refusals,
             };
             match c.run(&key).await {
                 Ok(()) | Err(ConnError::Eof) => debug!(%from, "connection closed"),
@@ -162,6 +182,72 @@ pub async fn serve_with(
     }
 }
 
+/// Connections that have not finished the handshake, by address.
+#[derive(Debug, Default)]
+struct Pending(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`Pending`], given back when dropped.
+#[derive(Debug)]
+struct PendingSlot {
+    pending: Arc<Pending>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn enter(pending: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<PendingSlot> {
+        let mut map = pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(PendingSlot {
+            pending: pending.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut map = self.pending.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// At most [`LogBudget::LINES`] warnings per [`LogBudget::WINDOW`] about
+/// refused peers, so a flood cannot flood the log too; the next line
+/// after a quiet spell says how many were left out.
+#[derive(Debug, Default)]
+struct LogBudget(Mutex<(Option<tokio::time::Instant>, u32, u64)>);
+
+impl LogBudget {
+    const LINES: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    /// `Some(lines suppressed since the last one)` if this one may be logged.
+    fn allow(&self) -> Option<u64> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, lines, suppressed) = &mut *g;
+        let now = tokio::time::Instant::now();
+        if start.is_none_or(|s| now - s >= Self::WINDOW) {
+            *start = Some(now);
+            *lines = 0;
+        }
+        if *lines >= Self::LINES {
+            *suppressed += 1;
+            return None;
+        }
+        *lines += 1;
+        Some(std::mem::take(suppressed))
+    }
+}
+
 struct Connection {
     stream: TcpStream,
     from: SocketAddr,
@@ -171,6 +257,9 @@ struct Connection {
     limits: Limits,
     last_endpoint_update: Option<tokio::time::Instant>,
     relays: Arc<Vec<RelayInfo>>,
+    /// Held until the handshake completes.
+    handshaking: Option<PendingSlot>,
+    refusals: Arc<LogBudget>,
 }
 
 impl Connection {
@@ -184,14 +273,16 @@ impl Connection {
         }
         .encode_to_vec();
         let mut ch = Channel::server(key, random_seed(), &hello)?;
-        let (machine_key, hello) =
+        let (machine_key, timestamp, hello) =
             timeout(self.limits.handshake, self.handshake(&mut ch, rest)).await??;
+        self.handshaking = None;
         let hello = ClientHello::decode(hello.as_slice())
             .map_err(proto_control::messages::DecodeError::from)?;
         let mut versions = lock(&self.registry).subscribe();
         let joined = {
             let mut reg = lock(&self.registry);
             reg.connect(machine_key, &hello, unix_now()).map(|node| {
+                reg.hello_confirmed(machine_key, timestamp);
                 reg.set_online(node.id, self.conn);
                 let map = reg
                     .delta_since(node.id, hello.map_version)
@@ -203,7 +294,9 @@ impl Connection {
         let (node, map, prefix_len) = match joined {
             Ok(j) => j,
             Err(e) => {
-                warn!(from = %self.from, machine = %hex::encode(machine_key), error = %e, "node refused");
+                if let Some(suppressed) = self.refusals.allow() {
+                    warn!(from = %self.from, machine = %hex::encode(machine_key), error = %e, suppressed, "node refused");
+                }
                 self.refuse(&mut ch, e.refusal(), &e.to_string()).await?;
                 return Err(ConnError::Refused(e.to_string()));
             }
@@ -260,19 +353,38 @@ impl Connection {
         Ok(None)
     }
 
+    /// The Noise handshake, until the node has proven it is live: a
+    /// replayed first message is refused here (stale timestamp) or never
+    /// gets past the confirmation. Returns the machine key, the hello's
+    /// timestamp and the hello.
     async fn handshake(
         &mut self,
         ch: &mut Channel,
         early: Vec<u8>,
-    ) -> Result<([u8; 32], Vec<u8>), ConnError> {
+    ) -> Result<([u8; 32], u64, Vec<u8>), ConnError> {
         let mut input = early;
         let mut buf = vec![0u8; 16 * 1024];
+        let mut stamp = 0;
         loop {
             ch.handle_input(&input)?;
-            self.flush(ch).await?;
-            if let Some(ChannelEvent::Connected { peer, hello }) = ch.poll_event() {
-                return Ok((peer, hello));
+            while let Some(event) = ch.poll_event() {
+                match event {
+                    ChannelEvent::Hello { peer, timestamp } => {
+                        if !lock(&self.registry).hello_is_fresh(&peer, timestamp) {
+                            ch.refuse();
+                            if let Some(suppressed) = self.refusals.allow() {
+                                warn!(from = %self.from, machine = %hex::encode(peer), suppressed, "stale hello refused (a replayed handshake, or the node's clock stepped back)");
+                            }
+                            return Err(ConnError::StaleHello);
+                        }
+                        stamp = timestamp;
+                        ch.accept()?;
+                    }
+                    ChannelEvent::Connected { peer, hello } => return Ok((peer, stamp, hello)),
+                    ChannelEvent::Message(_) => {}
+                }
             }
+            self.flush(ch).await?;
             let n = self.stream.read(&mut buf).await?;
             if n == 0 {
                 return Err(ConnError::Eof);

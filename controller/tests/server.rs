@@ -22,6 +22,12 @@ use zeroize::Zeroizing;
 
 const CONTROLLER_KEY: [u8; 32] = [0x42; 32];
 
+/// Each connection's hello timestamp grows, as a real node's does.
+fn next_timestamp() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    LAST.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 struct Server {
     addr: SocketAddr,
     registry: SharedRegistry,
@@ -30,6 +36,16 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with(Limits {
+        handshake: Duration::from_millis(500),
+        write: Duration::from_millis(300),
+        idle: Duration::from_secs(5),
+        ..Limits::default()
+    })
+    .await
+}
+
+async fn start_with(limits: Limits) -> Server {
     let dir = tempfile::tempdir().expect("dir");
     let mut reg = Registry::open(&dir.path().join("c.redb"), None).expect("registry");
     let spec = NewAuthKey {
@@ -42,12 +58,6 @@ async fn start() -> Server {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let limits = Limits {
-        handshake: Duration::from_millis(500),
-        write: Duration::from_millis(300),
-        idle: Duration::from_secs(5),
-        ..Limits::default()
-    };
     tokio::spawn(serve_with(
         listener,
         registry.clone(),
@@ -68,12 +78,26 @@ struct Node {
     stream: TcpStream,
     ch: Channel,
     buf: Vec<u8>,
+    /// Every byte this node wrote after the HTTP upgrade, as sent: what a
+    /// passive observer of the TCP stream records.
+    sent: Vec<u8>,
 }
 
 impl Node {
     async fn join(
         server: &Server,
         id: u8,
+        auth_key: &str,
+        rcvbuf: Option<u32>,
+    ) -> (Self, ServerBody) {
+        Self::connect(server, id, [id; 32], auth_key, rcvbuf).await
+    }
+
+    /// Machine key `[id; 32]`, announcing `node_key`.
+    async fn connect(
+        server: &Server,
+        id: u8,
+        node_key: [u8; 32],
         auth_key: &str,
         rcvbuf: Option<u32>,
     ) -> (Self, ServerBody) {
@@ -95,7 +119,7 @@ impl Node {
         assert!(http::is_upgrade_response(&head));
         let hello = ClientHello {
             protocol_version: PROTOCOL_VERSION,
-            node_key: vec![id; 32],
+            node_key: node_key.to_vec(),
             hostname: format!("node{id}"),
             auth_key: auth_key.into(),
             endpoints: vec![],
@@ -105,6 +129,7 @@ impl Node {
             &[id; 32],
             &public_key(&CONTROLLER_KEY),
             [id; 32],
+            next_timestamp(),
             &hello.encode_to_vec(),
         )
         .expect("client");
@@ -112,6 +137,7 @@ impl Node {
             stream,
             ch,
             buf: vec![0; 65536],
+            sent: Vec::new(),
         };
         node.flush().await;
         let first = node.next().await.expect("first message");
@@ -121,6 +147,7 @@ impl Node {
     async fn flush(&mut self) {
         while let Some(b) = self.ch.poll_transmit() {
             self.stream.write_all(&b).await.expect("write");
+            self.sent.extend_from_slice(&b);
         }
     }
 
@@ -129,7 +156,7 @@ impl Node {
         loop {
             if let Some(ev) = self.ch.poll_event() {
                 match ev {
-                    ChannelEvent::Connected { .. } => continue,
+                    ChannelEvent::Connected { .. } | ChannelEvent::Hello { .. } => continue,
                     ChannelEvent::Message(m) => return Some(decode_server(&m).expect("decode")),
                 }
             }
@@ -141,6 +168,8 @@ impl Node {
                 return None;
             }
             self.ch.handle_input(&self.buf[..n]).expect("input");
+            // The handshake's confirmation, once message 2 is in.
+            self.flush().await;
         }
     }
 
@@ -260,4 +289,123 @@ async fn bad_peers_lose_only_their_own_connection() {
         3 + 500,
         "node1, forger, stuck and the bulk"
     );
+}
+
+/// Opens a connection and writes `bytes` after the HTTP upgrade, as an
+/// observer replaying a recording would; the stream is kept open.
+async fn replay(server: &Server, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    stream
+        .write_all(http::upgrade_request("test").as_bytes())
+        .await
+        .expect("upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while http::head_end(&head).is_none() {
+        stream.read_exact(&mut byte).await.expect("head");
+        head.push(byte[0]);
+    }
+    stream.write_all(bytes).await.expect("replay");
+    stream
+}
+
+/// The first frame of a recording: Noise message 1.
+fn first_frame(recorded: &[u8]) -> &[u8] {
+    let len = usize::from(u16::from_be_bytes([recorded[0], recorded[1]]));
+    &recorded[..2 + len]
+}
+
+#[tokio::test]
+async fn a_replayed_first_handshake_message_changes_nothing() {
+    let server = start().await;
+    // Node 1 joins; an observer records what it sends.
+    let (old, first) = Node::join(&server, 1, &server.auth_key, None).await;
+    let ServerBody::Registered(reg1) = first else {
+        panic!("{first:?}")
+    };
+    let recorded_before_rotation = old.sent.clone();
+    drop(old);
+    // It reconnects with a rotated node key: this is the live session.
+    let rotated = [0xa1; 32];
+    let (mut live, _) = Node::connect(&server, 1, rotated, "", None).await;
+    let version = lock(&server.registry).version();
+    live.until_version(version).await;
+    assert_eq!(
+        lock(&server.registry)
+            .node(reg1.node_id)
+            .map(|n| n.node_key.clone()),
+        Some(rotated.to_vec())
+    );
+    // Node 2 joins with the reusable key, is recorded, then removed.
+    let (gone, _) = Node::join(&server, 2, &server.auth_key, None).await;
+    let recorded_removed = gone.sent.clone();
+    drop(gone);
+    lock(&server.registry).remove_node("node2").expect("remove");
+    let version = lock(&server.registry).version();
+    live.until_version(version).await;
+
+    // The recordings are replayed, message 1 alone and everything sent.
+    let _replays = [
+        replay(&server, first_frame(&recorded_before_rotation)).await,
+        replay(&server, &recorded_before_rotation).await,
+        replay(&server, first_frame(&recorded_removed)).await,
+        replay(&server, &recorded_removed).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    {
+        let reg = lock(&server.registry);
+        assert_eq!(
+            reg.node(reg1.node_id).map(|n| n.node_key.clone()),
+            Some(rotated.to_vec()),
+            "a replay rolled the node key back"
+        );
+        assert_eq!(
+            reg.nodes().map(|n| n.name.clone()).collect::<Vec<_>>(),
+            vec!["node1".to_string()],
+            "a replay re-registered a removed node"
+        );
+        assert_eq!(reg.version(), version, "a replay changed the map");
+    }
+    // The live session was not displaced: it still gets the next change.
+    let (_third, _) = Node::join(&server, 3, &server.auth_key, None).await;
+    let target = lock(&server.registry).version();
+    let update = timeout(Duration::from_secs(2), live.until_version(target))
+        .await
+        .expect("the live session stopped getting deltas");
+    assert!(
+        update.upserts.iter().any(|p| p.name == "node3"),
+        "{update:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_address_cannot_hold_more_pending_handshakes_than_its_share() {
+    let server = start_with(Limits {
+        handshake: Duration::from_secs(3),
+        pending_per_address: 2,
+        ..Limits::default()
+    })
+    .await;
+    // Two silent connections take this address's two slots...
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(server.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so a third is dropped at once, long before the handshake timeout.
+    let mut third = TcpStream::connect(server.addr).await.expect("connect");
+    assert!(
+        closes_within(&mut third, Duration::from_millis(500)).await,
+        "a third pending handshake from one address was kept"
+    );
+    // Slots come back when connections end; a node then joins as usual.
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_node, first) = Node::join(&server, 1, &server.auth_key, None).await;
+    assert!(matches!(first, ServerBody::Registered(_)), "{first:?}");
+    // A joined node no longer counts: two more may be pending beside it.
+    let _a = TcpStream::connect(server.addr).await.expect("connect");
+    let (_node2, first) = Node::join(&server, 2, &server.auth_key, None).await;
+    assert!(matches!(first, ServerBody::Registered(_)), "{first:?}");
 }

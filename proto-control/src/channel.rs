@@ -2,23 +2,37 @@
 //! (initiator, its machine key) and the controller (responder, whose
 //! static key the node knows in advance), over a framed byte stream.
 //!
+//! IK's first message is authenticated by the initiator's static key but
+//! can be replayed by anyone who recorded it. So the responder acts on
+//! nothing until the initiator has proven the handshake is live:
+//!
+//! 1. initiator -> responder: message 1, carrying a timestamp and the hello.
+//!    The responder reports [`ChannelEvent::Hello`] (who, and when it says
+//!    it wrote this) and answers only if the caller [`accept`](Channel::accept)s:
+//!    a caller that keeps the newest timestamp per peer turns a stale
+//!    replay away before spending a reply on it.
+//! 2. responder -> initiator: message 2. The initiator is connected.
+//! 3. initiator -> responder: an empty transport message, sealed under keys
+//!    that mix in the responder's fresh ephemeral. Only the holder of the
+//!    initiator's ephemeral (and static) key can make it; when it opens,
+//!    the responder reports [`ChannelEvent::Connected`].
+//!
 //! Sans-IO: bytes from the stream go in with `handle_input`, bytes to write
 //! come out of `poll_transmit`, and what happened comes out of
-//! `poll_event`. Randomness is a seed given at construction. Any error
-//! closes the channel for good: a peer that sends one bad frame is
-//! dropped, never resynchronised.
+//! `poll_event`. Randomness is a seed given at construction, the timestamp
+//! an argument. Any error closes the channel for good: a peer that sends
+//! one bad frame is dropped, never resynchronised. The primitives are in
+//! [`crate::noise_crypto`].
 
 use std::collections::VecDeque;
 
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
-use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::frame::{encode, FrameDecoder, MAX_FRAME};
+use crate::noise_crypto::Resolver;
+
+pub use crate::noise_crypto::public_key;
 
 const PATTERN: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Bound into the handshake hash: a peer speaking another protocol or
@@ -33,14 +47,17 @@ pub enum Purpose {
 
 impl Purpose {
     fn prologue(self) -> &'static [u8] {
+        // v2: message 1 carries a timestamp and the initiator confirms.
         match self {
-            Self::Control => b"cloudvlan control v1",
-            Self::Relay => b"cloudvlan relay v1",
+            Self::Control => b"cloudvlan control v2",
+            Self::Relay => b"cloudvlan relay v2",
         }
     }
 }
 /// Noise adds at most this much to a payload (ephemerals, statics, tags).
 const NOISE_OVERHEAD: usize = 96;
+/// The timestamp in front of the initiator's hello.
+const TIMESTAMP_LEN: usize = 8;
 /// Largest application message one frame can carry.
 pub const MAX_MESSAGE: usize = MAX_FRAME - NOISE_OVERHEAD;
 /// Events and outgoing frames waiting at most (a peer that never reads).
@@ -61,75 +78,55 @@ pub enum ChannelError {
     NotConnected,
     #[error("the peer is not reading: too much queued")]
     Backlog,
+    #[error("the handshake was refused (a stale or replayed hello)")]
+    Refused,
+    #[error("accept or refuse called when no hello is waiting")]
+    NoHelloWaiting,
 }
 
 /// Something the caller should act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelEvent {
-    /// The handshake completed. `peer` is the other side's static key (for
-    /// the controller: the node's machine key); `hello` is the payload the
-    /// peer sent inside its handshake message.
+    /// Responder only: message 1 arrived from the holder of `peer` (the
+    /// node's machine key, for the controller), written at `timestamp` by
+    /// its own account. It may be a replay: nothing is known to be live
+    /// yet. Call [`Channel::accept`] to answer or [`Channel::refuse`].
+    Hello { peer: [u8; 32], timestamp: u64 },
+    /// The handshake completed. `peer` is the other side's static key;
+    /// `hello` is the payload the peer sent inside its handshake message.
+    /// On the responder this means the initiator proved it is live.
     Connected { peer: [u8; 32], hello: Vec<u8> },
     /// An authenticated application message.
     Message(Vec<u8>),
-}
-
-/// A seeded RNG handed to snow, so the handshake's ephemeral keys come
-/// from the caller's seed and nothing here reads OS randomness.
-struct SeededRandom(ChaCha20Rng);
-
-impl Random for SeededRandom {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-struct SeededResolver {
-    seed: Zeroizing<[u8; 32]>,
-}
-
-impl CryptoResolver for SeededResolver {
-    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(*self.seed))))
-    }
-    fn resolve_dh(&self, _: &DHChoice) -> Option<Box<dyn Dh>> {
-        None
-    }
-    fn resolve_hash(&self, _: &HashChoice) -> Option<Box<dyn Hash>> {
-        None
-    }
-    fn resolve_cipher(&self, _: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        None
-    }
 }
 
 fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
     let params = PATTERN
         .parse()
         .unwrap_or_else(|_| unreachable!("a valid pattern"));
-    let resolver = FallbackResolver::new(
-        Box::new(SeededResolver {
-            seed: Zeroizing::new(seed),
-        }),
-        Box::new(DefaultResolver),
-    );
-    snow::Builder::with_resolver(params, Box::new(resolver))
+    snow::Builder::with_resolver(params, Box::new(Resolver::new(seed)))
 }
 
-/// The X25519 public key of a 32-byte private key, for configuration.
-pub fn public_key(private: &[u8; 32]) -> [u8; 32] {
-    let mut dh = DefaultResolver
-        .resolve_dh(&DHChoice::Curve25519)
-        .unwrap_or_else(|| unreachable!("X25519 is built in"));
-    dh.set(private);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(dh.pubkey());
-    out
+/// The timestamp to put in the next hello: the wall clock in nanoseconds,
+/// but never at or below the `last` one sent (a clock that steps back
+/// must not make the node's own hellos look like replays).
+pub fn next_timestamp(unix_nanos: u64, last: u64) -> u64 {
+    unix_nanos.max(last.saturating_add(1))
 }
 
 enum State {
+    /// Initiator: message 1 sent. Responder: waiting for message 1.
     Handshake(Box<snow::HandshakeState>),
+    /// Responder: message 1 read, waiting for the caller's verdict.
+    Hello {
+        hs: Box<snow::HandshakeState>,
+        hello: Zeroizing<Vec<u8>>,
+    },
+    /// Responder: message 2 sent, waiting for the initiator's proof.
+    Confirming {
+        transport: Box<snow::TransportState>,
+        hello: Zeroizing<Vec<u8>>,
+    },
     Open(Box<snow::TransportState>),
     Closed,
 }
@@ -138,7 +135,7 @@ enum State {
 pub struct Channel {
     state: State,
     initiator: bool,
-    /// The responder's handshake reply payload, sent after reading message 1.
+    /// The responder's handshake reply payload, sent with message 2.
     reply: Vec<u8>,
     decoder: FrameDecoder,
     transmits: VecDeque<Vec<u8>>,
@@ -150,6 +147,8 @@ impl core::fmt::Debug for Channel {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let state = match self.state {
             State::Handshake(_) => "handshake",
+            State::Hello { .. } => "hello",
+            State::Confirming { .. } => "confirming",
             State::Open(_) => "open",
             State::Closed => "closed",
         };
@@ -163,14 +162,23 @@ impl core::fmt::Debug for Channel {
 impl Channel {
     /// The node's side: authenticates to `controller` (its static public
     /// key) with `machine_key`, sending `hello` in the first message
-    /// (encrypted, and only readable by that controller).
+    /// (encrypted, and only readable by that controller). `timestamp`
+    /// must grow from one connection to the next ([`next_timestamp`]).
     pub fn client(
         machine_key: &[u8; 32],
         controller: &[u8; 32],
         seed: [u8; 32],
+        timestamp: u64,
         hello: &[u8],
     ) -> Result<Self, ChannelError> {
-        Self::client_for(Purpose::Control, machine_key, controller, seed, hello)
+        Self::client_for(
+            Purpose::Control,
+            machine_key,
+            controller,
+            seed,
+            timestamp,
+            hello,
+        )
     }
 
     /// As [`client`](Self::client), for another [`Purpose`].
@@ -179,9 +187,10 @@ impl Channel {
         machine_key: &[u8; 32],
         controller: &[u8; 32],
         seed: [u8; 32],
+        timestamp: u64,
         hello: &[u8],
     ) -> Result<Self, ChannelError> {
-        if hello.len() > MAX_MESSAGE {
+        if hello.len() + TIMESTAMP_LEN > MAX_MESSAGE {
             return Err(ChannelError::TooLarge);
         }
         let mut hs = builder(seed)
@@ -190,9 +199,12 @@ impl Channel {
             .and_then(|b| b.prologue(purpose.prologue()))
             .and_then(|b| b.build_initiator())
             .map_err(|_| ChannelError::Handshake)?;
+        let mut payload = Zeroizing::new(Vec::with_capacity(TIMESTAMP_LEN + hello.len()));
+        payload.extend_from_slice(&timestamp.to_be_bytes());
+        payload.extend_from_slice(hello);
         let mut msg = vec![0u8; MAX_FRAME];
         let n = hs
-            .write_message(hello, &mut msg)
+            .write_message(&payload, &mut msg)
             .map_err(|_| ChannelError::Handshake)?;
         let mut ch = Self::new(State::Handshake(Box::new(hs)), true, Vec::new());
         ch.queue(&msg[..n])?;
@@ -200,7 +212,7 @@ impl Channel {
     }
 
     /// The controller's side, with its static key; `reply` is sent inside
-    /// the handshake's second message to every node that connects.
+    /// the handshake's second message to every node that is accepted.
     pub fn server(
         controller_key: &[u8; 32],
         seed: [u8; 32],
@@ -258,6 +270,8 @@ impl Channel {
         Err(e)
     }
 
+    /// Whether application messages flow (for the responder: the
+    /// initiator has confirmed the handshake).
     pub fn is_open(&self) -> bool {
         matches!(self.state, State::Open(_))
     }
@@ -265,6 +279,38 @@ impl Channel {
     /// The peer's static key, once the handshake has completed.
     pub fn peer(&self) -> Option<[u8; 32]> {
         self.peer
+    }
+
+    /// Answers the waiting message 1 (see [`ChannelEvent::Hello`]).
+    pub fn accept(&mut self) -> Result<(), ChannelError> {
+        if !matches!(self.state, State::Hello { .. }) {
+            return Err(ChannelError::NoHelloWaiting);
+        }
+        let State::Hello { mut hs, hello } = std::mem::replace(&mut self.state, State::Closed)
+        else {
+            return self.fail(ChannelError::NoHelloWaiting);
+        };
+        let mut msg = vec![0u8; MAX_FRAME];
+        let Ok(m) = hs.write_message(&self.reply, &mut msg) else {
+            return self.fail(ChannelError::Handshake);
+        };
+        let Ok(transport) = hs.into_transport_mode() else {
+            return self.fail(ChannelError::Handshake);
+        };
+        self.queue(&msg[..m])?;
+        self.state = State::Confirming {
+            transport: Box::new(transport),
+            hello,
+        };
+        Ok(())
+    }
+
+    /// Turns the waiting message 1 away (or ends the channel in any other
+    /// state): nothing more is sent.
+    pub fn refuse(&mut self) {
+        self.state = State::Closed;
+        self.transmits.clear();
+        self.events.clear();
     }
 
     /// Bytes read from the stream, in any split.
@@ -288,6 +334,8 @@ impl Channel {
         // payloads (a hello may carry an auth key) are wiped after use.
         match std::mem::replace(&mut self.state, State::Closed) {
             State::Closed => Err(ChannelError::Closed),
+            // Nothing may come before the verdict on message 1.
+            State::Hello { .. } => self.fail(ChannelError::Handshake),
             State::Open(mut t) => {
                 let mut payload = vec![0u8; frame.len()];
                 let Ok(n) = t.read_message(frame, &mut payload) else {
@@ -297,31 +345,61 @@ impl Channel {
                 self.state = State::Open(t);
                 self.push_event(ChannelEvent::Message(payload))
             }
+            State::Confirming {
+                mut transport,
+                hello,
+            } => {
+                // The initiator's proof: an empty message under keys only
+                // the live initiator has. A replayed message 1 never gets here.
+                let mut payload = Zeroizing::new(vec![0u8; frame.len()]);
+                match transport.read_message(frame, &mut payload) {
+                    Ok(0) => {}
+                    _ => return self.fail(ChannelError::Handshake),
+                }
+                let peer = self.peer.ok_or(ChannelError::Handshake)?;
+                self.state = State::Open(transport);
+                self.push_event(ChannelEvent::Connected {
+                    peer,
+                    hello: hello.to_vec(),
+                })
+            }
             State::Handshake(mut hs) => {
                 let mut payload = Zeroizing::new(vec![0u8; frame.len()]);
                 let Ok(n) = hs.read_message(frame, &mut payload) else {
                     return self.fail(ChannelError::Handshake);
                 };
-                let hello = payload[..n].to_vec();
-                if !self.initiator {
-                    // Message 1 read: answer with message 2 (carrying `reply`).
-                    let mut msg = vec![0u8; MAX_FRAME];
-                    let Ok(m) = hs.write_message(&self.reply, &mut msg) else {
-                        return self.fail(ChannelError::Handshake);
-                    };
-                    self.queue(&msg[..m])?;
-                }
                 let mut peer = [0u8; 32];
                 match hs.get_remote_static() {
                     Some(k) if k.len() == 32 => peer.copy_from_slice(k),
                     _ => return self.fail(ChannelError::Handshake),
                 }
-                let Ok(t) = hs.into_transport_mode() else {
+                self.peer = Some(peer);
+                if self.initiator {
+                    // Message 2 read: connected; prove it with message 3.
+                    let Ok(mut t) = hs.into_transport_mode() else {
+                        return self.fail(ChannelError::Handshake);
+                    };
+                    let mut confirm = [0u8; 16];
+                    let Ok(m) = t.write_message(&[], &mut confirm) else {
+                        return self.fail(ChannelError::Handshake);
+                    };
+                    self.queue(&confirm[..m])?;
+                    self.state = State::Open(Box::new(t));
+                    return self.push_event(ChannelEvent::Connected {
+                        peer,
+                        hello: payload[..n].to_vec(),
+                    });
+                }
+                // Message 1 read: its timestamp goes to the caller first.
+                let Some((stamp, hello)) = payload[..n].split_first_chunk::<TIMESTAMP_LEN>() else {
                     return self.fail(ChannelError::Handshake);
                 };
-                self.state = State::Open(Box::new(t));
-                self.peer = Some(peer);
-                self.push_event(ChannelEvent::Connected { peer, hello })
+                let timestamp = u64::from_be_bytes(*stamp);
+                self.state = State::Hello {
+                    hs,
+                    hello: Zeroizing::new(hello.to_vec()),
+                };
+                self.push_event(ChannelEvent::Hello { peer, timestamp })
             }
         }
     }

@@ -7,10 +7,15 @@
 
 pub mod channel;
 pub mod frame;
+pub mod hello_times;
 pub mod http;
 pub mod messages;
+pub mod noise_crypto;
 
-pub use channel::{public_key, Channel, ChannelError, ChannelEvent, Purpose, MAX_MESSAGE};
+pub use channel::{
+    next_timestamp, public_key, Channel, ChannelError, ChannelEvent, Purpose, MAX_MESSAGE,
+};
+pub use hello_times::HelloTimes;
 
 #[cfg(test)]
 mod tests;

@@ -69,7 +69,8 @@ async fn run(
         let addr = addr.clone();
         let sk = Zeroizing::new(secret(i));
         tokio::spawn(async move {
-            relay::dial::run(&addr, None, relay_key, &sk, &mut out_rx, &ev_tx).await
+            let stamp = relay::node::hello_timestamp(&std::sync::atomic::AtomicU64::new(0));
+            relay::dial::run(&addr, None, relay_key, &sk, stamp, &mut out_rx, &ev_tx).await
         });
         match tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await {
             Ok(Some(ClientEvent::Connected)) => {}

@@ -73,15 +73,18 @@ pub struct RelayClient {
 }
 
 impl RelayClient {
-    /// Starts the handshake to the relay whose public key is `relay`.
+    /// Starts the handshake to the relay whose public key is `relay`;
+    /// `timestamp` grows from one connection to the next
+    /// ([`proto_control::next_timestamp`]).
     pub fn new(
         now: Instant,
         role: Role,
         key: &[u8; 32],
         relay: &Key,
         seed: [u8; 32],
+        timestamp: u64,
     ) -> Result<Self, ClientError> {
-        let ch = Channel::client_for(Purpose::Relay, key, relay, seed, &hello(role))?;
+        let ch = Channel::client_for(Purpose::Relay, key, relay, seed, timestamp, &hello(role))?;
         Ok(Self {
             ch,
             role,
@@ -99,6 +102,8 @@ impl RelayClient {
         self.ch.handle_input(bytes)?;
         while let Some(ev) = self.ch.poll_event() {
             match ev {
+                // Only a responder is asked about a hello.
+                ChannelEvent::Hello { .. } => {}
                 ChannelEvent::Connected { hello, .. } => {
                     if hello.first() != Some(&RELAY_PROTOCOL_VERSION) {
                         return Err(ClientError::Version(hello.first().copied().unwrap_or(0)));

@@ -20,15 +20,17 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one relay connection. `ClientEvent::Connected` is sent once the
 /// relay has authenticated us; the function returns why it ended.
+/// `timestamp` must grow from one connection to the next.
 pub async fn run(
     addr: &str,
     tls: Option<&tokio_rustls::TlsConnector>,
     relay_key: Key,
     node_key: &Zeroizing<[u8; 32]>,
+    timestamp: u64,
     outgoing: &mut mpsc::Receiver<(Key, Vec<u8>)>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> String {
-    match session(addr, tls, relay_key, node_key, outgoing, events).await {
+    match session(addr, tls, relay_key, node_key, timestamp, outgoing, events).await {
         Ok(()) => "relay closed the connection".into(),
         Err(e) => e,
     }
@@ -39,6 +41,7 @@ async fn session(
     tls: Option<&tokio_rustls::TlsConnector>,
     relay_key: Key,
     node_key: &Zeroizing<[u8; 32]>,
+    timestamp: u64,
     outgoing: &mut mpsc::Receiver<(Key, Vec<u8>)>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> Result<(), String> {
@@ -48,8 +51,15 @@ async fn session(
     let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
     let mut seed = [0u8; 32];
     getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
-    let mut client = RelayClient::new(Instant::now(), Role::Client, node_key, &relay_key, seed)
-        .map_err(|e| e.to_string())?;
+    let mut client = RelayClient::new(
+        Instant::now(),
+        Role::Client,
+        node_key,
+        &relay_key,
+        seed,
+        timestamp,
+    )
+    .map_err(|e| e.to_string())?;
     client
         .handle_input(Instant::now(), &early)
         .map_err(|e| e.to_string())?;

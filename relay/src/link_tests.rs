@@ -32,8 +32,9 @@ impl Net {
     fn add(&mut self, node_key: [u8; 32], relay_pub: Key) -> usize {
         let i = self.clients.len();
         let seed = [i as u8 + 1; 32];
-        self.clients
-            .push(RelayClient::new(self.now, Role::Client, &node_key, &relay_pub, seed).unwrap());
+        self.clients.push(
+            RelayClient::new(self.now, Role::Client, &node_key, &relay_pub, seed, 1).unwrap(),
+        );
         self.links
             .push(ServerLink::new(&RELAY, [0x40 + i as u8; 32]).unwrap());
         i
@@ -49,10 +50,11 @@ impl Net {
                     moved = true;
                     let mut frames = Vec::new();
                     let auth = self.links[i]
-                        .handle_input(&b, &mut frames)
+                        .handle_input(&b, &mut frames, |_, _| true)
                         .map_err(|e| format!("server side {i}: {e}"))?;
-                    if let Some((key, role)) = auth {
-                        self.server.connect(self.now, ConnId(i as u64), key, role);
+                    if let Some(a) = auth {
+                        self.server
+                            .connect(self.now, ConnId(i as u64), a.key, a.role);
                     }
                     for f in frames {
                         let _ = self.server.handle_frame(self.now, ConnId(i as u64), &f);

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use proto_control::http;
+use proto_control::{http, HelloTimes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Notify;
@@ -60,7 +60,32 @@ pub struct RelayNode {
     handles: Mutex<HashMap<ConnId, Arc<ConnHandle>>>,
     next_conn: AtomicU64,
     open: AtomicU64,
+    /// The newest hello timestamp each key proved live: a recorded first
+    /// handshake message is turned away unanswered.
+    hello_times: Mutex<HelloTimes>,
+    /// The timestamp of our own last hello (mesh links we dial).
+    last_hello: AtomicU64,
     pub counters: Counters,
+}
+
+/// Hello timestamps remembered (a full table forgets arbitrary entries;
+/// a forgotten key's replays still fail at the handshake's confirmation).
+const MAX_HELLO_TIMES: usize = 1 << 17;
+
+/// The timestamp for our next hello: wall-clock nanoseconds, never at or
+/// below the last one (`last` keeps it).
+pub fn hello_timestamp(last: &AtomicU64) -> u64 {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let mut prev = last.load(Ordering::Relaxed);
+    loop {
+        let next = proto_control::next_timestamp(wall, prev);
+        match last.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
 }
 
 fn seed() -> [u8; 32] {
@@ -75,12 +100,15 @@ fn seed() -> [u8; 32] {
 /// What carries frames on a link: the relay's side of an accepted
 /// connection, or our client side of a link we dialled to another relay.
 trait Sealer: Send {
-    /// Stream bytes in; frames out. `Some(key, role)` when authenticated.
+    /// Stream bytes in; frames out. `Some` when authenticated: the peer's
+    /// key and role, and for a peer that dialled us, its hello timestamp.
+    /// `fresh` says whether a first message's timestamp may be answered.
     fn input(
         &mut self,
         bytes: &[u8],
         frames: &mut Vec<Vec<u8>>,
-    ) -> Result<Option<(Key, Role)>, String>;
+        fresh: &dyn Fn(&Key, u64) -> bool,
+    ) -> Result<Option<(Key, Role, Option<u64>)>, String>;
     fn send(&mut self, frame: &[u8]) -> Result<(), String>;
     fn transmit(&mut self) -> Option<Vec<u8>>;
 }
@@ -90,9 +118,12 @@ impl Sealer for ServerLink {
         &mut self,
         bytes: &[u8],
         frames: &mut Vec<Vec<u8>>,
-    ) -> Result<Option<(Key, Role)>, String> {
-        self.handle_input(bytes, frames)
-            .map_err(|e: LinkError| e.to_string())
+        fresh: &dyn Fn(&Key, u64) -> bool,
+    ) -> Result<Option<(Key, Role, Option<u64>)>, String> {
+        let auth = self
+            .handle_input(bytes, frames, fresh)
+            .map_err(|e: LinkError| e.to_string())?;
+        Ok(auth.map(|a| (a.key, a.role, Some(a.timestamp))))
     }
     fn send(&mut self, frame: &[u8]) -> Result<(), String> {
         ServerLink::send(self, frame).map_err(|e| e.to_string())
@@ -113,14 +144,15 @@ impl Sealer for MeshDialer {
         &mut self,
         bytes: &[u8],
         frames: &mut Vec<Vec<u8>>,
-    ) -> Result<Option<(Key, Role)>, String> {
+        _fresh: &dyn Fn(&Key, u64) -> bool,
+    ) -> Result<Option<(Key, Role, Option<u64>)>, String> {
         self.client
             .handle_input(Instant::now(), bytes)
             .map_err(|e: ClientError| e.to_string())?;
         let mut connected = None;
         while let Some(ev) = self.client.poll_event() {
             match ev {
-                ClientEvent::Connected => connected = Some((self.peer, Role::Mesh)),
+                ClientEvent::Connected => connected = Some((self.peer, Role::Mesh, None)),
                 ClientEvent::MeshFrame(f) => frames.push(f),
                 _ => {}
             }
@@ -148,6 +180,8 @@ impl RelayNode {
             handles: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             open: AtomicU64::new(0),
+            hello_times: Mutex::new(HelloTimes::new(MAX_HELLO_TIMES)),
+            last_hello: AtomicU64::new(0),
             counters: Counters::default(),
         })
     }
@@ -168,6 +202,10 @@ impl RelayNode {
 
     fn core(&self) -> MutexGuard<'_, RelayServer> {
         self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hello_times(&self) -> MutexGuard<'_, HelloTimes> {
+        self.hello_times.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn handles(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<ConnHandle>>> {
@@ -447,9 +485,10 @@ async fn run_link(
     let mut frames = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut input = early;
+    let fresh = |key: &Key, timestamp: u64| node.hello_times().is_fresh(key, timestamp);
     let handshake = async {
         loop {
-            if let Some(peer) = sealer.input(&input, &mut frames)? {
+            if let Some(peer) = sealer.input(&input, &mut frames, &fresh)? {
                 flush(&mut stream, &mut sealer).await?;
                 return Ok::<_, String>(peer);
             }
@@ -462,7 +501,12 @@ async fn run_link(
         }
     };
     let (key, role) = match timeout(HANDSHAKE_TIMEOUT, handshake).await {
-        Ok(Ok(p)) => p,
+        Ok(Ok((key, role, timestamp))) => {
+            if let Some(t) = timestamp {
+                node.hello_times().confirm(key, t);
+            }
+            (key, role)
+        }
         Ok(Err(e)) => {
             node.counters
                 .rejected_handshake
@@ -556,7 +600,8 @@ async fn pump(
             if n == 0 {
                 return Ok::<(), String>(());
             }
-            lock_sealer(&sealer).input(&buf[..n], &mut frames)?;
+            // Authenticated already: no first message can come again.
+            lock_sealer(&sealer).input(&buf[..n], &mut frames, &|_, _| false)?;
             handle_frames(node, conn, &mut frames)?;
         }
     };
@@ -642,8 +687,15 @@ async fn dial_mesh(
 ) -> Result<(), String> {
     let mut stream = connect(addr, tls).await?;
     let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
-    let client = RelayClient::new(Instant::now(), Role::Mesh, &node.key, &peer, seed())
-        .map_err(|e| e.to_string())?;
+    let client = RelayClient::new(
+        Instant::now(),
+        Role::Mesh,
+        &node.key,
+        &peer,
+        seed(),
+        hello_timestamp(&node.last_hello),
+    )
+    .map_err(|e| e.to_string())?;
     info!(relay = %addr, "mesh link connecting");
     let mut dialer = MeshDialer { client, peer };
     // The first handshake message goes out before anything comes in.

@@ -22,6 +22,12 @@ use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout};
 use zeroize::Zeroizing;
 
+/// A growing hello timestamp, as every real client sends.
+fn stamp() -> u64 {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    node::hello_timestamp(&LAST)
+}
+
 struct Relay {
     addr: String,
     node: Arc<RelayNode>,
@@ -78,6 +84,7 @@ async fn join(relay: &Relay, secret: [u8; 32]) -> Node {
             None,
             relay_key,
             &Zeroizing::new(secret),
+            stamp(),
             &mut out_rx,
             &ev_tx,
         )
@@ -234,6 +241,7 @@ async fn wrong_keys_are_refused() {
         None,
         [9; 32],
         &Zeroizing::new([1; 32]),
+        stamp(),
         &mut out_rx,
         &ev_tx,
     )
@@ -249,6 +257,7 @@ async fn wrong_keys_are_refused() {
         &[0x33; 32],
         &r[0].node.public_key(),
         [1; 32],
+        stamp(),
     )
     .unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -263,6 +272,12 @@ async fn wrong_keys_are_refused() {
             .unwrap_or(0);
         if n == 0 {
             break;
+        }
+        // Message 2 in, the handshake's confirmation out, as a real relay.
+        c.handle_input(std::time::Instant::now(), &buf[..n])
+            .unwrap();
+        while let Some(b) = c.poll_transmit() {
+            let _ = stream.write_all(&b).await;
         }
     }
     assert_eq!(
@@ -346,6 +361,7 @@ async fn nodes_can_reach_a_relay_inside_tls() {
                 Some(&connector),
                 key,
                 &Zeroizing::new(secret),
+                stamp(),
                 &mut out_rx,
                 &ev_tx,
             )
@@ -383,6 +399,7 @@ async fn nodes_can_reach_a_relay_inside_tls() {
             None,
             node.public_key(),
             &secret,
+            stamp(),
             &mut out_rx,
             &ev_tx,
         );
@@ -392,4 +409,94 @@ async fn nodes_can_reach_a_relay_inside_tls() {
     let why = &failures[1];
     assert!(!why.is_empty(), "plain TCP to a TLS relay must fail");
     assert_eq!(node.status().0, 2, "only the two TLS nodes are connected");
+}
+
+/// A TCP proxy in front of `upstream` for one connection that records
+/// every byte the client sends (what a passive observer sees).
+async fn recording_proxy(upstream: String) -> (String, Arc<std::sync::Mutex<Vec<u8>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = recorded.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let server = tokio::net::TcpStream::connect(upstream).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let up = async {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                let n = cr.read(&mut buf).await.unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                if sw.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let down = async {
+            let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        };
+        tokio::join!(up, down);
+    });
+    (addr, recorded)
+}
+
+#[tokio::test]
+async fn a_replayed_first_handshake_message_does_not_displace_the_live_session() {
+    use tokio::io::AsyncWriteExt;
+    let r = relays(1).await;
+    let (proxy, recorded) = recording_proxy(r[0].addr.clone()).await;
+    // The victim connects through the observer's proxy.
+    let via_proxy = Relay {
+        addr: proxy,
+        node: r[0].node.clone(),
+    };
+    let mut victim = join(&via_proxy, [5; 32]).await;
+    let talker = join(&r[0], [6; 32]).await;
+    wait_until("two clients", || r[0].node.status().0 == 2).await;
+    let stream = recorded.lock().unwrap().clone();
+    let head = proto_control::http::head_end(&stream).expect("upgrade head");
+    let len = usize::from(u16::from_be_bytes([stream[head], stream[head + 1]]));
+    let message_1 = &stream[head..head + 2 + len];
+
+    // Message 1 alone, and everything the victim sent, replayed on new
+    // connections that stay open.
+    let mut replays = Vec::new();
+    for bytes in [message_1, &stream[head..]] {
+        let mut s = tokio::net::TcpStream::connect(&r[0].addr).await.unwrap();
+        let early = node::upgrade(&mut s, &r[0].addr).await.unwrap();
+        assert!(early.is_empty());
+        s.write_all(bytes).await.unwrap();
+        replays.push(s);
+    }
+    sleep(Duration::from_millis(500)).await;
+
+    // The victim still gets what is sent to it.
+    for i in 0..10u32 {
+        talker
+            .tx
+            .send((victim.key, i.to_be_bytes().to_vec()))
+            .await
+            .unwrap();
+        let (src, packet) = next_packet(&mut victim).await;
+        assert_eq!((src, packet), (talker.key, i.to_be_bytes().to_vec()));
+    }
+    assert_eq!(r[0].node.status().0, 2, "clients");
+    assert!(
+        !victim.task.is_finished(),
+        "the victim's connection was closed"
+    );
+    assert_eq!(
+        r[0].node
+            .counters
+            .rejected_handshake
+            .load(Ordering::Relaxed),
+        2,
+        "both replays turned away"
+    );
+    drop(replays);
 }
