@@ -13,6 +13,7 @@ use proto_control::messages::{
     Registered, ServerBody, ServerHello, PROTOCOL_VERSION,
 };
 use proto_control::{Channel, ChannelEvent};
+use tls_transport::Io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -26,6 +27,7 @@ const PING_INTERVAL: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(40);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PORT: u16 = 7443;
+const HTTPS_PORT: u16 = 443;
 
 #[derive(Debug)]
 pub enum ControlEvent {
@@ -44,6 +46,8 @@ pub struct ConnectParams {
     pub hello: ClientHello,
     /// The hello's timestamp (from [`crate::settings::HelloClock`]).
     pub timestamp: u64,
+    /// Checks the controller's certificate, for `https://`.
+    pub tls: Option<tls_transport::TlsConnector>,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -54,17 +58,29 @@ impl std::fmt::Debug for ConnectParams {
     }
 }
 
-/// `host:port` from a controller URL.
-pub fn controller_address(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or(url)
-        .trim_end_matches('/');
-    if rest.is_empty() || rest.contains('/') || url.starts_with("https://") {
+/// Where the controller is, from its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerAddr {
+    pub host_port: String,
+    /// `https://`: the channel rides inside TLS (Noise stays the
+    /// authentication; TLS is for networks that let only TLS through).
+    pub tls: bool,
+}
+
+/// `https://HOST[:PORT]` (443 by default), `http://HOST[:PORT]` or
+/// `HOST[:PORT]` (7443).
+pub fn controller_address(url: &str) -> Result<ControllerAddr, String> {
+    let (rest, tls) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").unwrap_or(url), false),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') || rest.contains("://") {
         return Err(format!(
-            "controller {url:?}: expected http://HOST[:PORT] or HOST[:PORT] (the channel is encrypted by Noise, not TLS)"
+            "controller {url:?}: expected https://HOST[:PORT], http://HOST[:PORT] or HOST[:PORT]"
         ));
     }
+    let default_port = if tls { HTTPS_PORT } else { DEFAULT_PORT };
     let has_port = match rest.rsplit_once(':') {
         Some((host, port)) => {
             !host.ends_with(':')
@@ -73,13 +89,14 @@ pub fn controller_address(url: &str) -> Result<String, String> {
         }
         None => false,
     };
-    Ok(if has_port {
+    let host_port = if has_port {
         rest.to_string()
     } else if rest.contains(':') && !rest.starts_with('[') {
-        format!("[{rest}]:{DEFAULT_PORT}")
+        format!("[{rest}]:{default_port}")
     } else {
-        format!("{rest}:{DEFAULT_PORT}")
-    })
+        format!("{rest}:{default_port}")
+    };
+    Ok(ControllerAddr { host_port, tls })
 }
 
 fn seed() -> Result<[u8; 32], String> {
@@ -118,12 +135,20 @@ where
     F: Fn(ControlEvent) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let addr = controller_address(&params.controller)?;
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+    let target = controller_address(&params.controller)?;
+    let addr = target.host_port.clone();
+    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
         .await
         .map_err(|_| format!("connecting to {addr}: timed out"))?
         .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Box<dyn Io> = match (&params.tls, target.tls) {
+        (_, false) => Box::new(tcp),
+        (Some(connector), true) => tls_transport::connect(tcp, &addr, connector, HANDSHAKE_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?,
+        (None, true) => return Err(format!("{addr}: https:// needs a TLS configuration")),
+    };
     let early = timeout(HANDSHAKE_TIMEOUT, upgrade(&mut stream, &addr))
         .await
         .map_err(|_| format!("{addr}: no HTTP upgrade answer"))??;
@@ -207,7 +232,7 @@ where
 }
 
 /// The HTTP upgrade; returns bytes that came after the response head.
-async fn upgrade(stream: &mut TcpStream, host: &str) -> Result<Vec<u8>, String> {
+async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, String> {
     stream
         .write_all(http::upgrade_request(host).as_bytes())
         .await
@@ -238,7 +263,7 @@ async fn upgrade(stream: &mut TcpStream, host: &str) -> Result<Vec<u8>, String> 
     }
 }
 
-async fn flush(stream: &mut TcpStream, ch: &mut Channel) -> Result<(), String> {
+async fn flush(stream: &mut (impl Io + ?Sized), ch: &mut Channel) -> Result<(), String> {
     while let Some(bytes) = ch.poll_transmit() {
         timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
             .await
@@ -250,23 +275,38 @@ async fn flush(stream: &mut TcpStream, ch: &mut Channel) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::controller_address;
+    use super::{controller_address, ControllerAddr};
 
     #[test]
     fn controller_urls() {
+        let plain = |a: &str| ControllerAddr {
+            host_port: a.into(),
+            tls: false,
+        };
         assert_eq!(
-            controller_address("http://10.0.0.1:8000").unwrap(),
-            "10.0.0.1:8000"
+            controller_address("http://10.0.0.1:8000"),
+            Ok(plain("10.0.0.1:8000"))
         );
-        assert_eq!(controller_address("10.0.0.1").unwrap(), "10.0.0.1:7443");
+        assert_eq!(controller_address("10.0.0.1"), Ok(plain("10.0.0.1:7443")));
         assert_eq!(
-            controller_address("ctl.example/").unwrap(),
-            "ctl.example:7443"
+            controller_address("ctl.example/"),
+            Ok(plain("ctl.example:7443"))
         );
-        assert_eq!(controller_address("[fd00::1]:9").unwrap(), "[fd00::1]:9");
-        assert_eq!(controller_address("fd00::1").unwrap(), "[fd00::1]:7443");
-        assert!(controller_address("https://x").is_err());
+        assert_eq!(controller_address("[fd00::1]:9"), Ok(plain("[fd00::1]:9")));
+        assert_eq!(controller_address("fd00::1"), Ok(plain("[fd00::1]:7443")));
+        assert_eq!(
+            controller_address("https://ctl.example"),
+            Ok(ControllerAddr {
+                host_port: "ctl.example:443".into(),
+                tls: true
+            })
+        );
+        assert_eq!(
+            controller_address("https://10.0.0.1:7443").map(|a| a.tls),
+            Ok(true)
+        );
         assert!(controller_address("http://x/path").is_err());
+        assert!(controller_address("ftp://x").is_err());
         assert!(controller_address("").is_err());
     }
 }

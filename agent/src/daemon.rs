@@ -40,6 +40,8 @@ pub struct DaemonOptions {
     pub auth_key: Option<Zeroizing<String>>,
     /// Trusted for `tls://` relays.
     pub relay_tls: Option<tokio_rustls::TlsConnector>,
+    /// CA certificates for an `https://` controller (else the system's).
+    pub controller_ca: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for DaemonOptions {
@@ -67,6 +69,7 @@ struct Daemon {
     opts: DaemonOptions,
     state: StateDir,
     hello_clock: HelloClock,
+    controller_tls: Option<tls_transport::TlsConnector>,
     device: Arc<DeviceHandle>,
     machine_key: Zeroizing<[u8; 32]>,
     node_public: [u8; 32],
@@ -154,6 +157,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         auth_key: opts.auth_key.clone(),
         opts,
         hello_clock: HelloClock::open(&state),
+        controller_tls: None,
         state,
         device: device.clone(),
         machine_key,
@@ -344,12 +348,14 @@ impl Daemon {
             endpoints: self.endpoints.iter().map(|&e| Endpoint::from(e)).collect(),
             map_version: if same_network { self.mesh.version } else { 0 },
         };
+        let tls = self.controller_tls(&controller);
         let params = ConnectParams {
             controller,
             controller_key,
             machine_key: self.machine_key.clone(),
             hello,
             timestamp: self.hello_clock.next(),
+            tls,
         };
         let (out_tx, out_rx) = mpsc::channel(8);
         let task = tokio::spawn(control_client::run(
@@ -615,6 +621,22 @@ impl Daemon {
         }
     }
 
+    /// The TLS configuration for an `https://` controller, built once;
+    /// `None` for plain ones (and when it cannot be built: the error is
+    /// logged and the connection then says TLS is not configured).
+    fn controller_tls(&mut self, url: &str) -> Option<tls_transport::TlsConnector> {
+        if !controller_address(url).is_ok_and(|a| a.tls) {
+            return None;
+        }
+        if self.controller_tls.is_none() {
+            match tls_transport::connector(self.opts.controller_ca.as_deref()) {
+                Ok(c) => self.controller_tls = Some(c),
+                Err(e) => warn!(error = %e, "cannot check the controller's TLS certificate"),
+            }
+        }
+        self.controller_tls.clone()
+    }
+
     /// Local addresses and the listening port: the route toward the
     /// controller first, then every other address that is up.
     fn local_endpoints(&self) -> Vec<SocketAddr> {
@@ -625,7 +647,7 @@ impl Daemon {
             .controller
             .as_deref()
             .and_then(|c| controller_address(c).ok())
-            .and_then(|a| a.parse::<SocketAddr>().ok());
+            .and_then(|a| a.host_port.parse::<SocketAddr>().ok());
         if let Some(c) = controller_ip {
             let any: SocketAddr = if c.is_ipv4() {
                 ([0, 0, 0, 0], 0).into()

@@ -41,6 +41,9 @@ pub struct ConfigFile {
     pub listen_port: Option<u16>,
     /// PEM CA certificates trusted for relays announced as `tls://`.
     pub relay_ca_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for an `https://` controller (default:
+    /// the system's CAs).
+    pub controller_ca_file: Option<PathBuf>,
 }
 
 impl ConfigFile {

@@ -60,6 +60,16 @@ struct Mesh {
     /// `--relay` for the controller, when the mesh has a relay.
     relay_arg: Option<String>,
     relay: Option<Child>,
+    /// The controller serves inside TLS (the test certificate).
+    tls: bool,
+}
+
+/// The throwaway test CA and the certificate it signed for the lab's
+/// controller address (`tls-transport/tests/data`).
+fn tls_data(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tls-transport/tests/data")
+        .join(file)
 }
 
 const CONTROLLER_IP: &str = "10.150.0.1";
@@ -67,15 +77,20 @@ const RELAY_IP: &str = "10.150.0.2";
 
 impl Mesh {
     fn new() -> Self {
-        Self::build(false)
+        Self::build(false, false)
     }
 
     /// A mesh whose controller announces one relay (in its own namespace).
     fn with_relay() -> Self {
-        Self::build(true)
+        Self::build(true, false)
     }
 
-    fn build(with_relay: bool) -> Self {
+    /// A mesh whose controller serves only inside TLS.
+    fn with_tls() -> Self {
+        Self::build(false, true)
+    }
+
+    fn build(with_relay: bool, tls: bool) -> Self {
         require(&["ip", "ping"]);
         let n = NEXT_MESH.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 100_000);
@@ -91,6 +106,7 @@ impl Mesh {
             auth_key: String::new(),
             relay_arg: None,
             relay: None,
+            tls,
             tag,
         };
         let br = mesh.add_ns("br");
@@ -199,6 +215,16 @@ impl Mesh {
             .arg(self.ctl_dir())
             .args(["serve", "--listen", &format!("{CONTROLLER_IP}:7443")])
             .args(self.relay_arg.iter().flat_map(|r| ["--relay", r.as_str()]))
+            .args(if self.tls {
+                vec![
+                    "--tls-cert".into(),
+                    tls_data("relay.pem"),
+                    "--tls-key".into(),
+                    tls_data("relay.key"),
+                ]
+            } else {
+                vec![]
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -257,14 +283,28 @@ impl Mesh {
     }
 
     fn start_daemon(&mut self, name: &str) {
+        // Agents of a TLS mesh trust the test CA (not the system's CAs).
+        let config = if self.tls {
+            format!("controller_ca_file = {:?}\n", tls_data("ca.pem"))
+        } else {
+            String::new()
+        };
+        self.start_daemon_with_config(name, &config);
+    }
+
+    fn start_daemon_with_config(&mut self, name: &str, config_text: &str) {
         let a = self.agent(name);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))
             .expect("log");
+        let config = self.dir.join(format!("{name}.toml"));
+        std::fs::write(&config, config_text).expect("agent config");
         let child = Command::new("ip")
             .args(["netns", "exec", &a.ns, agent_bin()])
+            .arg("--config")
+            .arg(&config)
             .arg("--state-dir")
             .arg(&a.dir)
             .arg("--socket")
@@ -311,13 +351,28 @@ impl Mesh {
     }
 
     fn up_with(&self, name: &str, controller_key: &str, auth_key: &str) -> Result<String, String> {
-        let controller = format!("http://{CONTROLLER_IP}:7443");
+        let scheme = if self.tls { "https" } else { "http" };
+        self.up_url(
+            name,
+            &format!("{scheme}://{CONTROLLER_IP}:7443"),
+            controller_key,
+            auth_key,
+        )
+    }
+
+    fn up_url(
+        &self,
+        name: &str,
+        controller: &str,
+        controller_key: &str,
+        auth_key: &str,
+    ) -> Result<String, String> {
         self.cli(
             name,
             &[
                 "up",
                 "--controller",
-                &controller,
+                controller,
                 "--controller-key",
                 controller_key,
                 "--auth-key",
@@ -749,5 +804,66 @@ fn blocked_direct_udp_falls_back_to_the_relay_and_returns_when_unblocked() {
         Duration::from_secs(10),
         "alpha -> beta through the relay again",
         || mesh.ping("alpha", beta),
+    );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, veth, bridge, TUN (CI runs it)"]
+fn agents_reach_a_controller_that_speaks_only_tls() {
+    let mut mesh = Mesh::with_tls();
+    mesh.add_agent("a");
+    mesh.add_agent("b");
+    let out = mesh.up("a").expect("a up over https");
+    assert!(out.contains("is up as"), "{out}");
+    mesh.up("b").expect("b up over https");
+    let (a, b) = (mesh.overlay("a"), mesh.overlay("b"));
+    wait_for(Duration::from_secs(10), "a -> b", || mesh.ping("a", b));
+    wait_for(Duration::from_secs(10), "b -> a", || mesh.ping("b", a));
+
+    // What crosses the wire is TLS: an HTTP request gets no HTTP answer.
+    let mut probe = Command::new("ip");
+    probe.args(["netns", "exec", &mesh.agent("a").ns, "bash", "-c"]).arg(format!(
+        "exec 3<>/dev/tcp/{CONTROLLER_IP}/7443; printf 'GET /key HTTP/1.1\\r\\n\\r\\n' >&3; timeout 2 head -c 64 <&3 | od -An -tx1 | head -1"
+    ));
+    let first = output(probe).unwrap_or_default();
+    eprintln!("first bytes answering plain HTTP: {first:?}");
+    assert!(
+        !first.contains("48 54 54 50"),
+        "plain HTTP answered: {first}"
+    );
+
+    // Plain http:// to it, or TLS without trusting its CA, fail clearly.
+    mesh.add_agent("c");
+    let e = mesh
+        .up_url(
+            "c",
+            &format!("http://{CONTROLLER_IP}:7443"),
+            &mesh.controller_key,
+            &mesh.auth_key,
+        )
+        .unwrap_err();
+    eprintln!("plain http:// to the TLS controller: {e}");
+    assert!(e.contains("not connected"), "{e}");
+    mesh.stop_daemon("c");
+    let other = format!("controller_ca_file = {:?}\n", tls_data("other-ca.pem"));
+    mesh.start_daemon_with_config("c", &other);
+    let e = mesh
+        .up_url(
+            "c",
+            &format!("https://{CONTROLLER_IP}:7443"),
+            &mesh.controller_key,
+            &mesh.auth_key,
+        )
+        .unwrap_err();
+    eprintln!("https:// without its CA: {e}");
+    assert!(e.contains("certificate"), "{e}");
+    assert_eq!(
+        mesh.ctl(&["nodes", "list"])
+            .expect("nodes")
+            .lines()
+            .filter(|l| l.contains(" c "))
+            .count(),
+        0,
+        "c joined without TLS"
     );
 }

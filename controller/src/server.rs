@@ -20,8 +20,9 @@ use proto_control::messages::{
 };
 use proto_control::{Channel, ChannelEvent};
 use thiserror::Error;
+use tls_transport::{Io, TlsAcceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -113,30 +114,48 @@ fn random_seed() -> [u8; 32] {
     seed
 }
 
+/// How the server runs, beyond its key and registry.
+#[derive(Clone, Default)]
+pub struct ServeOptions {
+    pub limits: Limits,
+    /// The relays every node is told about.
+    pub relays: Arc<Vec<RelayInfo>>,
+    /// Serve inside TLS (nodes dial `https://`); the Noise channel inside
+    /// stays the authentication.
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeOptions")
+            .field("limits", &self.limits)
+            .field("relays", &self.relays.len())
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
 /// Accepts node connections until the listener fails.
 pub async fn serve(
     listener: TcpListener,
     registry: SharedRegistry,
     key: Arc<Zeroizing<[u8; 32]>>,
 ) -> std::io::Result<()> {
-    serve_with(
-        listener,
-        registry,
-        key,
-        Limits::default(),
-        Arc::new(Vec::new()),
-    )
-    .await
+    serve_with(listener, registry, key, ServeOptions::default()).await
 }
 
-/// As [`serve`], with explicit limits (tests use short ones).
+/// As [`serve`], with explicit options (tests use short limits).
 pub async fn serve_with(
     listener: TcpListener,
     registry: SharedRegistry,
     key: Arc<Zeroizing<[u8; 32]>>,
-    limits: Limits,
-    relays: Arc<Vec<RelayInfo>>,
+    options: ServeOptions,
 ) -> std::io::Result<()> {
+    let ServeOptions {
+        limits,
+        relays,
+        tls,
+    } = options;
     let next_conn = Arc::new(AtomicU64::new(1));
     let slots = Arc::new(Semaphore::new(limits.connections));
     let pending = Arc::new(Pending::default());
@@ -155,10 +174,20 @@ pub async fn serve_with(
             continue;
         };
         let (registry, key, relays) = (registry.clone(), key.clone(), relays.clone());
-        let refusals = refusals.clone();
+        let (refusals, tls) = (refusals.clone(), tls.clone());
         let conn = next_conn.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
             let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let peer = from.to_string();
+            let stream =
+                match tls_transport::accept(stream, tls.as_ref(), &peer, limits.handshake).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(%from, error = %e, "TLS refused");
+                        return;
+                    }
+                };
             let mut c = Connection {
                 stream,
                 from,
@@ -249,7 +278,7 @@ impl LogBudget {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     from: SocketAddr,
     conn: u64,
     registry: SharedRegistry,
@@ -264,7 +293,6 @@ struct Connection {
 
 impl Connection {
     async fn run(&mut self, key: &[u8; 32]) -> Result<(), ConnError> {
-        let _ = self.stream.set_nodelay(true);
         let Some(rest) = timeout(self.limits.handshake, self.http_head(key)).await?? else {
             return Ok(());
         };

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use controller::registry::{NewAuthKey, Registry};
-use controller::server::{lock, serve_with, Limits, SharedRegistry};
+use controller::server::{lock, serve_with, Limits, ServeOptions, SharedRegistry};
 use prost::Message;
 use proto_control::http;
 use proto_control::messages::{
@@ -62,8 +62,10 @@ async fn start_with(limits: Limits) -> Server {
         listener,
         registry.clone(),
         Arc::new(Zeroizing::new(CONTROLLER_KEY)),
-        limits,
-        Arc::new(Vec::new()),
+        ServeOptions {
+            limits,
+            ..ServeOptions::default()
+        },
     ));
     Server {
         addr,

@@ -330,9 +330,7 @@ impl RelayNode {
     }
 }
 
-/// Any byte stream a link can run on: TCP, or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub use tls_transport::Io;
 
 /// Opens a stream to `addr` (`host:port`, or `tls://host:port` with a
 /// connector that trusts the relay's certificate).
@@ -352,12 +350,9 @@ pub async fn connect(
     let connector = tls.ok_or_else(|| {
         format!("{addr} needs TLS, and no CA certificate is configured to check it")
     })?;
-    let name = crate::tls::server_name(host_port)?;
-    let stream = timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+    tls_transport::connect(tcp, host_port, connector, HANDSHAKE_TIMEOUT)
         .await
-        .map_err(|_| format!("TLS with {host_port}: timed out"))?
-        .map_err(|e| format!("TLS with {host_port}: {e}"))?;
-    Ok(Box::new(stream))
+        .map_err(|e| e.to_string())
 }
 
 /// Accepts TCP connections (inside TLS when `tls` is given) until the
@@ -377,24 +372,17 @@ pub async fn serve_tcp(
         tokio::spawn(async move {
             node.open.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
-            let result = match tls {
-                None => accept(stream, &node).await,
-                Some(acceptor) => match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => accept(s, &node).await,
-                    Ok(Err(e)) => {
+            let peer = from.to_string();
+            let result =
+                match tls_transport::accept(stream, tls.as_ref(), &peer, HANDSHAKE_TIMEOUT).await {
+                    Ok(s) => accept(s, &node).await,
+                    Err(e) => {
                         node.counters
                             .rejected_handshake
                             .fetch_add(1, Ordering::Relaxed);
-                        Err(format!("TLS: {e}"))
+                        Err(e.to_string())
                     }
-                    Err(_) => {
-                        node.counters
-                            .rejected_handshake
-                            .fetch_add(1, Ordering::Relaxed);
-                        Err("TLS handshake timed out".into())
-                    }
-                },
-            };
+                };
             if let Err(e) = result {
                 debug!(%from, error = %e, "connection ended");
             }

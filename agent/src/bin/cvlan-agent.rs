@@ -185,9 +185,10 @@ fn run(cli: &Cli) -> Result<String, String> {
                     .unwrap_or(settings::DEFAULT_LISTEN_PORT),
                 auth_key: r.config.auth_key()?,
                 relay_tls: match &r.config.relay_ca_file {
-                    Some(ca) => Some(relay::tls::connector(ca)?),
+                    Some(ca) => Some(relay::tls::connector(Some(ca)).map_err(|e| e.to_string())?),
                     None => None,
                 },
+                controller_ca: r.config.controller_ca_file.clone(),
                 defaults,
                 state_dir: r.state_dir,
                 socket: r.socket,

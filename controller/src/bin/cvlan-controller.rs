@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use controller::admin::{self, AdminCommand};
 use controller::ipam::Ipv4Prefix;
 use controller::registry::{Registry, RegistryError};
-use controller::server::Limits;
+use controller::server::{Limits, ServeOptions};
 use controller::store::StoreError;
 use proto_control::messages::RelayInfo;
 use tracing::info;
@@ -42,6 +42,13 @@ enum Command {
         /// (repeatable; STUN defaults to the relay's host, port 3478).
         #[arg(long = "relay", value_parser = parse_relay)]
         relays: Vec<RelayInfo>,
+        /// Serve inside TLS with this PEM certificate chain (and --tls-key):
+        /// nodes then dial https://. Noise inside stays the authentication.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Prints the controller's public key (nodes need it to connect).
     Key,
@@ -115,12 +122,24 @@ fn open_waiting(db: &Path, prefix: Option<Ipv4Prefix>) -> Result<Registry, Strin
     }
 }
 
-fn serve(
-    dir: &Path,
+struct ServeArgs {
     listen: SocketAddr,
     prefix: Option<Ipv4Prefix>,
     relays: Vec<RelayInfo>,
-) -> Result<(), String> {
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+fn serve(dir: &Path, args: ServeArgs) -> Result<(), String> {
+    let ServeArgs {
+        listen,
+        prefix,
+        relays,
+        tls,
+    } = args;
+    let tls = match tls {
+        Some((cert, key)) => Some(tls_transport::acceptor(&cert, &key).map_err(|e| e.to_string())?),
+        None => None,
+    };
     let key = controller_key(dir)?;
     let (db, _, admin_sock) = paths(dir);
     let registry = open_waiting(&db, prefix)?;
@@ -142,6 +161,7 @@ fn serve(
         info!(
             %listen,
             %prefix,
+            tls = tls.is_some(),
             public_key = %hex::encode(proto_control::public_key(&key)),
             "cvlan-controller serving"
         );
@@ -149,8 +169,13 @@ fn serve(
         let key = Arc::new(key);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
+        let options = ServeOptions {
+            limits: Limits::default(),
+            relays: Arc::new(relays),
+            tls,
+        };
         let result = tokio::select! {
-            r = controller::server::serve_with(listener, registry, key, Limits::default(), Arc::new(relays)) => r.map_err(|e| e.to_string()),
+            r = controller::server::serve_with(listener, registry, key, options) => r.map_err(|e| e.to_string()),
             _ = term.recv() => Ok(()),
             _ = tokio::signal::ctrl_c() => Ok(()),
         };
@@ -196,7 +221,17 @@ fn main() -> ExitCode {
             listen,
             prefix,
             relays,
-        } => serve(&cli.state_dir, *listen, *prefix, relays.clone()),
+            tls_cert,
+            tls_key,
+        } => serve(
+            &cli.state_dir,
+            ServeArgs {
+                listen: *listen,
+                prefix: *prefix,
+                relays: relays.clone(),
+                tls: tls_cert.clone().zip(tls_key.clone()),
+            },
+        ),
         Command::Key => controller_key(&cli.state_dir)
             .map(|k| println!("{}", hex::encode(proto_control::public_key(&k)))),
         Command::Admin(cmd) => run_admin(&cli.state_dir, cmd).map(|text| print!("{text}")),

@@ -116,12 +116,14 @@ fn run(cli: Cli) -> Result<(), String> {
         cli.tls_cert.or(config.tls_cert),
         cli.tls_key.or(config.tls_key),
     ) {
-        (Some(cert), Some(key)) => Some(relay::tls::acceptor(&cert, &key)?),
+        (Some(cert), Some(key)) => {
+            Some(relay::tls::acceptor(&cert, &key).map_err(|e| e.to_string())?)
+        }
         (None, None) => None,
         _ => return Err("--tls-cert and --tls-key go together".into()),
     };
     let connector = match cli.tls_ca.or(config.tls_ca) {
-        Some(ca) => Some(relay::tls::connector(&ca)?),
+        Some(ca) => Some(relay::tls::connector(Some(&ca)).map_err(|e| e.to_string())?),
         None => None,
     };
     let node = RelayNode::new(key, mesh_keys, Limits::default());
