@@ -59,6 +59,7 @@ fn config(ike: &str, local: &str, remote: &str, auth: &str) -> Arc<Config> {
         force_encap: false,
         fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
+        child_limits: Default::default(),
     })
 }
 

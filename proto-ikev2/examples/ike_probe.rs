@@ -87,6 +87,7 @@ fn run() -> Result<(), String> {
             ike_rekey: a.secs("ike-rekey").or(Timers::default().ike_rekey),
             ..Timers::default()
         },
+        child_limits: Default::default(),
     });
     let (src, dst) = a.get("ping")?.split_once(':').ok_or("--ping SRC:DST")?;
     let mut seed = [0u8; 32];

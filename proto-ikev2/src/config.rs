@@ -8,6 +8,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use crate::cert::{Certificate, TrustStore};
+pub use crate::child_slots::ChildLimits;
 use crate::sig::PrivateKey;
 
 use crate::proposal::{EspProposal, IkeProposal};
@@ -174,6 +175,9 @@ pub struct Config {
     /// default); `None` neither sends nor accepts fragments.
     pub fragment_size: Option<usize>,
     pub timers: Timers,
+    /// How many Child SAs each IKE SA, and all of this configuration's
+    /// IKE SAs together, may hold (beyond: NO_ADDITIONAL_SAS).
+    pub child_limits: ChildLimits,
 }
 
 /// The fragment size that fits a 1280-byte IP datagram (IPv4, UDP,

@@ -15,6 +15,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::child_slots::SpiTable;
 use crate::config::Config;
 use crate::ike_sa::{Event, IkeSa, Phase, Role, Transmit, NAT_T_PORT};
 use crate::wire::consts::{exchange, flags, notify, payload as pt};
@@ -106,6 +107,8 @@ pub struct Endpoint {
     rng: ChaCha20Rng,
     responders: Vec<Responder>,
     sas: HashMap<SaHandle, IkeSa>,
+    /// Inbound ESP SPIs in use by any SA here (and held by the owner).
+    spis: SpiTable,
     /// Responder SAs by (SPIi, peer): to find them for IKE_SA_INIT
     /// retransmissions, which carry SPIr = 0.
     by_initiator: HashMap<(u64, SocketAddr), SaHandle>,
@@ -132,6 +135,7 @@ impl Endpoint {
             rng,
             responders: Vec::new(),
             sas: HashMap::new(),
+            spis: SpiTable::default(),
             by_initiator: HashMap::new(),
             aliases: HashMap::new(),
             previous_secret: secret.clone(),
@@ -171,6 +175,18 @@ impl Endpoint {
         self.drops
     }
 
+    /// Draw inbound SPIs from `table` (before any SA exists: SAs made
+    /// earlier keep the old one).
+    pub fn set_spi_table(&mut self, table: SpiTable) {
+        self.spis = table;
+    }
+
+    /// The inbound ESP SPIs in use by this endpoint's SAs: an owner that
+    /// keeps an SA beyond its delete holds its SPI here meanwhile.
+    pub fn spi_table(&self) -> &SpiTable {
+        &self.spis
+    }
+
     pub fn sa(&self, h: SaHandle) -> Option<&IkeSa> {
         self.sas.get(&h)
     }
@@ -206,6 +222,7 @@ impl Endpoint {
     ) -> SaHandle {
         let seed = self.seed();
         let mut sa = IkeSa::initiate(now, config, local, remote, seed);
+        sa.set_spi_table(self.spis.clone());
         if let Some(t) = self.unix_time {
             sa.set_unix_time(t);
         }
@@ -296,6 +313,7 @@ impl Endpoint {
         let seed = self.seed();
         match IkeSa::respond_among(now, config.clone(), alternatives, to, from, msg, seed) {
             Ok(mut sa) => {
+                sa.set_spi_table(self.spis.clone());
                 if let Some(t) = self.unix_time {
                     sa.set_unix_time(t);
                 }
@@ -499,6 +517,14 @@ impl Endpoint {
 
     pub fn poll_event(&mut self) -> Option<(SaHandle, Event)> {
         self.events.pop_front()
+    }
+
+    /// Rekeys one Child SA (by its inbound SPI) of an SA now.
+    pub fn rekey_child(&mut self, now: Instant, h: SaHandle, spi_in: u32) {
+        if let Some(sa) = self.sas.get_mut(&h) {
+            sa.rekey_child(now, spi_in);
+        }
+        self.drain(h);
     }
 
     /// Deletes an SA (with its Child SAs).

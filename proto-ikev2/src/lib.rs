@@ -22,6 +22,7 @@
 pub mod auth;
 pub mod cert;
 pub mod child;
+pub mod child_slots;
 pub mod config;
 pub mod crypto;
 pub mod endpoint;
@@ -33,6 +34,7 @@ pub mod sk;
 pub mod wire;
 
 pub use child::ChildSa;
+pub use child_slots::{ChildBudget, ChildLimits, SpiClaim, SpiTable};
 pub use config::{Config, Credentials, Identity, Timers, DEFAULT_FRAGMENT_SIZE};
 pub use endpoint::{Drops, Endpoint, EndpointConfig, Refused, SaHandle};
 pub use ike_sa::{DownReason, Event, IkeSa, Phase, Refusal, Role, Transmit};

@@ -81,6 +81,7 @@ fn config(ike: &str, esp: &str, psk: &str, timers: Timers) -> Arc<Config> {
         force_encap: false,
         fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers,
+        child_limits: Default::default(),
     })
 }
 

@@ -13,7 +13,8 @@ use proto_ikev2::cert::{Certificate, TrustStore};
 use proto_ikev2::sig::PrivateKey;
 use proto_ikev2::wire::TrafficSelector;
 use proto_ikev2::{
-    Config, Credentials, EspProposal, Identity, IkeProposal, Timers, DEFAULT_FRAGMENT_SIZE,
+    ChildBudget, ChildLimits, Config, Credentials, EspProposal, Identity, IkeProposal, Timers,
+    DEFAULT_FRAGMENT_SIZE,
 };
 use serde::Deserialize;
 use sha2::Digest;
@@ -122,7 +123,14 @@ struct TunnelFile {
     /// how many before the peer is declared gone.
     retransmit_timeout_ms: Option<u64>,
     retransmit_tries: Option<u32>,
+    /// Child SAs this tunnel may hold across all its IKE SAs; the peer is
+    /// answered NO_ADDITIONAL_SAS beyond (rekeys still go through).
+    max_child_sas: Option<usize>,
 }
+
+/// Child SAs a tunnel holds at most unless it says otherwise: a site has
+/// one per pair of subnets, rarely more than a handful.
+const DEFAULT_MAX_CHILD_SAS: usize = 32;
 
 fn ipsec() -> String {
     "ipsec".into()
@@ -310,6 +318,16 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
                 .map_or(defaults.retransmit, Duration::from_millis),
             retransmit_tries: t.retransmit_tries.unwrap_or(defaults.retransmit_tries),
             ..defaults
+        },
+        child_limits: {
+            let max = t.max_child_sas.unwrap_or(DEFAULT_MAX_CHILD_SAS);
+            if max == 0 {
+                return Err("max_child_sas must be at least 1".into());
+            }
+            ChildLimits {
+                per_ike_sa: max,
+                per_config: Some(ChildBudget::new(max)),
+            }
         },
     };
     let credentials_files: Vec<String> = [&t.auth.cert, &t.auth.key, &t.auth.psk_file]

@@ -76,13 +76,12 @@ struct TunnelState {
 
 struct Inbound {
     tunnel: usize,
-    /// The outbound SPI of the same Child SA.
-    spi_out: u32,
     path: Arc<InboundPath>,
     /// A rekey replaced this SA: its delete starts a grace period.
     superseded: bool,
-    /// When a deleted, superseded SA is finally dropped.
-    retire_at: Option<Instant>,
+    /// When a deleted, superseded SA is finally dropped; meanwhile its SPI
+    /// stays held so no new SA can be given it.
+    retire_at: Option<(Instant, Option<proto_ikev2::SpiClaim>)>,
 }
 
 struct Outbound {
@@ -95,12 +94,16 @@ pub struct Gateway {
     endpoint: Endpoint,
     /// Which tunnel each IKE SA serves.
     sa_tunnel: HashMap<SaHandle, usize>,
+    /// Child SAs by our inbound SPI, which names a Child SA here on both
+    /// directions: it is unique (the endpoint's SPI table sees to it),
+    /// while the outbound SPI is the peer's choice and two peers may well
+    /// choose the same one.
     inbound: HashMap<u32, Inbound>,
     outbound: HashMap<u32, Outbound>,
-    /// Per tenant; policies name the outbound SPI.
+    /// Per tenant; policies name the Child SA (by our inbound SPI).
     spds: Vec<Spd<u32>>,
-    /// Outbound SPIs of SAs the peer rekeyed: the policy moves to the new
-    /// SPI when the old SA is deleted.
+    /// Child SAs the peer rekeyed: the policy moves to the new one when
+    /// the old one is deleted.
     switch_on_delete: HashMap<u32, u32>,
     state: Vec<TunnelState>,
     traffic: Vec<Arc<Traffic>>,
@@ -258,6 +261,31 @@ impl Gateway {
         self.endpoint.set_unix_time(secs);
     }
 
+    /// Draws inbound SPIs from `table` (tests narrow it to force
+    /// collisions); call before `start`.
+    pub fn set_spi_table(&mut self, table: proto_ikev2::SpiTable) {
+        self.endpoint.set_spi_table(table);
+    }
+
+    /// The inbound SPIs of every Child SA installed (including those kept
+    /// a little after their delete).
+    pub fn inbound_spis(&self) -> Vec<u32> {
+        self.inbound.keys().copied().collect()
+    }
+
+    /// Rekeys every Child SA of every IKE SA now.
+    pub fn rekey_all(&mut self, now: Instant) {
+        let children: Vec<(SaHandle, u32)> = self
+            .endpoint
+            .sas()
+            .flat_map(|(h, sa)| sa.child_spis().into_iter().map(move |(i, _)| (h, i)))
+            .collect();
+        for (h, spi_in) in children {
+            self.endpoint.rekey_child(now, h, spi_in);
+        }
+        self.drain(now);
+    }
+
     /// A raw ESP packet (its IP header removed) arrived.
     pub fn handle_esp(&mut self, esp: &[u8]) {
         self.esp_in(esp);
@@ -346,7 +374,7 @@ impl Gateway {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
         self.inbound
-            .retain(|_, i| i.retire_at.is_none_or(|t| now < t));
+            .retain(|_, i| i.retire_at.as_ref().is_none_or(|(t, _)| now < *t));
         for i in 0..self.retry_at.len() {
             if self.retry_at[i].is_some_and(|t| now >= t) {
                 self.retry_at[i] = None;
@@ -409,10 +437,16 @@ impl Gateway {
         let Some(sa) = self.endpoint.sa(h) else {
             return;
         };
+        // The endpoint's SPI table makes this impossible; never let a new
+        // SA take another's place (another tenant's, even) if it happens.
+        if self.inbound.contains_key(&c.spi_in) {
+            warn!(tunnel = %self.settings.tunnels[tunnel].id, spi_in = format_args!("{:08x}", c.spi_in), "Child SA refused: its inbound SPI is in use");
+            return;
+        }
         let (local, peer) = (sa.local(), sa.remote());
         let tenant = self.settings.tunnels[tunnel].tenant;
         if route {
-            self.spds[tenant].push(c.policy(c.spi_out));
+            self.spds[tenant].push(c.policy(c.spi_in));
         }
         let traffic = &self.traffic[tunnel];
         let path = InboundPath::new(
@@ -426,7 +460,6 @@ impl Gateway {
             c.spi_in,
             Inbound {
                 tunnel,
-                spi_out: c.spi_out,
                 path: Arc::new(path),
                 superseded: false,
                 retire_at: None,
@@ -434,7 +467,7 @@ impl Gateway {
         );
         let path = OutboundPath::new(outb, c.encap, local, peer, traffic.clone());
         self.outbound.insert(
-            c.spi_out,
+            c.spi_in,
             Outbound {
                 tunnel,
                 path: Arc::new(path),
@@ -466,16 +499,15 @@ impl Gateway {
             } => {
                 info!(tunnel = %id, old = format_args!("{old_spi_in:08x}"), new = format_args!("{:08x}", new.spi_in), send_now, "Child SA rekeyed");
                 let tenant = self.settings.tunnels[tunnel].tenant;
-                let old_out = self.inbound.get_mut(&old_spi_in).map(|old| {
+                let known = self.inbound.get_mut(&old_spi_in).map(|old| {
                     old.superseded = true;
-                    old.spi_out
                 });
-                let new_out = new.spi_out;
-                match old_out {
+                let new_in = new.spi_in;
+                match known {
                     // We started it: the peer has the new SA, send on it.
-                    Some(old_out) if send_now => {
-                        self.spds[tenant].remove_sa(&old_out);
-                        if self.outbound.remove(&old_out).is_some() {
+                    Some(()) if send_now => {
+                        self.spds[tenant].remove_sa(&old_spi_in);
+                        if self.outbound.remove(&old_spi_in).is_some() {
                             self.state[tunnel].child_sas =
                                 self.state[tunnel].child_sas.saturating_sub(1);
                         }
@@ -483,27 +515,30 @@ impl Gateway {
                     }
                     // The peer started it: send on the old SA until the
                     // peer deletes it (RFC 7296 §2.8).
-                    Some(old_out) => {
+                    Some(()) => {
                         self.install(h, tunnel, new, false);
-                        self.switch_on_delete.insert(old_out, new_out);
+                        self.switch_on_delete.insert(old_spi_in, new_in);
                     }
                     None => self.install(h, tunnel, new, true),
                 }
             }
-            Event::ChildSaDeleted { spi_in, spi_out } => {
+            Event::ChildSaDeleted { spi_in, .. } => {
                 let tenant = self.settings.tunnels[tunnel].tenant;
+                let spis = self.endpoint.spi_table().clone();
                 match self.inbound.get_mut(&spi_in) {
-                    Some(i) if i.superseded => i.retire_at = Some(now + REKEYED_GRACE),
+                    Some(i) if i.superseded => {
+                        i.retire_at = Some((now + REKEYED_GRACE, spis.hold(spi_in)));
+                    }
                     _ => {
                         self.inbound.remove(&spi_in);
                     }
                 }
-                if self.outbound.remove(&spi_out).is_some() {
+                if self.outbound.remove(&spi_in).is_some() {
                     self.state[tunnel].child_sas = self.state[tunnel].child_sas.saturating_sub(1);
                 }
-                match self.switch_on_delete.remove(&spi_out) {
-                    Some(next) => self.spds[tenant].replace_sa(&spi_out, next),
-                    None => self.spds[tenant].remove_sa(&spi_out),
+                match self.switch_on_delete.remove(&spi_in) {
+                    Some(next) => self.spds[tenant].replace_sa(&spi_in, next),
+                    None => self.spds[tenant].remove_sa(&spi_in),
                 }
             }
             Event::ChildSaFailed { notify } => {
@@ -662,7 +697,11 @@ impl Gateway {
 
     /// The next moment `handle_timeout` has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let retire = self.inbound.values().filter_map(|i| i.retire_at).min();
+        let retire = self
+            .inbound
+            .values()
+            .filter_map(|i| i.retire_at.as_ref().map(|(t, _)| *t))
+            .min();
         let retry = self.retry_at.iter().flatten().chain(&retire).min().copied();
         match (self.endpoint.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),

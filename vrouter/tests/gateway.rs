@@ -465,3 +465,100 @@ fn without_encap_and_without_a_nat_esp_goes_raw() {
     assert_eq!(net.tun.len(), 1);
     assert_eq!((net.esp_raw, net.esp_in_udp), (0, 1));
 }
+
+#[test]
+fn two_peers_choosing_the_same_spi_each_keep_their_own_traffic() {
+    // The SPI of an SA is chosen by its receiver: two sites may well pick
+    // the same one for what B sends them. Here both are made to.
+    let b = b_with_two_tenants("192.0.2.2", "10.9.0.0/24");
+    let a1 = site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24");
+    let a2 = site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24");
+    let mut net = Net::new(vec![b, a1, a2]);
+    for g in &mut net.gws[1..] {
+        g.set_spi_table(proto_ikev2::SpiTable::with_range(0x5000, 0x5000));
+    }
+    for g in &mut net.gws {
+        g.start(net.now);
+    }
+    net.pump();
+    assert!(
+        net.gws[0].stats().iter().all(|s| s.up && s.child_sas == 1),
+        "{}",
+        net.gws[0].status()
+    );
+    // B answers from each tenant: each answer reaches only its own site.
+    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], 1));
+    net.gws[0].handle_tun(1, &packet([10, 88, 2, 7], [10, 9, 0, 5], 2));
+    net.pump();
+    net.tun.sort();
+    assert_eq!(
+        net.tun,
+        vec![
+            (1, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 1)),
+            (2, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 2))
+        ]
+    );
+}
+
+#[test]
+fn a_new_inbound_spi_never_takes_another_tunnels() {
+    // B draws its inbound SPIs from four values for three tunnels (of two
+    // tenants) and their rekeys: every SA still gets one of its own, and
+    // with none free a rekey waits instead of reusing one.
+    let b = settings(
+        "192.0.2.10",
+        &["acme", "globex"],
+        &(b_side("acme-1", "acme", "192.0.2.1", "10.9.0.0/24", "@a1")
+            + &b_side("globex-1", "globex", "192.0.2.2", "10.9.0.0/24", "@a2")
+            + &b_side("globex-2", "globex", "192.0.2.3", "10.7.0.0/24", "@a3")),
+    );
+    let mut net = Net::new(vec![
+        b,
+        site("192.0.2.1", "@a1", "acme-1", "10.9.0.0/24"),
+        site("192.0.2.2", "@a2", "globex-1", "10.9.0.0/24"),
+        site("192.0.2.3", "@a3", "globex-2", "10.7.0.0/24"),
+    ]);
+    net.gws[0].set_spi_table(proto_ikev2::SpiTable::with_range(0x7000, 0x7003));
+    for g in &mut net.gws {
+        g.start(net.now);
+    }
+    net.pump();
+    assert!(net.gws[0].stats().iter().all(|s| s.up && s.child_sas == 1));
+    let spis = |net: &Net| {
+        let mut v: Vec<u32> = net.gws[0].inbound_spis();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(spis(&net).len(), 3);
+    // The sites rekey their Child SAs (B answers with a new inbound SPI).
+    for _ in 0..3 {
+        for g in &mut net.gws[1..] {
+            g.rekey_all(net.now);
+        }
+        net.pump();
+        let now = spis(&net);
+        let mut unique = now.clone();
+        unique.dedup();
+        assert_eq!(now, unique, "an SPI given twice");
+        assert!(now.iter().all(|s| (0x7000..=0x7003).contains(s)));
+        // Every site still reaches its own tenant.
+        net.tun.clear();
+        for (i, src) in [
+            (1usize, [10, 9, 0, 5]),
+            (2, [10, 9, 0, 5]),
+            (3, [10, 7, 0, 5]),
+        ] {
+            net.gws[i].handle_tun(0, &packet(src, [10, 88, 2, 7], i as u8));
+        }
+        net.pump();
+        net.tun.sort();
+        assert_eq!(
+            net.tun,
+            vec![
+                (0, 0, packet([10, 9, 0, 5], [10, 88, 2, 7], 1)),
+                (0, 1, packet([10, 7, 0, 5], [10, 88, 2, 7], 3)),
+                (0, 1, packet([10, 9, 0, 5], [10, 88, 2, 7], 2))
+            ]
+        );
+    }
+}

@@ -3,11 +3,10 @@
 
 use std::time::Instant;
 
-use rand_core::RngCore;
-
 use super::credentials::{Signed, CERT_X509};
 use super::{find, first_error, DownReason, Event, IkeSa, RequestKind, State};
 use crate::child::{ChildSa, DirectionKeys};
+use crate::child_slots::{ChildSlot, SpiClaim};
 use crate::config::Identity;
 use crate::crypto::keys::KeyLengths;
 use crate::crypto::ChildKeys;
@@ -33,20 +32,10 @@ pub(super) struct Exchange {
 
 pub(super) struct AuthSent {
     exchange: Exchange,
-    child_spi: u32,
+    child_spi: SpiClaim,
 }
 
 pub(super) struct AwaitingAuth(pub(super) Exchange);
-
-/// A fresh inbound SPI: SPIs 1-255 are reserved (RFC 4303 §2.1).
-pub(super) fn esp_spi(rng: &mut impl RngCore) -> u32 {
-    loop {
-        let v = rng.next_u32();
-        if v > 255 {
-            return v;
-        }
-    }
-}
 
 /// RFC 7296 §2.9: each selector the peer proposed, cut down to what our
 /// policy allows.
@@ -162,7 +151,10 @@ impl IkeSa {
             return;
         };
         let (cert, certreq) = (self.our_cert(), self.our_certreq());
-        let child_spi = esp_spi(&mut self.rng);
+        let Some(child_spi) = self.new_spi() else {
+            self.close(now, DownReason::Exhausted("no free inbound SPI"));
+            return;
+        };
         let config = self.config.clone();
         let remote_id = config.remote_id.as_ref().map(Identity::to_wire);
         let offer = SaPayload {
@@ -170,7 +162,7 @@ impl IkeSa {
                 .esp_proposals
                 .iter()
                 .zip(1u8..)
-                .map(|(p, n)| p.to_wire(n, child_spi, false))
+                .map(|(p, n)| p.to_wire(n, child_spi.spi(), false))
                 .collect(),
         };
         let mut w = Writer::chain();
@@ -214,7 +206,10 @@ impl IkeSa {
     /// Initiator: checks the responder's identity and AUTH, then installs
     /// the Child SA it agreed to.
     pub(super) fn auth_response(&mut self, now: Instant, s: AuthSent, payloads: &[Payload<'_>]) {
-        let ex = s.exchange;
+        let AuthSent {
+            exchange: ex,
+            child_spi,
+        } = s;
         let Some(idr) = identity(payloads, pt::IDR) else {
             let reason = match first_error(payloads) {
                 Some(notify::AUTHENTICATION_FAILED) => DownReason::AuthenticationFailed(
@@ -276,13 +271,32 @@ impl IkeSa {
                 if within(&tsi, &config.local_ts) && within(&tsr, &config.remote_ts) =>
             {
                 let nonces = (&ex.ni[..], &ex.nr[..]);
-                self.child_sa(suite, s.child_spi, spi_out, nonces, None, true, tsi, tsr)
+                self.child_sa(
+                    suite,
+                    child_spi.spi(),
+                    spi_out,
+                    nonces,
+                    None,
+                    true,
+                    tsi,
+                    tsr,
+                )
             }
             _ => None,
         };
         match child {
             Some(c) => {
-                self.add_child(now, &c);
+                // Asked for by us: counted, never refused.
+                let slot = ChildSlot {
+                    _spi: child_spi,
+                    _budget: self
+                        .config
+                        .child_limits
+                        .per_config
+                        .as_ref()
+                        .map(|b| b.take_anyway()),
+                };
+                self.add_child(now, &c, slot);
                 self.events.push_back(Event::ChildSaUp(c));
             }
             None => {
@@ -398,11 +412,11 @@ impl IkeSa {
             return w;
         }
         match self.accept_child(&ex, payloads) {
-            Ok((child, answer)) => {
+            Ok((child, answer, slot)) => {
                 w.push(&Payload::Sa(answer))
                     .push(&Payload::TsI(child.remote_ts.clone()))
                     .push(&Payload::TsR(child.local_ts.clone()));
-                self.add_child(now, &child);
+                self.add_child(now, &child, slot);
                 self.events.push_back(Event::ChildSaUp(child));
             }
             Err(n) => {
@@ -444,8 +458,12 @@ impl IkeSa {
         &mut self,
         ex: &Exchange,
         payloads: &[Payload<'_>],
-    ) -> Result<(ChildSa, SaPayload), u16> {
+    ) -> Result<(ChildSa, SaPayload, ChildSlot), u16> {
         let config = self.config.clone();
+        let budget = match &config.child_limits.per_config {
+            Some(b) => Some(b.take().ok_or(notify::NO_ADDITIONAL_SAS)?),
+            None => None,
+        };
         let (Some(Payload::Sa(offer)), Some(tsi), Some(tsr)) = (
             find(payloads, pt::SA),
             ts_list(payloads, pt::TSI),
@@ -461,13 +479,18 @@ impl IkeSa {
         if remote_ts.is_empty() || local_ts.is_empty() {
             return Err(notify::TS_UNACCEPTABLE);
         }
-        let spi_in = esp_spi(&mut self.rng);
+        let claim = self.new_spi().ok_or(notify::NO_ADDITIONAL_SAS)?;
+        let spi_in = claim.spi();
         let nonces = (&ex.ni[..], &ex.nr[..]);
         let child = self
             .child_sa(
                 suite, spi_in, spi_out, nonces, None, false, local_ts, remote_ts,
             )
             .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
-        Ok((child, esp_answer(number, &suite, spi_in)))
+        let slot = ChildSlot {
+            _spi: claim,
+            _budget: budget,
+        };
+        Ok((child, esp_answer(number, &suite, spi_in), slot))
     }
 }

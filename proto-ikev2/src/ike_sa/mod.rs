@@ -27,6 +27,7 @@ use rand_core::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use crate::child::ChildSa;
+use crate::child_slots::{ChildSlot, SpiClaim, SpiTable};
 use crate::config::{Config, Identity};
 use crate::crypto::IkeKeys;
 use crate::proposal::IkeSuite;
@@ -71,6 +72,8 @@ pub enum DownReason {
     Deleted,
     /// A responder SA that never saw IKE_AUTH.
     HalfOpenExpired,
+    /// A bound was reached (no free inbound SPI).
+    Exhausted(&'static str),
     /// The peer broke the protocol in a way that ends the SA.
     Protocol(&'static str),
 }
@@ -165,11 +168,15 @@ enum Work {
     RekeyChild(u32),
     DeleteChild(u32),
     RekeyIke,
+    CreateChild,
 }
 
 /// What we keep of each Child SA (its keys went to the owner).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct ChildInfo {
+    /// Its inbound SPI and its place in the tunnel's budget, given back
+    /// when this is dropped.
+    _slot: ChildSlot,
     spi_in: u32,
     spi_out: u32,
     local_ts: Vec<crate::wire::TrafficSelector>,
@@ -223,6 +230,8 @@ pub struct IkeSa {
     fragmentation: bool,
     reassembly: Option<fragment::Reassembly>,
     children: Vec<ChildInfo>,
+    /// Inbound SPIs in use, shared with the other SAs of the endpoint.
+    spis: SpiTable,
     work: VecDeque<Work>,
     /// Our request in flight beyond IKE_SA_INIT/IKE_AUTH, with its state.
     pending: Option<rekey::Pending>,
@@ -298,6 +307,7 @@ impl IkeSa {
             fragmentation: false,
             reassembly: None,
             children: Vec::new(),
+            spis: SpiTable::default(),
             work: VecDeque::new(),
             pending: None,
             successor: None,
@@ -319,6 +329,18 @@ impl IkeSa {
     /// is accepted.
     pub fn set_unix_time(&mut self, secs: u64) {
         self.unix_time = Some(secs);
+    }
+
+    /// Draw inbound SPIs from `table`, shared with the other SAs of an
+    /// endpoint so no two Child SAs ever get the same one. Call before
+    /// IKE_AUTH (the endpoint does, for every SA it makes).
+    pub fn set_spi_table(&mut self, table: SpiTable) {
+        self.spis = table;
+    }
+
+    /// A fresh inbound SPI, held until dropped.
+    fn new_spi(&mut self) -> Option<SpiClaim> {
+        self.spis.claim_new(&mut self.rng)
     }
 
     /// The configuration this SA was made from (for a responder: the one

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use rand_core::RngCore;
 
-use super::authx::{esp_spi, narrow, ts_list, within};
+use super::authx::{narrow, ts_list, within};
 use super::init::{key_lengths, protection};
 use super::{
     find, first_error, nonzero_spi, ChildInfo, Event, IkeSa, Protection, RequestKind, Role, State,
     Work,
 };
 use crate::child::ChildSa;
+use crate::child_slots::{ChildSlot, SpiClaim};
 use crate::crypto::{DhGroup, IkeKeys, KeyShare};
 use crate::proposal::{
     accept_esp_answer, accept_ike_answer, choose_esp, choose_ike, esp_answer, ike_answer,
@@ -28,7 +29,7 @@ const NONCE_LEN: usize = 32;
 pub(super) enum Pending {
     RekeyChild {
         old_spi_in: u32,
-        new_spi_in: u32,
+        new_spi_in: SpiClaim,
         share: Option<KeyShare>,
         ni: Vec<u8>,
     },
@@ -39,6 +40,11 @@ pub(super) enum Pending {
     },
     DeleteChild {
         spi_in: u32,
+    },
+    NewChild {
+        spi_in: SpiClaim,
+        share: Option<KeyShare>,
+        ni: Vec<u8>,
     },
 }
 
@@ -95,6 +101,14 @@ impl IkeSa {
         self.kick(now);
     }
 
+    /// Queues a request for one more Child SA with the configuration's
+    /// selectors (for an IKE SA brought up without one, or a second
+    /// pair of SAs); the answer comes as `ChildSaUp` or `ChildSaFailed`.
+    pub fn create_child(&mut self, now: Instant) {
+        self.work.push_back(Work::CreateChild);
+        self.kick(now);
+    }
+
     /// Queues a rekey of the IKE SA.
     pub fn rekey_ike(&mut self, now: Instant) {
         if !self.work.contains(&Work::RekeyIke) && self.successor.is_none() {
@@ -109,8 +123,9 @@ impl IkeSa {
         self.ike_rekey_at = self.config.timers.ike_rekey.map(|d| now + d);
     }
 
-    pub(super) fn add_child(&mut self, now: Instant, c: &ChildSa) {
+    pub(super) fn add_child(&mut self, now: Instant, c: &ChildSa, slot: ChildSlot) {
         self.children.push(ChildInfo {
+            _slot: slot,
             spi_in: c.spi_in,
             spi_out: c.spi_out,
             local_ts: c.local_ts.clone(),
@@ -151,6 +166,7 @@ impl IkeSa {
                 Work::RekeyChild(spi) => self.send_rekey_child(now, spi),
                 Work::DeleteChild(spi) => self.send_delete_child(now, spi),
                 Work::RekeyIke => self.send_rekey_ike(now),
+                Work::CreateChild => self.send_create_child(now),
             }
         }
     }
@@ -166,16 +182,64 @@ impl IkeSa {
     }
 
     fn send_rekey_child(&mut self, now: Instant, old_spi_in: u32) {
-        let Some(old) = self
+        let Some((local_ts, remote_ts)) = self
             .children
             .iter()
             .find(|c| c.spi_in == old_spi_in)
-            .cloned()
+            .map(|c| (c.local_ts.clone(), c.remote_ts.clone()))
         else {
             return;
         };
+        let Some(new_spi_in) = self.new_spi() else {
+            // No free SPI now: the old SA stays, tried again later.
+            let again = now + self.jitter();
+            if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == old_spi_in) {
+                c.busy = false;
+                c.rekey_at = Some(again);
+            }
+            return;
+        };
+        let old_spi = old_spi_in.to_be_bytes();
+        let rekey = Notify {
+            protocol: protocol::ESP,
+            spi: &old_spi,
+            kind: notify::REKEY_SA,
+            data: &[],
+        };
+        let (w, share, ni) = self.child_request(Some(rekey), new_spi_in.spi(), local_ts, remote_ts);
+        self.pending = Some(Pending::RekeyChild {
+            old_spi_in,
+            new_spi_in,
+            share,
+            ni,
+        });
+        self.send_request(now, RequestKind::Create, exchange::CREATE_CHILD_SA, w);
+    }
+
+    fn send_create_child(&mut self, now: Instant) {
+        let Some(spi_in) = self.new_spi() else {
+            self.events.push_back(Event::ChildSaFailed {
+                notify: notify::NO_ADDITIONAL_SAS,
+            });
+            return;
+        };
+        let (local_ts, remote_ts) = (self.config.local_ts.clone(), self.config.remote_ts.clone());
+        let (w, share, ni) = self.child_request(None, spi_in.spi(), local_ts, remote_ts);
+        self.pending = Some(Pending::NewChild { spi_in, share, ni });
+        self.send_request(now, RequestKind::Create, exchange::CREATE_CHILD_SA, w);
+    }
+
+    /// A CREATE_CHILD_SA request for a Child SA (a rekey when `rekey`
+    /// names the old one): our proposals for `spi_in`, a nonce, a key
+    /// share if our first proposal wants PFS, and the selectors.
+    fn child_request(
+        &mut self,
+        rekey: Option<Notify<'_>>,
+        spi_in: u32,
+        local_ts: Vec<TrafficSelector>,
+        remote_ts: Vec<TrafficSelector>,
+    ) -> (Writer, Option<KeyShare>, Vec<u8>) {
         let config = self.config.clone();
-        let new_spi_in = esp_spi(&mut self.rng);
         let ni = self.nonce();
         let group = config
             .esp_proposals
@@ -187,34 +251,23 @@ impl IkeSa {
                 .esp_proposals
                 .iter()
                 .zip(1u8..)
-                .map(|(p, n)| p.to_wire(n, new_spi_in, share.is_some()))
+                .map(|(p, n)| p.to_wire(n, spi_in, share.is_some()))
                 .collect(),
         };
-        let old_spi = old_spi_in.to_be_bytes();
         let mut w = Writer::chain();
-        w.push(&Payload::Notify(Notify {
-            protocol: protocol::ESP,
-            spi: &old_spi,
-            kind: notify::REKEY_SA,
-            data: &[],
-        }))
-        .push(&Payload::Sa(offer))
-        .push(&Payload::Nonce(&ni));
+        if let Some(n) = rekey {
+            w.push(&Payload::Notify(n));
+        }
+        w.push(&Payload::Sa(offer)).push(&Payload::Nonce(&ni));
         if let Some(s) = &share {
             w.push(&Payload::Ke(KeyExchange {
                 group: s.group().id(),
                 data: s.public(),
             }));
         }
-        w.push(&Payload::TsI(old.local_ts))
-            .push(&Payload::TsR(old.remote_ts));
-        self.pending = Some(Pending::RekeyChild {
-            old_spi_in,
-            new_spi_in,
-            share,
-            ni,
-        });
-        self.send_request(now, RequestKind::Create, exchange::CREATE_CHILD_SA, w);
+        w.push(&Payload::TsI(local_ts))
+            .push(&Payload::TsR(remote_ts));
+        (w, share, ni)
     }
 
     fn send_delete_child(&mut self, now: Instant, spi_in: u32) {
@@ -367,6 +420,7 @@ impl IkeSa {
             }
             None => None,
         };
+        let budget = self.child_place(old.is_some())?;
         let ke = ke_of(payloads);
         let ke_group = match ke {
             Some((g, _)) => Some(DhGroup::from_id(g).ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?),
@@ -397,7 +451,8 @@ impl IkeSa {
             _ => None,
         };
         let nr = self.nonce();
-        let spi_in = esp_spi(&mut self.rng);
+        let claim = self.new_spi().ok_or((notify::NO_ADDITIONAL_SAS, vec![]))?;
+        let spi_in = claim.spi();
         let child = self
             .child_sa(
                 suite,
@@ -410,6 +465,10 @@ impl IkeSa {
                 remote_ts,
             )
             .ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        let slot = ChildSlot {
+            _spi: claim,
+            _budget: budget,
+        };
         let mut w = Writer::chain();
         w.push(&Payload::Sa(esp_answer(number, &suite, spi_in)))
             .push(&Payload::Nonce(&nr));
@@ -421,7 +480,7 @@ impl IkeSa {
         }
         w.push(&Payload::TsI(child.remote_ts.clone()))
             .push(&Payload::TsR(child.local_ts.clone()));
-        self.add_child(now, &child);
+        self.add_child(now, &child, slot);
         match old {
             Some(old_spi_in) => {
                 // The peer deletes the old one; we no longer rekey it.
@@ -439,6 +498,33 @@ impl IkeSa {
         Ok(w)
     }
 
+    /// Room for one more Child SA the peer asks for (RFC 7296 §1.3: else
+    /// NO_ADDITIONAL_SAS), and its place in the tunnel's budget. A rekey
+    /// may briefly hold twice the per-IKE-SA bound (the old SAs until the
+    /// peer deletes them) and is counted even beyond the tunnel's.
+    fn child_place(
+        &self,
+        rekey: bool,
+    ) -> Result<Option<crate::child_slots::BudgetClaim>, (u16, Vec<u8>)> {
+        let limits = &self.config.child_limits;
+        let bound = if rekey {
+            limits.per_ike_sa.saturating_mul(2)
+        } else {
+            limits.per_ike_sa
+        };
+        if self.children.len() >= bound {
+            return Err((notify::NO_ADDITIONAL_SAS, vec![]));
+        }
+        match (&limits.per_config, rekey) {
+            (None, _) => Ok(None),
+            (Some(b), true) => Ok(Some(b.take_anyway())),
+            (Some(b), false) => b
+                .take()
+                .map(Some)
+                .ok_or((notify::NO_ADDITIONAL_SAS, vec![])),
+        }
+    }
+
     /// The answer to our CREATE_CHILD_SA.
     pub(super) fn create_response(&mut self, now: Instant, payloads: &[Payload<'_>]) {
         let Some(pending) = self.pending.take() else {
@@ -454,67 +540,122 @@ impl IkeSa {
             Pending::RekeyIke { new_spi, share, ni } => {
                 self.ike_rekeyed(now, new_spi, share, &ni, payloads)
             }
+            Pending::NewChild { spi_in, share, ni } => {
+                let (local, remote) = (self.config.local_ts.clone(), self.config.remote_ts.clone());
+                match self.child_from_answer(
+                    payloads,
+                    share.as_ref(),
+                    &ni,
+                    spi_in.spi(),
+                    &local,
+                    &remote,
+                ) {
+                    Ok(child) => {
+                        let slot = ChildSlot {
+                            _spi: spi_in,
+                            _budget: self
+                                .config
+                                .child_limits
+                                .per_config
+                                .as_ref()
+                                .map(|b| b.take_anyway()),
+                        };
+                        self.add_child(now, &child, slot);
+                        self.events.push_back(Event::ChildSaUp(child));
+                    }
+                    Err(n) => self.events.push_back(Event::ChildSaFailed { notify: n }),
+                }
+            }
             Pending::DeleteChild { .. } => {}
         }
+    }
+
+    /// The Child SA the peer's answer to our CREATE_CHILD_SA agrees to,
+    /// inside the selectors we offered, or the notify that says why not.
+    fn child_from_answer(
+        &self,
+        payloads: &[Payload<'_>],
+        share: Option<&KeyShare>,
+        ni: &[u8],
+        spi_in: u32,
+        offered_local: &[TrafficSelector],
+        offered_remote: &[TrafficSelector],
+    ) -> Result<ChildSa, u16> {
+        if let Some(n) = first_error(payloads) {
+            return Err(n);
+        }
+        let sa = sa_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+        let (spi_out, suite) = accept_esp_answer(sa, &self.config.esp_proposals, share.is_some())
+            .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+        let nr = nonce_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+        let g_ir = match share {
+            Some(s) => {
+                let (group, data) = ke_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
+                if group != s.group().id() || suite.dh != Some(s.group()) {
+                    return Err(notify::INVALID_KE_PAYLOAD);
+                }
+                Some(s.shared(data).map_err(|_| notify::INVALID_SYNTAX)?)
+            }
+            None => None,
+        };
+        let (tsi, tsr): (Vec<TrafficSelector>, Vec<TrafficSelector>) =
+            match (ts_list(payloads, pt::TSI), ts_list(payloads, pt::TSR)) {
+                (Some(i), Some(r)) if within(&i, offered_local) && within(&r, offered_remote) => {
+                    (i, r)
+                }
+                _ => return Err(notify::TS_UNACCEPTABLE),
+            };
+        self.child_sa(
+            suite,
+            spi_in,
+            spi_out,
+            (ni, &nr),
+            g_ir.as_ref().map(|g| &g[..]),
+            true,
+            tsi,
+            tsr,
+        )
+        .ok_or(notify::NO_PROPOSAL_CHOSEN)
     }
 
     fn child_rekeyed(
         &mut self,
         now: Instant,
         old_spi_in: u32,
-        new_spi_in: u32,
+        new_spi_in: SpiClaim,
         share: Option<KeyShare>,
         ni: &[u8],
         payloads: &[Payload<'_>],
     ) {
         let config = self.config.clone();
-        let made = (|| -> Result<ChildSa, u16> {
-            if let Some(n) = first_error(payloads) {
-                return Err(n);
-            }
-            let sa = sa_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
-            let (spi_out, suite) = accept_esp_answer(sa, &config.esp_proposals, share.is_some())
-                .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
-            let nr = nonce_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
-            let g_ir = match &share {
-                Some(s) => {
-                    let (group, data) = ke_of(payloads).ok_or(notify::INVALID_SYNTAX)?;
-                    if group != s.group().id() || suite.dh != Some(s.group()) {
-                        return Err(notify::INVALID_KE_PAYLOAD);
-                    }
-                    Some(s.shared(data).map_err(|_| notify::INVALID_SYNTAX)?)
-                }
-                None => None,
-            };
-            let old = self
-                .children
-                .iter()
-                .find(|c| c.spi_in == old_spi_in)
-                .ok_or(notify::CHILD_SA_NOT_FOUND)?;
-            let (tsi, tsr): (Vec<TrafficSelector>, Vec<TrafficSelector>) =
-                match (ts_list(payloads, pt::TSI), ts_list(payloads, pt::TSR)) {
-                    (Some(i), Some(r))
-                        if within(&i, &old.local_ts) && within(&r, &old.remote_ts) =>
-                    {
-                        (i, r)
-                    }
-                    _ => return Err(notify::TS_UNACCEPTABLE),
-                };
-            self.child_sa(
-                suite,
-                new_spi_in,
-                spi_out,
-                (ni, &nr),
-                g_ir.as_ref().map(|g| &g[..]),
-                true,
-                tsi,
-                tsr,
-            )
-            .ok_or(notify::NO_PROPOSAL_CHOSEN)
-        })();
+        let made = self
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .map(|old| (old.local_ts.clone(), old.remote_ts.clone()))
+            .ok_or(notify::CHILD_SA_NOT_FOUND)
+            .and_then(|(local, remote)| {
+                self.child_from_answer(
+                    payloads,
+                    share.as_ref(),
+                    ni,
+                    new_spi_in.spi(),
+                    &local,
+                    &remote,
+                )
+            });
         match made {
             Ok(child) => {
-                self.add_child(now, &child);
+                // Ours: counted, never refused (the old SA goes next).
+                let slot = ChildSlot {
+                    _spi: new_spi_in,
+                    _budget: config
+                        .child_limits
+                        .per_config
+                        .as_ref()
+                        .map(|b| b.take_anyway()),
+                };
+                self.add_child(now, &child, slot);
                 self.events.push_back(Event::ChildSaRekeyed {
                     old_spi_in,
                     new: child,

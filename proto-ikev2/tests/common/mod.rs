@@ -51,6 +51,7 @@ pub fn config(local: &str, remote: &str, psk: &str, ike: &str, esp: &str) -> Con
         force_encap: false,
         fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
+        child_limits: Default::default(),
     }
 }
 
