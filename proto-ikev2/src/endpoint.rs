@@ -32,8 +32,15 @@ pub struct EndpointConfig {
     pub cookie_threshold: usize,
     /// Half-open responder SAs at which new requests are dropped.
     pub max_half_open: usize,
+    /// Half-open responder SAs one source address may hold (strongSwan's
+    /// `block_threshold`): cookies prove an address is real, not that it
+    /// is one peer, so a real host is bounded here.
+    pub max_half_open_per_source: usize,
     /// All SAs, any state.
     pub max_sas: usize,
+    /// Bytes of IKE fragments (RFC 7383) waiting for the rest of their
+    /// message, over all SAs (each SA also holds at most 64 KiB).
+    pub max_fragment_bytes: usize,
     /// How often the cookie secret changes (the previous one stays valid).
     pub cookie_rotation: Duration,
 }
@@ -43,7 +50,10 @@ impl Default for EndpointConfig {
         Self {
             cookie_threshold: 64,
             max_half_open: 4096,
+            // strongSwan's default block_threshold.
+            max_half_open_per_source: 5,
             max_sas: 65536,
+            max_fragment_bytes: 8 << 20,
             cookie_rotation: Duration::from_secs(120),
         }
     }
@@ -59,7 +69,11 @@ pub struct Drops {
     pub cookies_sent: u64,
     pub bad_cookie: u64,
     pub half_open_limit: u64,
+    /// One source address already had its share of half-open SAs.
+    pub half_open_per_source: u64,
     pub sa_limit: u64,
+    /// A reassembly dropped because fragments over all SAs hit their bound.
+    pub fragment_budget: u64,
 }
 
 /// An IKE_SA_INIT that made no SA, kept for the operator's log.
@@ -114,6 +128,13 @@ pub struct Endpoint {
     by_initiator: HashMap<(u64, SocketAddr), SaHandle>,
     /// Our SPIs of SAs rekeyed since they were made, to their handles.
     aliases: HashMap<u64, SaHandle>,
+    /// Responder SAs still half-open, with the address they came from:
+    /// counted as they come and go, never by scanning every SA.
+    half_open: HashMap<SaHandle, IpAddr>,
+    half_open_by_source: HashMap<IpAddr, usize>,
+    /// Bytes each SA holds in fragments, and their sum.
+    fragment_bytes: HashMap<SaHandle, usize>,
+    fragment_total: usize,
     cookie_secret: Zeroizing<[u8; 32]>,
     previous_secret: Zeroizing<[u8; 32]>,
     secret_version: u8,
@@ -138,6 +159,10 @@ impl Endpoint {
             spis: SpiTable::default(),
             by_initiator: HashMap::new(),
             aliases: HashMap::new(),
+            half_open: HashMap::new(),
+            half_open_by_source: HashMap::new(),
+            fragment_bytes: HashMap::new(),
+            fragment_total: 0,
             previous_secret: secret.clone(),
             cookie_secret: secret,
             secret_version: 0,
@@ -199,11 +224,39 @@ impl Endpoint {
         self.sas.iter().map(|(h, sa)| (*h, sa))
     }
 
-    fn half_open(&self) -> usize {
-        self.sas
-            .values()
-            .filter(|sa| sa.role() == Role::Responder && sa.phase() == Phase::Connecting)
-            .count()
+    /// Half-open responder SAs now.
+    pub fn half_open(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Bytes of fragments waiting for the rest of their message.
+    pub fn fragment_bytes(&self) -> usize {
+        self.fragment_total
+    }
+
+    /// New limits (a reload); SAs beyond them stay, new ones wait.
+    pub fn set_limits(&mut self, config: EndpointConfig) {
+        self.config = config;
+    }
+
+    /// `h` is no longer half-open (authenticated, or gone).
+    fn leave_half_open(&mut self, h: SaHandle) {
+        if let Some(ip) = self.half_open.remove(&h) {
+            if let Some(n) = self.half_open_by_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.half_open_by_source.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Forgets everything counted for `h` (it was removed).
+    fn forget(&mut self, h: SaHandle) {
+        self.leave_half_open(h);
+        if let Some(b) = self.fragment_bytes.remove(&h) {
+            self.fragment_total -= b;
+        }
     }
 
     fn seed(&mut self) -> [u8; 32] {
@@ -296,6 +349,15 @@ impl Endpoint {
             self.drops.half_open_limit += 1;
             return;
         }
+        let from_source = self
+            .half_open_by_source
+            .get(&from.ip())
+            .copied()
+            .unwrap_or(0);
+        if from_source >= self.config.max_half_open_per_source {
+            self.drops.half_open_per_source += 1;
+            return;
+        }
         if half_open >= self.config.cookie_threshold {
             self.rotate_secret(now);
             match self.check_cookie(from, msg) {
@@ -320,6 +382,8 @@ impl Endpoint {
                 let h = sa.spis().1;
                 self.by_initiator.insert((header.spi_i, from), h);
                 self.sas.insert(h, sa);
+                self.half_open.insert(h, from.ip());
+                *self.half_open_by_source.entry(from.ip()).or_default() += 1;
                 self.drain(h);
             }
             Err(refusal) => {
@@ -453,11 +517,28 @@ impl Endpoint {
         }
     }
 
-    /// Moves an SA's output into the endpoint's queues.
+    /// Moves an SA's output into the endpoint's queues, and keeps what is
+    /// counted of it current.
     fn drain(&mut self, h: SaHandle) {
         let Some(sa) = self.sas.get_mut(&h) else {
             return;
         };
+        // Fragments over all SAs are bounded: the SA whose reassembly
+        // pushed the total over gives it up.
+        let mut held = sa.fragment_bytes();
+        let before = self.fragment_bytes.get(&h).copied().unwrap_or(0);
+        if self.fragment_total - before + held > self.config.max_fragment_bytes && held > before {
+            sa.drop_fragments();
+            held = 0;
+            self.drops.fragment_budget += 1;
+        }
+        self.fragment_total = self.fragment_total - before + held;
+        if held == 0 {
+            self.fragment_bytes.remove(&h);
+        } else {
+            self.fragment_bytes.insert(h, held);
+        }
+        let still_half_open = sa.role() == Role::Responder && sa.phase() == Phase::Connecting;
         while let Some(t) = sa.poll_transmit() {
             self.transmits.push_back(t);
         }
@@ -468,6 +549,9 @@ impl Endpoint {
         let own = sa.own_spi();
         if own != h {
             self.aliases.insert(own, h);
+        }
+        if !still_half_open {
+            self.leave_half_open(h);
         }
     }
 
@@ -491,6 +575,7 @@ impl Endpoint {
             .map(|(h, _)| *h)
             .collect();
         for h in gone {
+            self.forget(h);
             if let Some(sa) = self.sas.remove(&h) {
                 let key = (sa.spis().0, sa.remote());
                 if self.by_initiator.get(&key) == Some(&h) {

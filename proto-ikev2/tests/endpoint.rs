@@ -226,3 +226,77 @@ fn refusals_are_kept_for_the_log_and_bounded() {
     );
     assert_eq!(std::iter::from_fn(|| gw.poll_refusal()).count(), 63);
 }
+
+#[test]
+fn one_address_holds_only_its_share_of_half_open_sas() {
+    let mut now = start();
+    let mut gw = Endpoint::new(EndpointConfig::default(), [15; 32]);
+    gw.add_responder(None, config("@gw"));
+    // One host (one address) opens twenty IKE SAs and never finishes.
+    let mut host = Endpoint::new(EndpointConfig::default(), [16; 32]);
+    for _ in 0..20 {
+        host.connect(now, config("@greedy"), peer(1), GW);
+    }
+    while let Some(t) = host.poll_transmit() {
+        gw.handle_input(now, t.source, t.destination, &t.contents);
+    }
+    assert_eq!(gw.half_open(), 5, "strongSwan's block_threshold");
+    assert_eq!(gw.drops().half_open_per_source, 15);
+    // Another host is not affected, and its finished SA counts as none.
+    let mut other = Endpoint::new(EndpointConfig::default(), [17; 32]);
+    let h = other.connect(now, config("@other"), peer(2), GW);
+    shuttle(now, &mut other, &mut gw);
+    assert_eq!(other.sa(h).unwrap().phase(), Phase::Established);
+    assert_eq!(gw.half_open(), 5);
+    // Once the greedy host's SAs expire, its address may start again.
+    now += Duration::from_secs(31);
+    gw.handle_timeout(now);
+    assert_eq!(gw.half_open(), 0);
+    let mut again = Endpoint::new(EndpointConfig::default(), [18; 32]);
+    let h = again.connect(now, config("@greedy"), peer(1), GW);
+    shuttle(now, &mut again, &mut gw);
+    assert_eq!(again.sa(h).unwrap().phase(), Phase::Established);
+}
+
+#[test]
+fn fragments_waiting_over_all_sas_stay_within_their_bound() {
+    let now = start();
+    let budget = 1000;
+    let mut gw = Endpoint::new(
+        EndpointConfig {
+            max_fragment_bytes: budget,
+            ..EndpointConfig::default()
+        },
+        [19; 32],
+    );
+    gw.add_responder(None, config("@gw"));
+    // Fifty initiators whose IKE_AUTH goes out in small fragments.
+    let mut ini = Endpoint::new(EndpointConfig::default(), [20; 32]);
+    let mut small = (*config("@peer")).clone();
+    small.fragment_size = Some(160);
+    let small = Arc::new(small);
+    for n in 1..=50 {
+        ini.connect(now, small.clone(), peer(n), GW);
+    }
+    // IKE_SA_INIT both ways.
+    while let Some(t) = ini.poll_transmit() {
+        gw.handle_input(now, t.source, t.destination, &t.contents);
+    }
+    while let Some(t) = gw.poll_transmit() {
+        ini.handle_input(now, t.source, t.destination, &t.contents);
+    }
+    // Only the first fragment of each IKE_AUTH arrives.
+    let mut seen = std::collections::HashSet::new();
+    let mut delivered = 0;
+    while let Some(t) = ini.poll_transmit() {
+        if seen.insert(t.source) {
+            delivered += 1;
+            gw.handle_input(now, t.source, t.destination, &t.contents);
+            assert!(gw.fragment_bytes() <= budget, "{}", gw.fragment_bytes());
+        }
+    }
+    assert_eq!(delivered, 50);
+    assert!(gw.fragment_bytes() > budget / 2, "fragments are kept");
+    assert!(gw.drops().fragment_budget > 0);
+    assert_eq!(ups(&mut gw), 0);
+}

@@ -13,8 +13,8 @@ use proto_ikev2::cert::{Certificate, TrustStore};
 use proto_ikev2::sig::PrivateKey;
 use proto_ikev2::wire::TrafficSelector;
 use proto_ikev2::{
-    ChildBudget, ChildLimits, Config, Credentials, EspProposal, Identity, IkeProposal, Timers,
-    DEFAULT_FRAGMENT_SIZE,
+    ChildBudget, ChildLimits, Config, Credentials, EndpointConfig, EspProposal, Identity,
+    IkeProposal, Timers, DEFAULT_FRAGMENT_SIZE,
 };
 use serde::Deserialize;
 use sha2::Digest;
@@ -54,6 +54,29 @@ struct GlobalFile {
     status_socket: Option<PathBuf>,
     /// Serve GET /metrics and /health over HTTP here (e.g. "127.0.0.1:9101").
     metrics: Option<std::net::SocketAddr>,
+    /// Bounds on what unauthenticated peers can make us hold (defaults:
+    /// proto-ikev2's EndpointConfig).
+    cookie_threshold: Option<usize>,
+    max_half_open: Option<usize>,
+    max_half_open_per_source: Option<usize>,
+    max_ike_sas: Option<usize>,
+    max_fragment_bytes: Option<usize>,
+}
+
+impl GlobalFile {
+    fn endpoint(&self) -> EndpointConfig {
+        let d = EndpointConfig::default();
+        EndpointConfig {
+            cookie_threshold: self.cookie_threshold.unwrap_or(d.cookie_threshold),
+            max_half_open: self.max_half_open.unwrap_or(d.max_half_open),
+            max_half_open_per_source: self
+                .max_half_open_per_source
+                .unwrap_or(d.max_half_open_per_source),
+            max_sas: self.max_ike_sas.unwrap_or(d.max_sas),
+            max_fragment_bytes: self.max_fragment_bytes.unwrap_or(d.max_fragment_bytes),
+            ..d
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +192,8 @@ pub struct Tunnel {
 pub struct Settings {
     pub listen: IpAddr,
     pub metrics: Option<std::net::SocketAddr>,
+    /// The IKE endpoint's bounds on half-open SAs, SAs and fragments.
+    pub endpoint: EndpointConfig,
     pub status_socket: PathBuf,
     pub tenants: Vec<Tenant>,
     pub tunnels: Vec<Tunnel>,
@@ -427,6 +452,7 @@ impl Settings {
         Ok(Self {
             listen: f.vrouter.listen,
             metrics: f.vrouter.metrics,
+            endpoint: f.vrouter.endpoint(),
             status_socket: f
                 .vrouter
                 .status_socket
@@ -517,11 +543,50 @@ initiate = true
                 "initiate = true\nbogus = 1",
                 "unknown field",
             ),
+            (
+                "initiate = true",
+                "initiate = true\nmax_child_sas = 0",
+                "max_child_sas must be at least 1",
+            ),
         ];
         for (from, to, want) in cases {
             let e = Settings::parse(&GOOD.replace(from, to)).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn the_ike_bounds_are_settable_and_default_to_the_endpoints() {
+        let s = Settings::parse(GOOD).unwrap();
+        assert_eq!(
+            s.endpoint.max_half_open_per_source,
+            EndpointConfig::default().max_half_open_per_source
+        );
+        let t = &s.tunnels[0].ike.child_limits;
+        assert_eq!(t.per_ike_sa, DEFAULT_MAX_CHILD_SAS);
+        assert_eq!(
+            t.per_config.as_ref().map(|b| b.limit()),
+            Some(DEFAULT_MAX_CHILD_SAS)
+        );
+        let tuned = GOOD
+            .replace(
+                "local_id = \"gw-o.interop\"\n",
+                "local_id = \"gw-o.interop\"\nmax_half_open = 9\nmax_half_open_per_source = 2\n\
+                 cookie_threshold = 3\nmax_ike_sas = 100\nmax_fragment_bytes = 4096\n",
+            )
+            .replace("initiate = true", "initiate = true\nmax_child_sas = 4");
+        let s = Settings::parse(&tuned).unwrap();
+        let e = s.endpoint;
+        assert_eq!(
+            (
+                e.max_half_open,
+                e.max_half_open_per_source,
+                e.cookie_threshold
+            ),
+            (9, 2, 3)
+        );
+        assert_eq!((e.max_sas, e.max_fragment_bytes), (100, 4096));
+        assert_eq!(s.tunnels[0].ike.child_limits.per_ike_sa, 4);
     }
 
     #[test]

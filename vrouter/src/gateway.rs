@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use proto_esp::spd::Spd;
 use proto_esp::udp_encap::{classify, Udp4500};
-use proto_ikev2::{DownReason, Endpoint, EndpointConfig, Event, SaHandle};
+use proto_ikev2::{DownReason, Endpoint, Event, SaHandle};
 use tracing::{info, warn};
 
 use crate::config::{Settings, Tunnel};
@@ -135,7 +135,7 @@ fn same_config_arc(a: &Arc<proto_ikev2::Config>, b: &Arc<proto_ikev2::Config>) -
 impl Gateway {
     /// A gateway answering the configured peers; `start` initiates.
     pub fn new(settings: Settings, seed: [u8; 32]) -> Self {
-        let endpoint = Endpoint::new(EndpointConfig::default(), seed);
+        let endpoint = Endpoint::new(settings.endpoint, seed);
         let n = settings.tunnels.len();
         let mut gw = Self {
             spds: settings.tenants.iter().map(|_| Spd::default()).collect(),
@@ -681,6 +681,7 @@ impl Gateway {
             dropped.len(),
             added.len()
         );
+        self.endpoint.set_limits(new.endpoint);
         self.state = state;
         self.admin_down = admin_down;
         self.traffic = traffic;

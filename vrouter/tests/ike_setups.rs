@@ -59,6 +59,9 @@ fn side_toml(ours: bool, status_socket: &std::path::Path) -> String {
 listen = "{listen}"
 local_id = "{id}.interop"
 status_socket = "{socket}"
+# One generator (one address) keeps 32 setups in flight: allow it, as
+# charon's block_threshold is lifted for it.
+max_half_open_per_source = 64
 
 [[tenant]]
 name = "load"
@@ -74,6 +77,7 @@ local_subnets = ["{local_net}"]
 remote_subnets = ["{remote_net}"]
 proposals = ["aes256gcm16-prfsha256-ecp256"]
 esp_proposals = ["aes256gcm16"]
+max_child_sas = 1024
 "#,
         socket = status_socket.display()
     )

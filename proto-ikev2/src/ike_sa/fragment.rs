@@ -32,6 +32,10 @@ pub(super) struct Reassembly {
 pub(super) type Whole = (u8, Vec<u8>, Option<[u8; 32]>);
 
 impl Reassembly {
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Keeps one opened fragment; returns the whole message once all
     /// fragments are in. A fragment of another message starts over.
     pub(super) fn add(

@@ -395,6 +395,19 @@ impl IkeSa {
         }
     }
 
+    /// Bytes held in fragments waiting for the rest of their message.
+    pub fn fragment_bytes(&self) -> usize {
+        self.reassembly
+            .as_ref()
+            .map_or(0, fragment::Reassembly::bytes)
+    }
+
+    /// Gives up the message being reassembled (the owner's bound on all
+    /// fragments was reached); the peer's retransmission starts it again.
+    pub fn drop_fragments(&mut self) {
+        self.reassembly = None;
+    }
+
     /// Closed and done answering retransmissions: the owner may drop it.
     pub fn is_drained(&self, now: Instant) -> bool {
         matches!(self.state, State::Closed) && self.deadline.is_none_or(|d| now >= d)
