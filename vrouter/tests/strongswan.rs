@@ -220,6 +220,35 @@ fn strongswan_initiates_and_traffic_crosses_both_ways() {
     );
     assert!(m.contains("cvlan_vrouter_child_sa_active 1"), "{m}");
     assert!(carried(&m, "to-strongswan"), "{m}");
+    slow_clients_block_nobody(&lab, &v);
+}
+
+/// Clients that connect and stay silent, on the status socket and on the
+/// metrics port, hold up neither `status` nor `/health` for others.
+fn slow_clients_block_nobody(lab: &Lab, v: &Vrouter) {
+    let _silent: Vec<std::os::unix::net::UnixStream> = (0..3)
+        .map(|_| std::os::unix::net::UnixStream::connect(&v.socket).unwrap())
+        .collect();
+    let mut silent_http = Command::new("ip")
+        .args(["netns", "exec", &lab.ours, "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/127.0.0.1/9101; sleep 5")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let status = v.ask("status").unwrap();
+    assert!(status.contains("to-strongswan"), "{status}");
+    let health = Command::new("ip")
+        .args(["netns", "exec", &lab.ours, "bash", "-c"])
+        .arg("exec 3<>/dev/tcp/127.0.0.1/9101; printf 'GET /health HTTP/1.1\\r\\n\\r\\n' >&3; timeout 2 cat <&3")
+        .output()
+        .unwrap();
+    let health = String::from_utf8_lossy(&health.stdout).into_owned();
+    assert!(health.ends_with("ok\n"), "{health}");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(1), "answers waited {took:?}");
+    let _ = silent_http.kill();
+    let _ = silent_http.wait();
 }
 
 #[test]

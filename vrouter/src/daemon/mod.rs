@@ -286,14 +286,14 @@ pub fn run(config: &Path) -> Result<(), String> {
         let io = io.clone();
         spawn(
             "status".into(),
-            Box::new(move || status_loop(&io, &listener)),
+            Box::new(move || status_loop(io, &listener)),
         )?;
     }
     if let Some(listener) = metrics {
         let io = io.clone();
         spawn(
             "metrics".into(),
-            Box::new(move || metrics_loop(&io, &listener)),
+            Box::new(move || metrics_loop(io, &listener)),
         )?;
     }
     let mut signals = signal_hook::iterator::Signals::new([
