@@ -89,12 +89,15 @@ fn read_request(c: &mut impl Client, end: &[u8], deadline: Instant) -> io::Resul
     }
 }
 
+/// What a request is answered with.
+pub(super) type Answer = Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>;
+
 /// Serves every connection of `incoming` on its own thread: reads one
 /// request ending with `end`, writes `answer(request)`.
 pub(super) fn serve_clients<C: Client>(
     incoming: impl Iterator<Item = io::Result<C>>,
     end: &'static [u8],
-    answer: Arc<dyn Fn(&[u8]) -> Vec<u8> + Send + Sync>,
+    answer: Answer,
 ) {
     let active = Arc::new(AtomicUsize::new(0));
     for conn in incoming.flatten() {
