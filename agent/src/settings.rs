@@ -60,9 +60,14 @@ impl ConfigFile {
         }
         match &self.auth_key_file {
             None => Ok(None),
-            Some(p) => std::fs::read_to_string(p)
-                .map(|k| Some(Zeroizing::new(k.trim().to_string())))
-                .map_err(|e| format!("auth key file {}: {e}", p.display())),
+            // Like every secret file: only its owner may read it.
+            Some(p) => netstack::keyfile::read_secret(p)
+                .map_err(|e| format!("auth key file {}: {e}", p.display()))
+                .and_then(|bytes| {
+                    std::str::from_utf8(&bytes)
+                        .map(|k| Some(Zeroizing::new(k.trim().to_string())))
+                        .map_err(|_| format!("auth key file {}: not text", p.display()))
+                }),
         }
     }
 }

@@ -10,6 +10,55 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
+/// Largest secret file read (a PEM private key is a few KiB).
+const MAX_SECRET_FILE: u64 = 1 << 20;
+
+fn refuse_if_shared(path: &Path, file: &std::fs::File) -> io::Result<()> {
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is readable by others (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a secret (a PSK, a PEM private key) from a file only its owner
+/// may read, into memory that is wiped when dropped (sized up front, so
+/// no copy is left behind by a growing buffer).
+pub fn read_secret(path: &Path) -> io::Result<Zeroizing<Vec<u8>>> {
+    let mut file = std::fs::File::open(path)?;
+    refuse_if_shared(path, &file)?;
+    let len = file.metadata()?.len();
+    if len > MAX_SECRET_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is too large for a key ({len} bytes)", path.display()),
+        ));
+    }
+    let mut buf = Zeroizing::new(vec![0u8; usize::try_from(len).unwrap_or(0) + 1]);
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    if n == buf.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} changed while it was read", path.display()),
+        ));
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
 /// Reads the key at `path`, or creates it with `generate` if the file
 /// does not exist. A file readable by others is refused.
 pub fn load_or_create(
@@ -31,23 +80,12 @@ pub type Zeroed = Zeroizing<[u8; 32]>;
 
 pub fn load(path: &Path) -> io::Result<Zeroed> {
     let mut file = std::fs::File::open(path)?;
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "{} is readable by others (mode {:o}): chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ),
-        ));
-    }
+    refuse_if_shared(path, &file)?;
     let mut text = Zeroizing::new([0u8; 32]);
-    let mut buf = [0u8; 66];
-    let n = file.read(&mut buf)?;
+    let mut buf = Zeroizing::new([0u8; 66]);
+    let n = file.read(&mut buf[..])?;
     let digits = buf[..n].strip_suffix(b"\n").unwrap_or(&buf[..n]);
     let ok = digits.len() == 64 && decode_hex(digits, &mut text);
-    buf.fill(0);
     if !ok {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -75,7 +113,7 @@ fn decode_hex(digits: &[u8], out: &mut [u8; 32]) -> bool {
 
 pub fn store(path: &Path, key: &[u8; 32]) -> io::Result<()> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 65];
+    let mut text = Zeroizing::new([0u8; 65]);
     for (i, b) in key.iter().enumerate() {
         text[2 * i] = HEX[usize::from(b >> 4)];
         text[2 * i + 1] = HEX[usize::from(b & 15)];
@@ -89,11 +127,10 @@ pub fn store(path: &Path, key: &[u8; 32]) -> io::Result<()> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&text)?;
+        f.write_all(&text[..])?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    text.fill(0);
     result
 }
 
@@ -120,6 +157,21 @@ mod tests {
         std::fs::write(&path, "zz\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(load(&path).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn secrets_are_read_only_from_private_files() {
+        let dir = std::env::temp_dir().join(format!("cvlan-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("psk");
+        std::fs::write(&path, "a pre-shared key\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_secret(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(&read_secret(&path).unwrap()[..], b"a pre-shared key\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

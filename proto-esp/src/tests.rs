@@ -235,3 +235,15 @@ fn rfc7634_appendix_a_esp_example() {
     );
     assert!(fresh.open(&mut tampered).is_err());
 }
+
+/// Every cipher an SA can hold wipes its key when the SA is dropped: a
+/// build without the crates' `zeroize` features does not compile this.
+#[test]
+fn every_cipher_wipes_its_keys_on_drop() {
+    fn wipes<T: zeroize::ZeroizeOnDrop>() {}
+    wipes::<aes::Aes128>();
+    wipes::<aes::Aes256>();
+    wipes::<chacha20poly1305::ChaCha20Poly1305>();
+    wipes::<cbc::Encryptor<aes::Aes256>>();
+    wipes::<cbc::Decryptor<aes::Aes256>>();
+}

@@ -5,7 +5,13 @@
 //! themselves are in `sig.rs`.
 //!
 //! Chains are one level deep: the peer's certificate must be issued
-//! directly by a trusted CA (the common gateway deployment).
+//! directly by a trusted CA (the common gateway deployment). RFC 5280's
+//! checks that matter without a chain are made: a critical extension we
+//! do not understand refuses the certificate (§4.2); a peer's keyUsage, if
+//! present, must allow signing (digitalSignature or nonRepudiation, RFC
+//! 4945 §5.1.3.2); an issuer must be a CA (basicConstraints cA, and
+//! keyCertSign if it has a keyUsage). There is no revocation checking
+//! (no CRL, no OCSP) yet.
 
 use std::net::IpAddr;
 
@@ -14,7 +20,7 @@ use thiserror::Error;
 use x509_cert::der::oid::ObjectIdentifier;
 use x509_cert::der::{Decode, DecodePem, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
 
 use crate::config::Identity;
 use crate::sig::{self, PublicKey, SigAlg};
@@ -24,6 +30,20 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const SUBJECT_ALT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
+const KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
+/// Extensions whose meaning we act on, or that never restrict a
+/// certificate's use (key identifiers, extendedKeyUsage, which RFC 4945
+/// §5.1.3.12 says IKE must not insist on, policies we do not limit).
+const UNDERSTOOD: &[ObjectIdentifier] = &[
+    SUBJECT_ALT_NAME,
+    KEY_USAGE,
+    BASIC_CONSTRAINTS,
+    ObjectIdentifier::new_unwrap("2.5.29.14"), // subjectKeyIdentifier
+    ObjectIdentifier::new_unwrap("2.5.29.35"), // authorityKeyIdentifier
+    ObjectIdentifier::new_unwrap("2.5.29.37"), // extendedKeyUsage
+    ObjectIdentifier::new_unwrap("2.5.29.32"), // certificatePolicies
+];
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,6 +62,15 @@ pub enum CertError {
     BadSignature { subject: String },
     #[error("no wall-clock time given: certificate validity cannot be checked")]
     NoClock,
+    #[error("certificate of {subject} has a critical extension we do not know ({oid})")]
+    UnknownCriticalExtension { subject: String, oid: String },
+    #[error("certificate of {subject} may not be used to {purpose} (its keyUsage)")]
+    KeyUsage {
+        subject: String,
+        purpose: &'static str,
+    },
+    #[error("certificate of {subject} is not a CA (basicConstraints) yet issued {issued}")]
+    NotACa { subject: String, issued: String },
 }
 
 /// A parsed certificate with its DER bytes and public key.
@@ -179,6 +208,69 @@ impl Certificate {
         sig::verify(issuer.public_key(), alg, &tbs, sig)
     }
 
+    fn extensions(&self) -> impl Iterator<Item = &x509_cert::ext::Extension> {
+        self.cert.tbs_certificate.extensions.iter().flatten()
+    }
+
+    /// `Some(usage)` if the certificate limits its key's uses; a
+    /// keyUsage that does not parse limits it to nothing.
+    fn key_usage(&self) -> Option<KeyUsage> {
+        let e = self.extensions().find(|e| e.extn_id == KEY_USAGE)?;
+        Some(KeyUsage::from_der(e.extn_value.as_bytes()).unwrap_or(KeyUsage(Default::default())))
+    }
+
+    /// Whether basicConstraints says this is a CA (absent: not one).
+    fn is_ca(&self) -> bool {
+        self.extensions()
+            .find(|e| e.extn_id == BASIC_CONSTRAINTS)
+            .and_then(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).ok())
+            .is_some_and(|bc| bc.ca)
+    }
+
+    /// RFC 5280 §4.2: a critical extension we do not process refuses it.
+    fn check_critical(&self) -> Result<(), CertError> {
+        match self
+            .extensions()
+            .find(|e| e.critical && !UNDERSTOOD.contains(&e.extn_id))
+        {
+            Some(e) => Err(CertError::UnknownCriticalExtension {
+                subject: self.subject(),
+                oid: e.extn_id.to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// A peer's certificate may sign an AUTH payload.
+    fn check_signing(&self) -> Result<(), CertError> {
+        match self.key_usage() {
+            Some(ku) if !ku.digital_signature() && !ku.non_repudiation() => {
+                Err(CertError::KeyUsage {
+                    subject: self.subject(),
+                    purpose: "sign (IKE AUTH)",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// An issuer may issue `cert`.
+    fn check_issuer_of(&self, cert: &Certificate) -> Result<(), CertError> {
+        if !self.is_ca() {
+            return Err(CertError::NotACa {
+                subject: self.subject(),
+                issued: cert.subject(),
+            });
+        }
+        match self.key_usage() {
+            Some(ku) if !ku.key_cert_sign() => Err(CertError::KeyUsage {
+                subject: self.subject(),
+                purpose: "issue certificates",
+            }),
+            _ => self.check_critical(),
+        }
+    }
+
     fn check_validity(&self, now: u64) -> Result<(), CertError> {
         let (not_before, not_after) = self.validity();
         if now < not_before {
@@ -243,15 +335,19 @@ impl TrustStore {
         &self.cas
     }
 
-    /// Checks that `cert` is valid at `now` (unix seconds) and issued by
-    /// one of our CAs (itself valid then).
+    /// Checks that `cert` is valid at `now` (unix seconds), may sign, has
+    /// no critical extension we do not know, and is issued by one of our
+    /// CAs (itself valid then, and a CA).
     pub fn verify(&self, cert: &Certificate, now: u64) -> Result<(), CertError> {
         cert.check_validity(now)?;
+        cert.check_critical()?;
+        cert.check_signing()?;
         let issuer = cert.issuer_der();
         let mut named = false;
         for ca in self.cas.iter().filter(|ca| ca.subject_der() == issuer) {
             named = true;
             if cert.signed_by(ca) {
+                ca.check_issuer_of(cert)?;
                 return ca.check_validity(now);
             }
         }

@@ -247,3 +247,31 @@ fn a_certificate_config_behind_a_psk_one_for_the_same_address_is_asked_for_and_c
     }
     assert!(up);
 }
+
+#[test]
+fn a_certificate_that_may_not_sign_or_carries_an_unknown_critical_extension_is_refused() {
+    for (name, cause) in [
+        ("gw-o-no-signing", "may not be used to sign"),
+        ("gw-o-critical-ext", "critical extension we do not know"),
+    ] {
+        let (mut a, mut b) = configs("gw-o-p256", "gw-s-p384", false);
+        a.credentials = creds(name, false);
+        // The responder trusts the CA that issued them.
+        if let Credentials::Certificate { cert, key, .. } = &b.credentials {
+            b.credentials = Credentials::Certificate {
+                cert: cert.clone(),
+                key: key.clone(),
+                trust: Arc::new(TrustStore::new(vec![
+                    Certificate::from_pem(&pem("ca.pem")).unwrap(),
+                    Certificate::from_pem(&pem("ca-3.pem")).unwrap(),
+                ])),
+                rsa_pss: false,
+            };
+        }
+        let mut p = Pair::new(a, b);
+        p.pump();
+        let why = down_reason(&p, false);
+        assert!(why.contains(cause), "{name}: {why}");
+        assert_ne!(p.b().phase(), Phase::Established, "{name}");
+    }
+}

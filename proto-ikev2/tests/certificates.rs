@@ -179,3 +179,25 @@ fn algorithm_identifiers_are_the_rfc_7427_bytes() {
         );
     }
 }
+
+#[test]
+fn rfc_5280_checks_keyusage_critical_extensions_and_issuers() {
+    let t = TrustStore::new(vec![cert("ca-3")]);
+    t.verify(&cert("gw-o-ca3"), NOW).unwrap();
+    let e = t.verify(&cert("gw-o-no-signing"), NOW).unwrap_err();
+    assert!(
+        matches!(e, CertError::KeyUsage { purpose, .. } if purpose.contains("sign")),
+        "{e}"
+    );
+    let e = t.verify(&cert("gw-o-critical-ext"), NOW).unwrap_err();
+    assert!(
+        matches!(&e, CertError::UnknownCriticalExtension { oid, .. } if oid == "1.3.6.1.4.1.55555.1"),
+        "{e}"
+    );
+    // Trusting a certificate that is not a CA does not make what it
+    // signed trusted.
+    let leaf_as_ca = TrustStore::new(vec![cert("not-a-ca")]);
+    let e = leaf_as_ca.verify(&cert("gw-o-via-leaf"), NOW).unwrap_err();
+    assert!(matches!(e, CertError::NotACa { .. }), "{e}");
+    assert!(e.to_string().contains("is not a CA"), "{e}");
+}

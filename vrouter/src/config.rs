@@ -97,10 +97,11 @@ struct TenantFile {
     routes: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthFile {
     method: String,
+    /// Inline; `psk_file` (0600) keeps it out of the configuration.
     psk: Option<String>,
     psk_file: Option<PathBuf>,
     cert: Option<PathBuf>,
@@ -154,6 +155,29 @@ struct TunnelFile {
 /// Child SAs a tunnel holds at most unless it says otherwise: a site has
 /// one per pair of subnets, rarely more than a handful.
 const DEFAULT_MAX_CHILD_SAS: usize = 32;
+
+impl Drop for AuthFile {
+    fn drop(&mut self) {
+        if let Some(p) = &mut self.psk {
+            zeroize::Zeroize::zeroize(p);
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthFile {
+    // Never the PSK (the fingerprint hashes it separately).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFile")
+            .field("method", &self.method)
+            .field("psk", &self.psk.as_ref().map(|_| ".."))
+            .field("psk_file", &self.psk_file)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("ca", &self.ca)
+            .field("rsa_pss", &self.rsa_pss)
+            .finish()
+    }
+}
 
 fn ipsec() -> String {
     "ipsec".into()
@@ -228,18 +252,31 @@ fn read(path: &Path, what: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
+/// A PSK or private key file: only its owner may read it, and it is read
+/// into memory wiped after use.
+fn read_secret(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    netstack::keyfile::read_secret(path)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
 fn credentials(a: &AuthFile) -> Result<Credentials, String> {
     match a.method.as_str() {
         "psk" => {
             let psk = match (&a.psk, &a.psk_file) {
-                (Some(p), None) => p.clone(),
-                (None, Some(f)) => read(f, "psk_file")?.trim_end().to_string(),
+                (Some(p), None) => Zeroizing::new(p.as_bytes().to_vec()),
+                (None, Some(f)) => {
+                    let mut bytes = read_secret(f, "psk_file")?;
+                    while bytes.last().is_some_and(u8::is_ascii_whitespace) {
+                        bytes.pop();
+                    }
+                    bytes
+                }
                 _ => return Err("auth: give exactly one of psk and psk_file".into()),
             };
             if psk.len() < 8 {
                 return Err("auth: a PSK shorter than 8 characters is refused".into());
             }
-            Ok(Credentials::Psk(Zeroizing::new(psk.into_bytes())))
+            Ok(Credentials::Psk(psk))
         }
         "certificate" | "pubkey" => {
             let (Some(cert), Some(key)) = (&a.cert, &a.key) else {
@@ -250,8 +287,10 @@ fn credentials(a: &AuthFile) -> Result<Credentials, String> {
             }
             let cert = Certificate::from_pem(&read(cert, "certificate")?)
                 .map_err(|e| format!("auth: {}: {e}", cert.display()))?;
-            let key_pem = Zeroizing::new(read(key, "key")?);
-            let key = PrivateKey::from_pem(&key_pem)
+            let key_pem = read_secret(key, "key")?;
+            let key = std::str::from_utf8(&key_pem)
+                .map_err(|_| "not PEM text".to_string())
+                .and_then(|pem| PrivateKey::from_pem(pem).map_err(|e| e.to_string()))
                 .map_err(|e| format!("auth: {}: {e}", key.display()))?;
             if &key.public_key() != cert.public_key() {
                 return Err("auth: the key does not belong to the certificate".into());
@@ -286,6 +325,26 @@ fn selectors(list: &[String], field: &str) -> Result<Vec<TrafficSelector>, Strin
         .map_err(|e| format!("{field}: {e}"))
 }
 
+/// SHA-256 over everything a tunnel's table says and the contents of the
+/// files it names (secrets included, hashed without a plain copy), so a
+/// reload sees any change.
+fn fingerprint(t: &TunnelFile) -> [u8; 32] {
+    let mut h = sha2::Sha256::new();
+    h.update(format!("{t:?}").as_bytes());
+    if let Some(p) = &t.auth.psk {
+        h.update(p.as_bytes());
+    }
+    for secret in [&t.auth.key, &t.auth.psk_file].into_iter().flatten() {
+        if let Ok(bytes) = netstack::keyfile::read_secret(secret) {
+            h.update(&bytes[..]);
+        }
+    }
+    for public in t.auth.cert.iter().chain(&t.auth.ca) {
+        h.update(std::fs::read(public).unwrap_or_default());
+    }
+    h.finalize().into()
+}
+
 fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Result<Tunnel, String> {
     if t.kind != "ipsec" {
         return Err(format!("type {:?} is not served yet (ipsec is)", t.kind));
@@ -307,6 +366,10 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
         .as_deref()
         .or(default_id)
         .ok_or("local_id is missing (here or in [vrouter])")?;
+    if t.auth.method != "psk" && t.remote_id.is_none() {
+        // Without it, any certificate the CA ever issued would do.
+        return Err("remote_id is required with certificate authentication".into());
+    }
     let list = |given: &[String], default: &[&str]| -> Vec<String> {
         if given.is_empty() {
             default.iter().map(|s| s.to_string()).collect()
@@ -355,15 +418,7 @@ fn tunnel(t: &TunnelFile, tenants: &[Tenant], default_id: Option<&str>) -> Resul
             }
         },
     };
-    let credentials_files: Vec<String> = [&t.auth.cert, &t.auth.key, &t.auth.psk_file]
-        .into_iter()
-        .flatten()
-        .chain(&t.auth.ca)
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-        .collect();
-    // Hashed at once; the text (which holds the PSK) is wiped after.
-    let text = Zeroizing::new(format!("{t:?}{credentials_files:?}"));
-    let fingerprint = sha2::Sha256::digest(text.as_bytes()).into();
+    let fingerprint = fingerprint(t);
     Ok(Tunnel {
         id: t.id.clone(),
         fingerprint,
@@ -463,7 +518,9 @@ impl Settings {
     }
 
     pub fn load(path: &Path) -> Result<Self, String> {
-        Self::parse(&read(path, "configuration")?).map_err(|e| format!("{}: {e}", path.display()))
+        // It may hold inline PSKs: wiped after parsing.
+        let text = Zeroizing::new(read(path, "configuration")?);
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -553,6 +610,43 @@ initiate = true
             let e = Settings::parse(&GOOD.replace(from, to)).unwrap_err();
             assert!(e.contains(want), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn secrets_come_from_private_files_and_certificates_need_a_remote_id() {
+        let certificate = GOOD
+            .replace(
+                "auth = { method = \"psk\", psk = \"interop-psk-5b1f0e7d\" }",
+                "auth = { method = \"certificate\", cert = \"c.pem\", key = \"c.key\", ca = [\"ca.pem\"] }",
+            )
+            .replace("remote_id = \"gw-s.interop\"\n", "");
+        let e = Settings::parse(&certificate).unwrap_err();
+        assert!(
+            e.contains("tunnel tun-001: remote_id is required with certificate authentication"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("cvlan-vrouter-psk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let psk = dir.join("tun.psk");
+        std::fs::write(&psk, "a-long-enough-psk\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let from_file = GOOD.replace(
+            "psk = \"interop-psk-5b1f0e7d\"",
+            &format!("psk_file = {:?}", psk.display().to_string()),
+        );
+        let e = Settings::parse(&from_file).unwrap_err();
+        assert!(
+            e.contains("readable by others") && e.contains("chmod 600"),
+            "{e}"
+        );
+        std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = Settings::parse(&from_file).unwrap();
+        match &s.tunnels[0].ike.credentials {
+            Credentials::Psk(k) => assert_eq!(&k[..], b"a-long-enough-psk"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

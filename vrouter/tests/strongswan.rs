@@ -14,7 +14,7 @@ use lab::*;
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,31 @@ fn cert_auth(name: &str) -> String {
     format!(
         "{{ method = \"certificate\", cert = \"{}\", key = \"{}\", ca = [\"{}\"] }}",
         pki(&format!("{name}.pem")),
-        pki(&format!("{name}.key")),
+        private_key(name).display(),
         pki("ca.pem")
     )
+}
+
+/// The test PKI's key for `name`, copied where only its owner may read
+/// it (the vrouter refuses key files that group or others can read; a
+/// checkout's are 0644).
+fn private_key(name: &str) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vrouter-test-keys");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.key"));
+    let tmp = dir.join(format!("{name}.key.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .unwrap();
+    std::io::Write::write_all(&mut f, &std::fs::read(pki(&format!("{name}.key"))).unwrap())
+        .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
 }
 
 /// The `auth` table of a tunnel using the lab's PSK.
