@@ -199,14 +199,16 @@ impl Daemon {
                 socket.display()
             ));
         }
-        let _ = std::fs::remove_file(socket);
         if let Some(dir) = socket.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        let listener = tokio::net::UnixListener::bind(socket)
+        // 0600 from the start: the local API can take the node down.
+        let listener = netstack::local_socket::bind_private(socket)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(l)
+            })
             .map_err(|e| format!("cannot bind {}: {e}", socket.display()))?;
-        std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
         let (api_tx, mut api_rx) = mpsc::channel(16);
         tokio::spawn(local_api::serve(listener, api_tx));
         let (dead_tx, mut dead_rx) = oneshot::channel::<String>();

@@ -494,24 +494,8 @@ fn bind_uapi(dir: &Path, ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let path = dir.join(format!("{ifname}.sock"));
-    if path.exists() {
-        if UnixStream::connect(&path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{} is served by a running daemon", path.display()),
-            ));
-        }
-        std::fs::remove_file(&path)?;
-    }
-    // Bound and locked down under a temporary name, then renamed into
-    // place: the socket appears only once it listens (wg-quick connects the
-    // moment it sees it) and never with wider permissions (`get` returns
-    // the private key: only root may talk to it).
-    let staging = dir.join(format!(".{ifname}.sock.{}", std::process::id()));
-    let _ = std::fs::remove_file(&staging);
-    let listener = UnixListener::bind(&staging)?;
-    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&staging, &path)?;
+    // `get` returns the private key: only root may talk to it, ever.
+    let listener = netstack::local_socket::bind_private(&path)?;
     Ok((listener, path))
 }
 

@@ -480,6 +480,17 @@ fn agents_mesh_through_the_controller_and_survive_restarts() {
         addr[0] != addr[1] && addr[1] != addr[2] && addr[0] != addr[2],
         "{addr:?}"
     );
+    // Control sockets only their owner may use.
+    let mode = |p: PathBuf| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(mesh.agent("alpha").dir.join("agent.sock")), 0o600);
+    assert_eq!(mode(mesh.ctl_dir().join("admin.sock")), 0o600);
 
     // Everyone reaches everyone by overlay address.
     for (i, from) in names.iter().enumerate() {

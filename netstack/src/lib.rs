@@ -4,6 +4,7 @@
 
 pub mod ifaddrs;
 pub mod keyfile;
+pub mod local_socket;
 pub mod netns;
 pub mod offload;
 pub mod raw_esp;

@@ -248,6 +248,9 @@ fn strongswan_initiates_and_traffic_crosses_both_ways() {
 /// Clients that connect and stay silent, on the status socket and on the
 /// metrics port, hold up neither `status` nor `/health` for others.
 fn slow_clients_block_nobody(lab: &Lab, v: &Vrouter) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&v.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the status socket is the owner's only");
     let _silent: Vec<std::os::unix::net::UnixStream> = (0..3)
         .map(|_| std::os::unix::net::UnixStream::connect(&v.socket).unwrap())
         .collect();

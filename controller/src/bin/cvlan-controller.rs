@@ -153,11 +153,13 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), String> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let _ = std::fs::remove_file(&admin_sock);
-        let admin = tokio::net::UnixListener::bind(&admin_sock)
+        // 0600 from the start: it mints auth keys and removes nodes.
+        let admin = netstack::local_socket::bind_private(&admin_sock)
+            .and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::UnixListener::from_std(l)
+            })
             .map_err(|e| format!("cannot bind {}: {e}", admin_sock.display()))?;
-        std::fs::set_permissions(&admin_sock, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| e.to_string())?;
         info!(
             %listen,
             %prefix,

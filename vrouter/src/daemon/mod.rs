@@ -10,8 +10,6 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -207,11 +205,9 @@ pub fn run(config: &Path) -> Result<(), String> {
     let tuns = open_tuns(&settings)?;
     let listen = settings.listen;
     let socket = settings.status_socket.clone();
-    let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket)
+    // 0600 from the start: it takes tunnels down and reloads.
+    let listener = netstack::local_socket::bind_private(&socket)
         .map_err(|e| format!("status socket {}: {e}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| e.to_string())?;
     let metrics = settings
         .metrics
         .map(|a| std::net::TcpListener::bind(a).map_err(|e| format!("metrics {a}: {e}")))
