@@ -151,8 +151,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let saved = state.saved()?;
     let (events_tx, events_rx) = mpsc::channel(64);
     let (relay_choice, relay_chosen) = mpsc::channel(4);
-    let seed = u64::from_le_bytes(machine_key[..8].try_into().unwrap_or_default())
-        ^ u64::from(std::process::id());
+    let jitter_seed = u64::from_le_bytes(os_seed()?[..8].try_into().unwrap_or_default());
+    let paths = new_path_manager(&node_key, node_public)?;
     let mut daemon = Daemon {
         auth_key: opts.auth_key.clone(),
         opts,
@@ -163,7 +163,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         machine_key,
         node_public,
         saved,
-        lifecycle: Lifecycle::new(seed),
+        lifecycle: Lifecycle::new(jitter_seed),
         mesh: Mesh::default(),
         mesh_controller: None,
         address: None,
@@ -172,13 +172,29 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         conn: None,
         events_tx,
         waiting: Vec::new(),
-        paths: PathManager::new(node_key.clone(), node_public, seed.rotate_left(17)),
+        paths,
         node_key,
         relay: None,
         relays: Vec::new(),
         relay_choice,
     };
     runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen))
+}
+
+/// 32 bytes from the OS's CSPRNG; without them the daemon does not run.
+fn os_seed() -> Result<[u8; 32], String> {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).map_err(|e| format!("OS randomness: {e}"))?;
+    Ok(seed)
+}
+
+/// The path machine for `node_key`, its nonces from the OS's randomness
+/// (never from the key, whose bytes a probe nonce would then reveal).
+fn new_path_manager(
+    node_key: &Zeroizing<[u8; 32]>,
+    public: [u8; 32],
+) -> Result<PathManager, String> {
+    Ok(PathManager::new(node_key.clone(), public, os_seed()?))
 }
 
 impl Daemon {
@@ -764,11 +780,7 @@ impl Daemon {
             .public_key()
             .as_bytes();
         // Probes and the relay prove the node key: both start over with it.
-        self.paths = PathManager::new(
-            fresh.clone(),
-            self.node_public,
-            u64::from_le_bytes(fresh[..8].try_into().unwrap_or_default()),
-        );
+        self.paths = new_path_manager(&fresh, self.node_public)?;
         self.node_key = fresh.clone();
         self.relay = None;
         let relays = std::mem::take(&mut self.relays);
@@ -894,5 +906,47 @@ impl Daemon {
             let _ = writeln!(out, "retry in:    {secs:.1}s");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paths::Action;
+
+    /// The first probe a path machine made the way the daemon makes one
+    /// (same key both times) sends.
+    fn first_probe(key: &Zeroizing<[u8; 32]>) -> Vec<u8> {
+        let public = *proto_wg::PrivateKey::from_bytes(**key)
+            .public_key()
+            .as_bytes();
+        let mut paths = new_path_manager(key, public).unwrap();
+        let peer = *proto_wg::PrivateKey::from_bytes([9; 32])
+            .public_key()
+            .as_bytes();
+        let now = std::time::Instant::now();
+        paths.set_peer(now, peer, vec!["192.0.2.1:41641".parse().unwrap()], None);
+        paths.handle_timeout(now);
+        loop {
+            match paths.poll_action() {
+                Some(Action::Send { datagram, .. }) => return datagram,
+                Some(_) => {}
+                None => panic!("no probe sent"),
+            }
+        }
+    }
+
+    #[test]
+    fn probe_nonces_come_from_the_os_not_from_the_key() {
+        let key = Zeroizing::new([0x5a; 32]);
+        let (a, b) = (first_probe(&key), first_probe(&key));
+        let nonce = |p: &[u8]| p[36..48].to_vec();
+        // Seeded from the key (or the key and a process id), a restarted
+        // node would repeat its nonces under the same probe key.
+        assert_ne!(nonce(&a), nonce(&b), "same key, same nonce");
+        assert!(
+            !nonce(&a).windows(4).any(|w| key.windows(4).any(|k| k == w)),
+            "the nonce shows key bytes"
+        );
     }
 }

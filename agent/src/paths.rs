@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
 use crate::probe::{self, Key, Kind};
@@ -51,38 +53,46 @@ struct PeerPath {
     outstanding: HashMap<u64, SocketAddr>,
 }
 
-#[derive(Debug)]
 pub struct PathManager {
     our_secret: Zeroizing<[u8; 32]>,
     our_public: Key,
     peers: HashMap<Key, PeerPath>,
     actions: Vec<Action>,
-    /// Nonces and transaction ids (xorshift over a seed: sans-IO).
-    rng: u64,
+    /// Nonces and transaction ids: a CSPRNG (ChaCha20) from the caller's
+    /// seed, which must come from the OS. A probe nonce repeated under one
+    /// key would let anyone forge probes, and a guessable transaction id
+    /// would let an off-path sender answer pings it never saw.
+    rng: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for PathManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PathManager")
+            .field("peers", &self.peers.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PathManager {
-    pub fn new(our_secret: Zeroizing<[u8; 32]>, our_public: Key, seed: u64) -> Self {
+    /// `seed`: 32 bytes from the OS (`getrandom`), never from a key or a
+    /// process id.
+    pub fn new(our_secret: Zeroizing<[u8; 32]>, our_public: Key, seed: [u8; 32]) -> Self {
         Self {
             our_secret,
             our_public,
             peers: HashMap::new(),
             actions: Vec::new(),
-            rng: seed | 1,
+            rng: ChaCha20Rng::from_seed(seed),
         }
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        self.rng.next_u64()
     }
 
     fn nonce(&mut self) -> [u8; 12] {
         let mut n = [0u8; 12];
-        n[..8].copy_from_slice(&self.next_u64().to_le_bytes());
-        n[8..].copy_from_slice(&(self.next_u64() as u32).to_le_bytes());
+        self.rng.fill_bytes(&mut n);
         n
     }
 
@@ -262,8 +272,8 @@ mod tests {
     impl Pair {
         fn new(now: Instant) -> Self {
             let (ka, kb) = ([1u8; 32], [2u8; 32]);
-            let mut a = PathManager::new(Zeroizing::new(ka), public(&ka), 1);
-            let mut b = PathManager::new(Zeroizing::new(kb), public(&kb), 2);
+            let mut a = PathManager::new(Zeroizing::new(ka), public(&ka), [1; 32]);
+            let mut b = PathManager::new(Zeroizing::new(kb), public(&kb), [2; 32]);
             let relay: SocketAddr = "127.0.0.1:5000".parse().unwrap();
             let first_a = a.set_peer(now, public(&kb), vec![B_ADDR.parse().unwrap()], Some(relay));
             let first_b = b.set_peer(now, public(&ka), vec![A_ADDR.parse().unwrap()], Some(relay));
@@ -365,7 +375,7 @@ mod tests {
     #[test]
     fn without_a_relay_the_first_endpoint_is_used_at_once() {
         let now = Instant::now();
-        let mut m = PathManager::new(Zeroizing::new([1; 32]), public(&[1; 32]), 3);
+        let mut m = PathManager::new(Zeroizing::new([1; 32]), public(&[1; 32]), [3; 32]);
         let e = m.set_peer(now, public(&[2; 32]), vec![B_ADDR.parse().unwrap()], None);
         assert_eq!(e, Some(B_ADDR.parse().unwrap()));
         assert!(matches!(m.path(&public(&[2; 32])), Some(Path::Unproven(_))));
