@@ -2,11 +2,20 @@
 //! one of its endpoints. Sans-IO, with time passed in.
 //!
 //! Traffic starts on the relay at once (when there is one), so a new peer
-//! never waits for a direct path. Every [`PROBE_INTERVAL`] the node sends a
-//! sealed ping to each of the peer's endpoints over the WireGuard socket;
-//! the first endpoint to answer becomes the path. When a direct path stops
-//! answering for [`DIRECT_TIMEOUT`], traffic moves back to the relay, and
-//! moves direct again as soon as a probe is answered.
+//! never waits for a direct path. The node sends sealed pings to each of
+//! the peer's endpoints over the WireGuard socket; the first endpoint to
+//! answer becomes the path. When a direct path stops answering for
+//! [`DIRECT_TIMEOUT`], traffic moves back to the relay, and moves direct
+//! again as soon as a probe is answered.
+//!
+//! An endpoint that answers is probed every [`PROBE_INTERVAL`]; one that
+//! does not, after [`STEADY_PROBES`] tries, ever less often (the interval
+//! doubles up to [`MAX_PROBE_INTERVAL`] for an endpoint that never
+//! answered, [`MAX_RETRY_INTERVAL`] for one that did), so a node that
+//! advertises someone else's addresses cannot make the mesh flood them:
+//! every other node sends each such address a probe a minute after its
+//! first few. A ping from the peer at an endpoint proves it again and
+//! ends its backoff.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,6 +28,13 @@ use zeroize::Zeroizing;
 use crate::probe::{self, Key, Kind};
 
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// Unanswered probes of an endpoint before its probes back off.
+pub const STEADY_PROBES: u32 = 4;
+/// The longest wait between probes of an endpoint that never answered.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(64);
+/// The longest wait for one that answered before (a path that went away
+/// is looked for again sooner).
+pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(16);
 /// Three probes unanswered.
 pub const DIRECT_TIMEOUT: Duration = Duration::from_millis(6500);
 /// Probes waiting for an answer, per peer.
@@ -41,16 +57,74 @@ pub enum Action {
     SetEndpoint { peer: Key, endpoint: SocketAddr },
 }
 
+/// One endpoint of a peer and when to probe it next.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    addr: SocketAddr,
+    next_probe: Instant,
+    interval: Duration,
+    /// Probes sent since the last answer.
+    unanswered: u32,
+    /// It answered at least once.
+    answered: bool,
+}
+
+impl Candidate {
+    fn new(addr: SocketAddr, now: Instant) -> Self {
+        Self {
+            addr,
+            next_probe: now,
+            interval: PROBE_INTERVAL,
+            unanswered: 0,
+            answered: false,
+        }
+    }
+
+    /// A probe goes out now: when the next is due.
+    fn sent(&mut self, now: Instant, active: bool) {
+        self.unanswered = self.unanswered.saturating_add(1);
+        self.next_probe = now + self.interval;
+        // The path in use keeps the steady rate: it carries our traffic.
+        if !active && self.unanswered >= STEADY_PROBES {
+            let cap = if self.answered {
+                MAX_RETRY_INTERVAL
+            } else {
+                MAX_PROBE_INTERVAL
+            };
+            self.interval = (self.interval * 2).min(cap);
+        }
+    }
+
+    /// The peer proved this endpoint (its answer, or its own ping from it).
+    fn proven(&mut self, next_probe: Instant, answered: bool) {
+        self.unanswered = 0;
+        self.interval = PROBE_INTERVAL;
+        self.next_probe = next_probe;
+        self.answered |= answered;
+    }
+}
+
 #[derive(Debug)]
 struct PeerPath {
     shared: Zeroizing<[u8; 32]>,
-    candidates: Vec<SocketAddr>,
+    candidates: Vec<Candidate>,
     /// Where the relay path enters the device (the peer's proxy socket).
     relay: Option<SocketAddr>,
     path: Path,
     last_pong: Option<Instant>,
-    next_probe: Instant,
     outstanding: HashMap<u64, SocketAddr>,
+}
+
+impl PeerPath {
+    /// When something is next due: a probe, or the direct path going stale.
+    fn next_due(&self) -> Option<Instant> {
+        let probe = self.candidates.iter().map(|c| c.next_probe).min();
+        let stale = match (self.path, self.last_pong) {
+            (Path::Direct(_), Some(t)) if self.relay.is_some() => Some(t + DIRECT_TIMEOUT),
+            _ => None,
+        };
+        probe.into_iter().chain(stale).min()
+    }
 }
 
 pub struct PathManager {
@@ -115,21 +189,32 @@ impl PathManager {
             relay: None,
             path: Path::None,
             last_pong: None,
-            next_probe: now,
             outstanding: HashMap::new(),
         });
-        entry.candidates = candidates;
+        // An endpoint seen before keeps its backoff (so re-announcing an
+        // address does not restart a flood); a new one is probed at once.
+        entry.candidates = candidates
+            .into_iter()
+            .map(|addr| {
+                entry
+                    .candidates
+                    .iter()
+                    .find(|c| c.addr == addr)
+                    .copied()
+                    .unwrap_or_else(|| Candidate::new(addr, now))
+            })
+            .collect();
         entry.relay = relay;
         // Keep a proven direct path that is still a candidate.
-        let keep = matches!(entry.path, Path::Direct(a) if entry.candidates.contains(&a));
+        let keep =
+            matches!(entry.path, Path::Direct(a) if entry.candidates.iter().any(|c| c.addr == a));
         if !keep {
             entry.path = match (relay, entry.candidates.first()) {
                 (Some(_), _) => Path::Relay,
-                (None, Some(&a)) => Path::Unproven(a),
+                (None, Some(c)) => Path::Unproven(c.addr),
                 (None, None) => Path::None,
             };
         }
-        entry.next_probe = now;
         endpoint_of(entry)
     }
 
@@ -150,6 +235,19 @@ impl PathManager {
         };
         match kind {
             Kind::Ping => {
+                // The peer is there: probe that endpoint again at once.
+                if let Some(c) = self
+                    .peers
+                    .get_mut(&sender)
+                    .and_then(|p| p.candidates.iter_mut().find(|c| c.addr == from))
+                {
+                    if c.unanswered > 0 {
+                        c.proven(now, false);
+                    }
+                }
+                let Some(p) = self.peers.get(&sender) else {
+                    return;
+                };
                 let shared = p.shared.clone();
                 let nonce = self.nonce();
                 let datagram = probe::seal(&shared, &self.our_public, nonce, Kind::Pong, tx);
@@ -164,6 +262,9 @@ impl PathManager {
                     return;
                 }
                 p.last_pong = Some(now);
+                if let Some(c) = p.candidates.iter_mut().find(|c| c.addr == from) {
+                    c.proven(now + PROBE_INTERVAL, true);
+                }
                 if p.path != Path::Direct(from) && !matches!(p.path, Path::Direct(_)) {
                     p.path = Path::Direct(from);
                     self.actions.push(Action::SetEndpoint {
@@ -200,16 +301,18 @@ impl PathManager {
                     endpoint: relay,
                 });
             }
-            let due = self.peers.get(&key).is_some_and(|p| now >= p.next_probe);
-            if !due {
-                continue;
-            }
-            let candidates = self
+            let due: Vec<SocketAddr> = self
                 .peers
                 .get(&key)
-                .map(|p| p.candidates.clone())
+                .map(|p| {
+                    p.candidates
+                        .iter()
+                        .filter(|c| now >= c.next_probe)
+                        .map(|c| c.addr)
+                        .collect()
+                })
                 .unwrap_or_default();
-            for to in candidates {
+            for to in due {
                 let (tx, nonce) = (self.next_u64(), self.nonce());
                 let Some(p) = self.peers.get_mut(&key) else {
                     break;
@@ -218,17 +321,18 @@ impl PathManager {
                     p.outstanding.clear(); // old pings will never be answered now
                 }
                 p.outstanding.insert(tx, to);
+                let active = p.path == Path::Direct(to);
+                if let Some(c) = p.candidates.iter_mut().find(|c| c.addr == to) {
+                    c.sent(now, active);
+                }
                 let datagram = probe::seal(&p.shared, &self.our_public, nonce, Kind::Ping, tx);
                 self.actions.push(Action::Send { to, datagram });
-            }
-            if let Some(p) = self.peers.get_mut(&key) {
-                p.next_probe = now + PROBE_INTERVAL;
             }
         }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.peers.values().map(|p| p.next_probe).min()
+        self.peers.values().filter_map(PeerPath::next_due).min()
     }
 
     pub fn poll_action(&mut self) -> Option<Action> {
@@ -291,6 +395,16 @@ mod tests {
             }
         }
 
+        /// When either side next has something due.
+        fn next_due(&self, now: Instant) -> Instant {
+            [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now)
+                .max(now)
+        }
+
         fn step(&mut self, now: Instant) {
             self.a.handle_timeout(now);
             self.b.handle_timeout(now);
@@ -333,8 +447,14 @@ mod tests {
         );
         assert_eq!(pair.a.path(&public(&[2; 32])), Some(Path::Relay));
 
+        // The link comes back: the next probe (backed off by now) finds it.
         pair.link_up = true;
-        pair.step(now);
+        let back = now;
+        while pair.a_endpoints.is_empty() {
+            now = pair.next_due(now);
+            assert!(now - back <= MAX_PROBE_INTERVAL, "not found again");
+            pair.step(now);
+        }
         assert_eq!(pair.a_endpoints, [B_ADDR.parse::<SocketAddr>().unwrap()]);
         assert_eq!(pair.b_endpoints, [A_ADDR.parse::<SocketAddr>().unwrap()]);
 
@@ -346,11 +466,59 @@ mod tests {
             pair.step(now);
         }
         assert_eq!(pair.a_endpoints.last(), Some(&relay));
-        // And direct again when it comes back.
+        // And direct again when it comes back, sooner: it answered before.
         pair.link_up = true;
-        now += PROBE_INTERVAL;
-        pair.step(now);
-        assert_eq!(pair.a_endpoints.last(), Some(&B_ADDR.parse().unwrap()));
+        let back = now;
+        while pair.a_endpoints.last() != Some(&B_ADDR.parse().unwrap()) {
+            now = pair.next_due(now);
+            assert!(now - back <= MAX_RETRY_INTERVAL, "not found again");
+            pair.step(now);
+        }
+    }
+
+    #[test]
+    fn an_endpoint_that_never_answers_is_probed_ever_less_often() {
+        // A peer that advertises someone else's addresses: nothing there
+        // answers. Ten minutes of probing each of them:
+        let mut now = Instant::now();
+        let start = now;
+        let mut m = PathManager::new(Zeroizing::new([1; 32]), public(&[1; 32]), [4; 32]);
+        let victims: Vec<SocketAddr> = (1..=3)
+            .map(|i| format!("198.51.100.{i}:443").parse().unwrap())
+            .collect();
+        m.set_peer(now, public(&[2; 32]), victims.clone(), None);
+        let mut sent = std::collections::HashMap::<SocketAddr, usize>::new();
+        while now - start < Duration::from_secs(600) {
+            m.handle_timeout(now);
+            while let Some(a) = m.poll_action() {
+                if let Action::Send { to, .. } = a {
+                    *sent.entry(to).or_default() += 1;
+                }
+            }
+            now = m.poll_timeout().unwrap().max(now);
+        }
+        for v in &victims {
+            let n = sent[v];
+            // 300 each at a steady 2 s; backed off: the first few, then one
+            // a minute.
+            assert!((10..=20).contains(&n), "{v}: {n} probes");
+        }
+        // Whatever was due at the end goes out; then the peer shows up at
+        // one of them: its ping ends that backoff.
+        m.handle_timeout(now);
+        while m.poll_action().is_some() {}
+        let theirs = probe::shared_key(&Zeroizing::new([2; 32]), &public(&[1; 32])).unwrap();
+        let ping = probe::seal(&theirs, &public(&[2; 32]), [7; 12], Kind::Ping, 99);
+        m.handle_probe(now, victims[0], &ping);
+        let _ = m.poll_action(); // our pong
+        m.handle_timeout(now);
+        let probed: Vec<SocketAddr> = std::iter::from_fn(|| m.poll_action())
+            .filter_map(|a| match a {
+                Action::Send { to, .. } => Some(to),
+                Action::SetEndpoint { .. } => None,
+            })
+            .collect();
+        assert_eq!(probed, [victims[0]], "probed again at once, the others not");
     }
 
     #[test]
