@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use netstack::udp::{RecvBatch, UdpSender};
 use netstack::Tun;
 use proto_wg::{
-    Device, Event, Incoming, OpenJob, Prepared, Received, SealJob, Transmit, DATA_HEADER_LEN,
+    ConsumedInitiation, Device, Event, Incoming, InitiationJob, OpenJob, Prepared, Received,
+    SealJob, Transmit, DATA_HEADER_LEN,
 };
 use tracing::{debug, info, warn};
 
@@ -247,6 +248,10 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
     let mut opened: Vec<(usize, Range<usize>)> = Vec::with_capacity(BATCH);
     let mut jobs: Vec<(usize, Range<usize>, OpenJob)> = Vec::with_capacity(BATCH);
     let mut results: Vec<Result<usize, proto_wg::RecvError>> = Vec::with_capacity(BATCH);
+    // Handshake initiations read outside the lock, then answered under it.
+    let mut initiations: Vec<(SocketAddr, InitiationJob)> = Vec::new();
+    let mut consumed: Vec<(SocketAddr, Result<ConsumedInitiation, proto_wg::RecvError>)> =
+        Vec::new();
     let mut sender = UdpSender::new();
     let mut pending = Vec::new();
     let mut window_start = Instant::now();
@@ -297,21 +302,33 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
                     ));
                     match device.prepare_datagram(now, from, datagram) {
                         Ok(Incoming::Open(job)) => jobs.push((i, part, job)),
-                        Ok(_) => {}
+                        Ok(Incoming::Initiation(job)) => initiations.push((from, job)),
+                        Ok(Incoming::Done(_)) => {}
                         Err(e) => debug!(%from, error = %e, "dropped datagram"),
                     }
                 }
             }
             drain(&mut device, &mut pending);
         }
-        // Pass 2, lock released: the AEAD, while the TUN thread may seal.
+        // Pass 2, lock released: the AEAD and the initiations' DH, while
+        // the TUN thread may seal.
         results.clear();
         for (i, part, job) in &jobs {
             results.push(job.open(&mut batch.get_mut(*i).0[part.clone()]));
         }
+        consumed.extend(
+            initiations
+                .drain(..)
+                .map(|(from, job)| (from, job.consume())),
+        );
         // Pass 3, under the lock: replay window, timers, roaming, source check.
         {
             let mut device = shared.device();
+            for (from, c) in consumed.drain(..) {
+                if let Err(e) = device.finish_initiation(now, from, c) {
+                    debug!(%from, error = %e, "dropped initiation");
+                }
+            }
             for ((i, part, job), result) in jobs.drain(..).zip(results.drain(..)) {
                 let (message, from) = batch.get_mut(i);
                 match device.finish_datagram(now, from, &job, &message[part.clone()], result) {

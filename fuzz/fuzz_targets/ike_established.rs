@@ -29,6 +29,7 @@ fn config(local: &str, remote: &str) -> Arc<Config> {
         force_encap: false,
         fragment_size: Some(proto_ikev2::DEFAULT_FRAGMENT_SIZE),
         timers: Timers::default(),
+        child_limits: Default::default(),
     })
 }
 

@@ -26,6 +26,7 @@ use crate::ip;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::noise::{self, initial_hash};
 use crate::peer::{Peer, PeerId, Slot};
+use crate::ratelimit::RateLimiter;
 use crate::session::{open_data, seal_data, sealed_len, Session};
 use crate::tai64n::Tai64N;
 use crate::timers::{
@@ -135,6 +136,54 @@ pub enum Incoming {
     Done(Received),
     /// A data message: open it with the job, then `finish_datagram`.
     Open(OpenJob),
+    /// A handshake initiation past the DoS gate (MAC1; under load MAC2
+    /// and the per-address rate): `consume` it without the device (its
+    /// two X25519 operations are where a sender who knows our public key
+    /// can make us work), then `finish_initiation`.
+    Initiation(InitiationJob),
+}
+
+/// One handshake initiation's reading, detached from the device.
+pub struct InitiationJob {
+    identity: Arc<Identity>,
+    msg: Box<[u8; wire::INITIATION_LEN]>,
+}
+
+impl core::fmt::Debug for InitiationJob {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InitiationJob").finish_non_exhaustive()
+    }
+}
+
+/// An initiation that decrypted: who sent it (for `finish_initiation`).
+pub struct ConsumedInitiation {
+    /// The device key it was read with: a key changed meanwhile drops it.
+    under: PublicKey,
+    init: noise::ConsumedInitiation,
+}
+
+impl core::fmt::Debug for ConsumedInitiation {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ConsumedInitiation")
+            .field("from", &self.init.remote_static)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InitiationJob {
+    /// Decrypts the initiator's static key and timestamp (whitepaper
+    /// §5.4.2): DH(Sr, Ei) and DH(Sr, Si).
+    pub fn consume(&self) -> Result<ConsumedInitiation, RecvError> {
+        let init = noise::consume_initiation(
+            &self.identity.private,
+            &self.identity.initial_hash,
+            &self.msg,
+        )?;
+        Ok(ConsumedInitiation {
+            under: self.identity.public,
+            init,
+        })
+    }
 }
 
 /// One data message's opening, detached from the device.
@@ -213,7 +262,7 @@ struct Identity {
 }
 
 pub struct Device {
-    identity: Option<Identity>,
+    identity: Option<Arc<Identity>>,
     peers: HashMap<PeerId, Peer>,
     by_key: HashMap<PublicKey, PeerId>,
     by_index: HashMap<u32, PeerId>,
@@ -221,6 +270,8 @@ pub struct Device {
     next_peer: u64,
     checker: CookieChecker,
     under_load: bool,
+    /// Handshake messages per source address, under load.
+    limiter: RateLimiter,
     rng: ChaCha20Rng,
     clock: WallClock,
     mtu: usize,
@@ -254,6 +305,7 @@ impl Device {
             next_peer: 0,
             checker: CookieChecker::new(),
             under_load: false,
+            limiter: RateLimiter::default(),
             rng: ChaCha20Rng::from_seed(seed),
             clock: WallClock {
                 at: now,
@@ -284,12 +336,12 @@ impl Device {
         }
         self.identity = key.map(|private| {
             let public = private.public_key();
-            Identity {
+            Arc::new(Identity {
                 mac_keys: MacKeys::new(&public),
                 initial_hash: initial_hash(&public),
                 private,
                 public,
-            }
+            })
         });
         if let Some(own) = self.identity.as_ref().map(|i| i.public) {
             if let Some(id) = self.by_key.get(&own).copied() {
@@ -532,6 +584,10 @@ impl Device {
                 let opened = job.open(buf);
                 self.finish_datagram(now, from, &job, buf, opened)
             }
+            Incoming::Initiation(job) => {
+                let consumed = job.consume();
+                self.finish_initiation(now, from, consumed)
+            }
         }
     }
 
@@ -579,7 +635,12 @@ impl Device {
             }
             Message::Initiation(msg) => {
                 let msg = *msg;
-                handshake(self.receive_initiation(now, from, &msg))
+                self.admit_handshake(now, from, &msg, wire::INIT_MAC1, wire::INIT_SENDER)?;
+                let identity = self.identity.clone().ok_or(RecvError::NoPrivateKey)?;
+                Ok(Incoming::Initiation(InitiationJob {
+                    identity,
+                    msg: Box::new(msg),
+                }))
             }
             Message::Response(msg) => {
                 let msg = *msg;
@@ -743,6 +804,10 @@ impl Device {
             .checker
             .verify_mac2(now, from, msg, mac2_at, &mut self.rng)
         {
+            // Proven reachable at its address: now at most 20 a second.
+            if !self.limiter.allow(now, from.ip()) {
+                return Err(RecvError::RateLimited);
+            }
             return Ok(());
         }
         let Some(own) = self.identity.as_ref() else {
@@ -764,15 +829,36 @@ impl Device {
         Err(RecvError::CookieSent)
     }
 
+    /// The second half of receiving an initiation: `consumed` is what
+    /// `job.consume()` returned. Checks the initiator is a peer, that its
+    /// timestamp is newer and it is not flooding, then answers (the
+    /// response's DH runs here, only for a peer that proved its key).
+    pub fn finish_initiation(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        consumed: Result<ConsumedInitiation, RecvError>,
+    ) -> Result<Received, RecvError> {
+        let result = consumed
+            .and_then(|c| self.receive_initiation(now, from, c))
+            .map(|()| Received::Handshake);
+        if let Err(e) = &result {
+            self.stats.count_recv(e);
+        }
+        result
+    }
+
     fn receive_initiation(
         &mut self,
         now: Instant,
         from: SocketAddr,
-        msg: &[u8; wire::INITIATION_LEN],
+        consumed: ConsumedInitiation,
     ) -> Result<(), RecvError> {
-        self.admit_handshake(now, from, msg, wire::INIT_MAC1, wire::INIT_SENDER)?;
-        let own = self.identity.as_ref().ok_or(RecvError::NoPrivateKey)?;
-        let init = noise::consume_initiation(&own.private, &own.initial_hash, msg)?;
+        if self.identity.as_ref().map(|i| i.public) != Some(consumed.under) {
+            // The key changed while the initiation was read.
+            return Err(RecvError::NoPrivateKey);
+        }
+        let init = consumed.init;
         let id = *self
             .by_key
             .get(&init.remote_static)
@@ -813,7 +899,7 @@ impl Device {
         peer.install_responder_session(session, &mut self.by_index);
         peer.endpoint = Some(from);
         peer.tx_bytes += response.len() as u64;
-        peer.rx_bytes += msg.len() as u64;
+        peer.rx_bytes += wire::INITIATION_LEN as u64;
         peer.timers_any_authenticated_packet_traversal(now);
         peer.timers_any_authenticated_packet_received();
         peer.timers_session_derived(now);

@@ -611,3 +611,90 @@ fn split_data_path_out_of_order_finish_races_and_rotation() {
         Err(RecvError::UnknownIndex)
     );
 }
+
+#[test]
+fn under_load_one_address_gets_twenty_handshake_messages_a_second() {
+    // A gets its cookie, then its MAC2-carrying initiation is replayed
+    // from its own address as fast as a flood would.
+    let mut p = Pair::new(91);
+    p.nodes[B].device.set_under_load(true);
+    p.link.loss = 100;
+    assert_eq!(p.send(A, b"x"), Ok(Encapsulated::Queued));
+    let first = p.nodes[A].device.poll_transmit().expect("initiation");
+    assert_eq!(
+        deliver_raw(&mut p, B, &first.payload),
+        Err(RecvError::CookieSent)
+    );
+    let cookie = p.nodes[B].device.poll_transmit().expect("cookie reply");
+    deliver_raw(&mut p, A, &cookie.payload).expect("cookie taken");
+    p.advance(Duration::from_secs(6)); // the retry, now with MAC2
+    let retry = p.nodes[A]
+        .sent
+        .iter()
+        .rev()
+        .find(|t| t.kind == TransmitKind::Initiation)
+        .expect("retry")
+        .payload
+        .clone();
+    let limited = |p: &Pair| p.nodes[B].device.stats().rx_rate_limited;
+    let before = limited(&p);
+    let mut passed = 0;
+    for _ in 0..100 {
+        if !matches!(deliver_raw(&mut p, B, &retry), Err(RecvError::RateLimited)) {
+            passed += 1;
+        }
+    }
+    assert_eq!(passed, 5, "the burst");
+    assert_eq!(limited(&p) - before, 95);
+    // A second later, twenty more are let through to the handshake.
+    p.advance(Duration::from_secs(1));
+    let passed = (0..100)
+        .filter(|_| !matches!(deliver_raw(&mut p, B, &retry), Err(RecvError::RateLimited)))
+        .count();
+    assert_eq!(passed, 5, "refilled up to the burst, not beyond");
+}
+
+#[test]
+fn an_initiation_is_read_outside_the_device_and_finished_in_it() {
+    let mut p = Pair::new(92);
+    p.link.loss = 100;
+    assert_eq!(p.send(A, b"x"), Ok(Encapsulated::Queued));
+    let init = p.nodes[A].device.poll_transmit().expect("initiation");
+    let from = p.nodes[A].addr;
+    let now = p.now;
+    let b = &mut p.nodes[B].device;
+    // The device hands the DH work out instead of doing it.
+    let Ok(crate::Incoming::Initiation(job)) = b.prepare_datagram(now, from, &init.payload) else {
+        panic!("not handed out");
+    };
+    let consumed = job.consume();
+    assert_eq!(
+        b.finish_initiation(now, from, consumed),
+        Ok(Received::Handshake)
+    );
+    let response = b.poll_transmit().expect("response");
+    assert_eq!(response.kind, TransmitKind::Response);
+    // Read under one key, finished under another: dropped.
+    let init2 = {
+        p.advance(Duration::from_secs(6));
+        p.nodes[A]
+            .sent
+            .iter()
+            .rev()
+            .find(|t| t.kind == TransmitKind::Initiation)
+            .expect("retry")
+            .payload
+            .clone()
+    };
+    let now = p.now;
+    let b = &mut p.nodes[B].device;
+    let Ok(crate::Incoming::Initiation(job)) = b.prepare_datagram(now, from, &init2) else {
+        panic!("not handed out");
+    };
+    let consumed = job.consume();
+    b.set_private_key(Some(PrivateKey::from_bytes([0x77; 32])));
+    assert_eq!(
+        b.finish_initiation(now, from, consumed),
+        Err(RecvError::NoPrivateKey)
+    );
+}

@@ -31,6 +31,8 @@ pub enum RecvError {
     ReplayedInitiation,
     #[error("initiations from this peer arrive too fast")]
     InitiationFlood,
+    #[error("under load: this address sent more than 20 handshake messages a second")]
+    RateLimited,
     #[error("cookie reply did not authenticate")]
     BadCookieReply,
     #[error("session expired")]
@@ -89,6 +91,7 @@ pub struct Stats {
     pub rx_malformed: u64,
     pub rx_bad_mac1: u64,
     pub rx_cookie_sent: u64,
+    pub rx_rate_limited: u64,
     pub rx_handshake_rejected: u64,
     pub rx_unknown_index: u64,
     pub rx_replayed: u64,
@@ -110,6 +113,7 @@ impl Stats {
             RecvError::Wire(_) => &mut self.rx_malformed,
             RecvError::BadMac1 => &mut self.rx_bad_mac1,
             RecvError::CookieSent => &mut self.rx_cookie_sent,
+            RecvError::RateLimited => &mut self.rx_rate_limited,
             RecvError::NoPrivateKey
             | RecvError::HandshakeAuth
             | RecvError::LowOrderPoint

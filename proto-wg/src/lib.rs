@@ -16,6 +16,7 @@ pub mod ip;
 mod keys;
 mod noise;
 mod peer;
+pub mod ratelimit;
 mod replay;
 mod session;
 mod tai64n;
@@ -29,8 +30,8 @@ pub mod harness;
 pub use allowed_ips::{AllowedIps, BadPrefix, IpNet};
 pub use cookie::COOKIE_REFRESH_TIME;
 pub use device::{
-    Device, Encapsulated, Event, Incoming, OpenJob, PeerInfo, Prepared, Received, SealJob,
-    Transmit, TransmitKind,
+    ConsumedInitiation, Device, Encapsulated, Event, Incoming, InitiationJob, OpenJob, PeerInfo,
+    Prepared, Received, SealJob, Transmit, TransmitKind,
 };
 pub use errors::{RecvError, SendError, Stats};
 pub use keys::{PresharedKey, PrivateKey, PublicKey};
