@@ -205,7 +205,8 @@ where
                                 report(ControlEvent::Refused(r)).await;
                                 return Ok(());
                             }
-                            ServerBody::Pong(_) => {}
+                            // For relays only; a node ignores it.
+                            ServerBody::Pong(_) | ServerBody::RelayKeys(_) => {}
                         },
                     }
                 }

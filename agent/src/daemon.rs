@@ -365,6 +365,7 @@ impl Daemon {
                 .unwrap_or_default(),
             endpoints: self.endpoints.iter().map(|&e| Endpoint::from(e)).collect(),
             map_version: if same_network { self.mesh.version } else { 0 },
+            relay_feed: false,
         };
         let tls = self.controller_tls(&controller);
         let params = ConnectParams {

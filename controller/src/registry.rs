@@ -254,6 +254,11 @@ impl Registry {
         }
     }
 
+    /// Every registered node's WireGuard key (what relays may serve).
+    pub fn node_keys(&self) -> std::collections::HashSet<[u8; 32]> {
+        self.by_node_key.keys().copied().collect()
+    }
+
     pub fn is_online(&self, id: u64) -> bool {
         self.online.contains_key(&id)
     }

@@ -18,6 +18,7 @@ fn hello(node_key: u8, host: &str, auth: &str) -> ClientHello {
             41641,
         )))],
         map_version: 0,
+        relay_feed: false,
     }
 }
 

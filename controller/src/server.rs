@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prost::Message;
 use proto_control::http::{self, Request};
 use proto_control::messages::{
-    decode_client, encode_server, split_map_update, ClientBody, ClientHello, Pong, Refused,
-    RefusedReason, Registered, RelayInfo, ServerBody, ServerHello, PROTOCOL_VERSION,
+    decode_client, encode_server, split_map_update, split_relay_keys, ClientBody, ClientHello,
+    Pong, Refused, RefusedReason, Registered, RelayInfo, ServerBody, ServerHello, PROTOCOL_VERSION,
 };
 use proto_control::{Channel, ChannelEvent};
 use thiserror::Error;
@@ -307,6 +307,9 @@ impl Connection {
         let hello = ClientHello::decode(hello.as_slice())
             .map_err(proto_control::messages::DecodeError::from)?;
         let mut versions = lock(&self.registry).subscribe();
+        if hello.relay_feed {
+            return self.serve_relay(&mut ch, machine_key, &mut versions).await;
+        }
         let joined = {
             let mut reg = lock(&self.registry);
             reg.connect(machine_key, &hello, unix_now()).map(|node| {
@@ -500,6 +503,65 @@ impl Connection {
                     };
                     *sent_version = update.version;
                     self.send_map(ch, update).await?;
+                }
+            }
+        }
+    }
+
+    /// A relay of this network (its key is one we announce) keeps the node
+    /// keys it may serve current: the whole set now, then what changes.
+    async fn serve_relay(
+        &mut self,
+        ch: &mut Channel,
+        relay_key: [u8; 32],
+        versions: &mut watch::Receiver<u64>,
+    ) -> Result<(), ConnError> {
+        if !self
+            .relays
+            .iter()
+            .any(|r| r.public_key.as_slice() == relay_key.as_slice())
+        {
+            let why = "this key is not one of the network's relays";
+            self.refuse(ch, RefusedReason::BadRequest, why).await?;
+            return Err(ConnError::Refused(why.into()));
+        }
+        info!(from = %self.from, relay = %hex::encode(relay_key), "relay following the node keys");
+        let mut sent = lock(&self.registry).node_keys();
+        for part in split_relay_keys(true, sent.iter().copied().collect(), Vec::new()) {
+            ch.send(&part)?;
+        }
+        self.flush(ch).await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                read = timeout(self.limits.idle, self.stream.read(&mut buf)) => {
+                    let n = read??;
+                    if n == 0 {
+                        return Err(ConnError::Eof);
+                    }
+                    ch.handle_input(&buf[..n])?;
+                    while let Some(ChannelEvent::Message(m)) = ch.poll_event() {
+                        if let ClientBody::Ping(p) = decode_client(&m)? {
+                            ch.send(&encode_server(ServerBody::Pong(Pong { nonce: p.nonce })))?;
+                        }
+                    }
+                    self.flush(ch).await?;
+                }
+                changed = versions.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    let now = lock(&self.registry).node_keys();
+                    let added: Vec<[u8; 32]> = now.difference(&sent).copied().collect();
+                    let removed: Vec<[u8; 32]> = sent.difference(&now).copied().collect();
+                    if added.is_empty() && removed.is_empty() {
+                        continue;
+                    }
+                    for part in split_relay_keys(false, added, removed) {
+                        ch.send(&part)?;
+                    }
+                    self.flush(ch).await?;
+                    sent = now;
                 }
             }
         }

@@ -126,6 +126,7 @@ impl Node {
             auth_key: auth_key.into(),
             endpoints: vec![],
             map_version: 0,
+            relay_feed: false,
         };
         let ch = Channel::client(
             &[id; 32],
@@ -272,6 +273,7 @@ async fn bad_peers_lose_only_their_own_connection() {
                 auth_key: server.auth_key.clone(),
                 endpoints: vec![],
                 map_version: 0,
+                relay_feed: false,
             };
             let mut machine = [7u8; 32];
             machine[..4].copy_from_slice(&i.to_be_bytes());

@@ -45,6 +45,7 @@ fn main() -> std::io::Result<()> {
             auth_key: "cvlan-auth-x".into(),
             endpoints: vec![],
             map_version: 2,
+            relay_feed: false,
         }
         .encode_to_vec(),
         encode_client(ClientBody::Ping(Ping { nonce: 5 })),

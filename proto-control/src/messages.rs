@@ -20,7 +20,7 @@ pub use generated::refused::Reason as RefusedReason;
 pub use generated::server_message::Body as ServerBody;
 pub use generated::{
     ClientHello, ClientMessage, Endpoint, MapUpdate, Peer, Ping, Pong, Refused, Registered,
-    RelayInfo, ServerHello, ServerMessage, UpdateEndpoints,
+    RelayInfo, RelayKeys, ServerHello, ServerMessage, UpdateEndpoints,
 };
 
 /// Bumped on any change an older peer would misread.
@@ -177,6 +177,44 @@ pub fn split_map_update(update: MapUpdate) -> Vec<Vec<u8>> {
     parts
         .into_iter()
         .map(|m| encode_server(ServerBody::Map(m)))
+        .collect()
+}
+
+/// Splits a change to a relay's key list into messages that each fit one
+/// channel message (all but the last with `more = true`).
+pub fn split_relay_keys(full: bool, added: Vec<[u8; 32]>, removed: Vec<[u8; 32]>) -> Vec<Vec<u8>> {
+    // 34 bytes a key on the wire (tag, length, key).
+    const PER_MESSAGE: usize = (MAX_MESSAGE - 64) / 34;
+    let changes: Vec<(bool, [u8; 32])> = added
+        .into_iter()
+        .map(|k| (true, k))
+        .chain(removed.into_iter().map(|k| (false, k)))
+        .collect();
+    let mut parts: Vec<RelayKeys> = changes
+        .chunks(PER_MESSAGE)
+        .map(|chunk| RelayKeys {
+            full,
+            added: chunk.iter().filter(|c| c.0).map(|c| c.1.to_vec()).collect(),
+            removed: chunk
+                .iter()
+                .filter(|c| !c.0)
+                .map(|c| c.1.to_vec())
+                .collect(),
+            more: true,
+        })
+        .collect();
+    if parts.is_empty() {
+        parts.push(RelayKeys {
+            full,
+            ..RelayKeys::default()
+        });
+    }
+    if let Some(last) = parts.last_mut() {
+        last.more = false;
+    }
+    parts
+        .into_iter()
+        .map(|k| encode_server(ServerBody::RelayKeys(k)))
         .collect()
 }
 

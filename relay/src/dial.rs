@@ -78,7 +78,7 @@ async fn session(
             if n == 0 {
                 if !lock().is_connected() {
                     return Err(
-                        "the relay closed the connection during the handshake (wrong relay key?)"
+                        "the relay closed the connection during the handshake (wrong relay key, or a relay that serves only registered nodes?)"
                             .to_string(),
                     );
                 }

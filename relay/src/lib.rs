@@ -4,6 +4,7 @@
 //! `cvlan-relay` is the tokio daemon around it.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod client;
 pub mod dial;
 pub mod frame;

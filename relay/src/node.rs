@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -44,6 +44,10 @@ pub struct Counters {
     pub rejected_handshake: AtomicU64,
     pub rejected_mesh_key: AtomicU64,
     pub rejected_limit: AtomicU64,
+    /// One address already held its share of connections.
+    pub rejected_per_address: AtomicU64,
+    /// A node key the controller has not registered (`--verify-clients`).
+    pub rejected_unknown_key: AtomicU64,
     pub closed_protocol: AtomicU64,
     pub closed_slow: AtomicU64,
     pub stun_answered: AtomicU64,
@@ -63,9 +67,25 @@ pub struct RelayNode {
     /// The newest hello timestamp each key proved live: a recorded first
     /// handshake message is turned away unanswered.
     hello_times: Mutex<HelloTimes>,
-    /// The timestamp of our own last hello (mesh links we dial).
+    /// The timestamp of our own last hello (mesh links we dial, and the
+    /// controller's feed of node keys).
     last_hello: AtomicU64,
+    /// Which node keys may use this relay, when it verifies clients.
+    allowed: Mutex<AllowList>,
+    /// Open connections by source address.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    limits: Limits,
     pub counters: Counters,
+}
+
+/// With `--verify-clients`, the registered node keys the controller sent
+/// (or, until it has, the list saved from the last run).
+#[derive(Debug, Default)]
+struct AllowList {
+    verify: bool,
+    /// A full list arrived (or was loaded): until then no client is served.
+    ready: bool,
+    keys: HashSet<Key>,
 }
 
 /// Hello timestamps remembered (a full table forgets arbitrary entries;
@@ -95,6 +115,28 @@ fn seed() -> [u8; 32] {
         panic!("the OS random number generator failed");
     }
     s
+}
+
+/// One connection's place among those of its source address.
+struct AddressSlot {
+    node: Arc<RelayNode>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .node
+            .per_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 /// What carries frames on a link: the relay's side of an accepted
@@ -182,12 +224,91 @@ impl RelayNode {
             open: AtomicU64::new(0),
             hello_times: Mutex::new(HelloTimes::new(MAX_HELLO_TIMES)),
             last_hello: AtomicU64::new(0),
+            allowed: Mutex::new(AllowList::default()),
+            per_address: Mutex::new(HashMap::new()),
+            limits,
             counters: Counters::default(),
         })
     }
 
     pub fn public_key(&self) -> Key {
         self.public
+    }
+
+    /// Serves only node keys the controller registered: none until the
+    /// first list arrives through [`apply_keys`](Self::apply_keys), unless
+    /// `saved` (the list kept from the last run) is given.
+    pub fn verify_clients(&self, saved: Option<HashSet<Key>>) {
+        let mut a = self.allowed();
+        a.verify = true;
+        if let Some(keys) = saved {
+            a.keys = keys;
+            a.ready = true;
+        }
+    }
+
+    /// Whether a client with `key` may connect.
+    pub fn admits(&self, key: &Key) -> bool {
+        let a = self.allowed();
+        !a.verify || (a.ready && a.keys.contains(key))
+    }
+
+    /// A change to the registered node keys: `full` replaces the list.
+    /// Clients whose key is no longer on it are disconnected. Returns the
+    /// list now (to save).
+    pub fn apply_keys(&self, full: bool, added: &[Key], removed: &[Key]) -> HashSet<Key> {
+        let (gone, now): (Vec<Key>, HashSet<Key>) = {
+            let mut a = self.allowed();
+            let before = if full {
+                std::mem::take(&mut a.keys)
+            } else {
+                HashSet::new()
+            };
+            a.keys.extend(added.iter().copied());
+            for k in removed {
+                a.keys.remove(k);
+            }
+            a.ready |= full;
+            let mut gone: Vec<Key> = removed.to_vec();
+            gone.extend(before.into_iter().filter(|k| !a.keys.contains(k)));
+            (gone, a.keys.clone())
+        };
+        let conns: Vec<ConnId> = {
+            let core = self.core();
+            gone.iter().filter_map(|k| core.conn_of(k)).collect()
+        };
+        let handles = self.handles();
+        for c in conns {
+            if let Some(h) = handles.get(&c) {
+                h.closed.store(true, Ordering::Relaxed);
+                h.notify.notify_one();
+            }
+        }
+        now
+    }
+
+    /// Our last hello's timestamp (see [`hello_timestamp`]).
+    pub fn hello_clock(&self) -> &AtomicU64 {
+        &self.last_hello
+    }
+
+    fn allowed(&self) -> MutexGuard<'_, AllowList> {
+        self.allowed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A connection from `ip`, if it is under its share; given back when
+    /// the guard drops.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut m = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= self.limits.connections_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            node: self.clone(),
+            ip,
+        })
     }
 
     /// Local clients, mesh links and keys known through the mesh.
@@ -296,6 +417,7 @@ impl RelayNode {
                 ("{reason=\"rate_limited\"}", d.rate_limited),
                 ("{reason=\"protocol_violation\"}", d.protocol_violation),
                 ("{reason=\"remote_table_full\"}", d.remote_table_full),
+                ("{reason=\"memory_budget\"}", d.memory_budget),
             ],
         );
         metric(
@@ -306,6 +428,8 @@ impl RelayNode {
                 ("{reason=\"handshake\"}", g(&c.rejected_handshake)),
                 ("{reason=\"mesh_key\"}", g(&c.rejected_mesh_key)),
                 ("{reason=\"limit\"}", g(&c.rejected_limit)),
+                ("{reason=\"per_address\"}", g(&c.rejected_per_address)),
+                ("{reason=\"unknown_key\"}", g(&c.rejected_unknown_key)),
             ],
         );
         metric(
@@ -368,8 +492,15 @@ pub async fn serve_tcp(
             node.counters.rejected_limit.fetch_add(1, Ordering::Relaxed);
             continue;
         }
+        let Some(slot) = node.enter(from.ip()) else {
+            node.counters
+                .rejected_per_address
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
         let (node, tls) = (node.clone(), tls.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             node.open.fetch_add(1, Ordering::Relaxed);
             let _ = stream.set_nodelay(true);
             let peer = from.to_string();
@@ -473,7 +604,18 @@ async fn run_link(
     let mut frames = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut input = early;
-    let fresh = |key: &Key, timestamp: u64| node.hello_times().is_fresh(key, timestamp);
+    // A first message is answered only if it is not a replay and, when the
+    // relay verifies clients, comes from a registered node (or a relay of
+    // the mesh): anyone else gets no reply to work with.
+    let fresh = |key: &Key, timestamp: u64| {
+        if !node.admits(key) && !node.mesh_keys.contains(key) {
+            node.counters
+                .rejected_unknown_key
+                .fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        node.hello_times().is_fresh(key, timestamp)
+    };
     let handshake = async {
         loop {
             if let Some(peer) = sealer.input(&input, &mut frames, &fresh)? {
@@ -508,6 +650,13 @@ async fn run_link(
             return Err("handshake timed out".into());
         }
     };
+    if role == Role::Client && !node.admits(&key) {
+        node.counters
+            .rejected_unknown_key
+            .fetch_add(1, Ordering::Relaxed);
+        debug!(key = %hex::encode(key), "a node the controller has not registered");
+        return Err("node key not registered".into());
+    }
     if role == Role::Mesh && !node.mesh_keys.contains(&key) {
         node.counters
             .rejected_mesh_key
@@ -527,6 +676,11 @@ async fn run_link(
             }
         }
         node.wake(&mut core);
+    }
+    // Unregistered while it was connecting: apply_keys saw no connection.
+    if role == Role::Client && !node.admits(&key) {
+        handle.closed.store(true, Ordering::Relaxed);
+        handle.notify.notify_one();
     }
     debug!(key = %hex::encode(key), ?role, "link up");
     let result = pump(stream, sealer, conn, &handle, frames, node).await;
@@ -691,10 +845,22 @@ async fn dial_mesh(
     run_link(stream, dialer, early, node).await
 }
 
-/// The client side of the HTTP upgrade; returns bytes after the head.
+/// The client side of the HTTP upgrade to the relay protocol; returns
+/// bytes after the head.
 pub async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, String> {
+    upgrade_to(stream, host, RELAY_PATH, UPGRADE_TOKEN).await
+}
+
+/// The client side of an HTTP upgrade to `token` at `path` (the relay's
+/// protocol, or the controller's); returns bytes after the head.
+pub async fn upgrade_to(
+    stream: &mut (impl Io + ?Sized),
+    host: &str,
+    path: &str,
+    token: &str,
+) -> Result<Vec<u8>, String> {
     stream
-        .write_all(http::upgrade_request_for(host, RELAY_PATH, UPGRADE_TOKEN).as_bytes())
+        .write_all(http::upgrade_request_for(host, path, token).as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut head = Vec::new();
@@ -710,7 +876,7 @@ pub async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<
         head.extend_from_slice(&chunk[..n]);
         if let Some(end) = http::head_end(&head) {
             if !http::is_upgrade_response(&head) {
-                return Err(format!("{host} is not a cvlan relay"));
+                return Err(format!("{host} does not speak {token}"));
             }
             return Ok(head[end..].to_vec());
         }

@@ -38,6 +38,12 @@ pub struct Limits {
     pub remote_keys: usize,
     /// Senders remembered per destination (to tell them it went away).
     pub watchers_per_key: usize,
+    /// Bytes queued over all connections: beyond it, a new frame is
+    /// dropped (so many slow readers together cannot exhaust memory).
+    pub queue_budget_bytes: usize,
+    /// TCP connections one address may hold open (the IO layer's bound;
+    /// generous, for offices behind one NAT).
+    pub connections_per_address: usize,
 }
 
 impl Default for Limits {
@@ -51,6 +57,8 @@ impl Default for Limits {
             burst_bytes: 4 << 20,
             remote_keys: 1 << 20,
             watchers_per_key: 64,
+            queue_budget_bytes: 256 << 20,
+            connections_per_address: 256,
         }
     }
 }
@@ -63,6 +71,8 @@ pub struct Drops {
     pub rate_limited: u64,
     pub protocol_violation: u64,
     pub remote_table_full: u64,
+    /// Dropped because frames queued over all connections hit the budget.
+    pub memory_budget: u64,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -125,6 +135,8 @@ pub struct RelayServer {
     /// Who sent to a key that is present (local or remote): told when it goes.
     watchers: HashMap<Key, HashSet<ConnId>>,
     wake: Vec<ConnId>,
+    /// Bytes queued over all connections.
+    queued_total: usize,
     stats: Stats,
 }
 
@@ -137,6 +149,7 @@ impl RelayServer {
             remote: HashMap::new(),
             watchers: HashMap::new(),
             wake: Vec::new(),
+            queued_total: 0,
             stats: Stats::default(),
         }
     }
@@ -155,6 +168,16 @@ impl RelayServer {
 
     pub fn remote_keys(&self) -> usize {
         self.remote.len()
+    }
+
+    /// Bytes queued over all connections.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_total
+    }
+
+    /// The connection a client key is served on here, if any.
+    pub fn conn_of(&self, key: &Key) -> Option<ConnId> {
+        self.local.get(key).copied()
     }
 
     fn mesh_conns(&self) -> Vec<ConnId> {
@@ -183,13 +206,19 @@ impl RelayServer {
         {
             if let Some(old) = c.queue.pop_front() {
                 c.queued_bytes -= old.len();
+                self.queued_total -= old.len();
                 self.stats.drops.queue_full += 1;
             }
+        }
+        if self.queued_total + bytes.len() > limits.queue_budget_bytes {
+            self.stats.drops.memory_budget += 1;
+            return;
         }
         if c.queue.is_empty() {
             self.wake.push(to);
         }
         c.queued_bytes += bytes.len();
+        self.queued_total += bytes.len();
         c.queue.push_back(bytes);
     }
 
@@ -206,12 +235,16 @@ impl RelayServer {
                 last: now,
             },
         };
-        self.conns.insert(id, conn);
+        if let Some(old) = self.conns.insert(id, conn) {
+            self.queued_total -= old.queued_bytes;
+        }
         match role {
             Role::Client => {
                 let replaced = self.local.insert(key, id);
                 if let Some(old) = replaced {
-                    self.conns.remove(&old);
+                    if let Some(gone) = self.conns.remove(&old) {
+                        self.queued_total -= gone.queued_bytes;
+                    }
                 } else {
                     for m in self.mesh_conns() {
                         self.enqueue(m, &Frame::PeerPresent(key));
@@ -245,6 +278,7 @@ impl RelayServer {
         let Some(c) = self.conns.remove(&id) else {
             return;
         };
+        self.queued_total -= c.queued_bytes;
         for w in self.watchers.values_mut() {
             w.remove(&id);
         }
@@ -371,6 +405,7 @@ impl RelayServer {
         let c = self.conns.get_mut(&id)?;
         let f = c.queue.pop_front()?;
         c.queued_bytes -= f.len();
+        self.queued_total -= f.len();
         Some(f)
     }
 

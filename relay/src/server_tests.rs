@@ -241,3 +241,38 @@ fn the_remote_key_table_is_bounded() {
     assert_eq!(s.remote_keys(), 3);
     assert_eq!(s.stats().drops.remote_table_full, 7);
 }
+
+#[test]
+fn slow_readers_together_cannot_queue_more_than_the_budget() {
+    let t = Instant::now();
+    let limits = Limits {
+        queue_budget_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let mut s = RelayServer::new(limits);
+    s.connect(t, ConnId(0), A, Role::Client);
+    // Forty readers that never read, each under its own 512 KiB bound.
+    for i in 1..=40u64 {
+        let mut key = [0u8; 32];
+        key[..8].copy_from_slice(&i.to_be_bytes());
+        s.connect(t, ConnId(i), key, Role::Client);
+        for _ in 0..10 {
+            s.handle_frame(t, ConnId(0), &send(key, &[0u8; 1000]))
+                .unwrap();
+        }
+    }
+    assert!(s.queued_bytes() <= 64 << 10, "{}", s.queued_bytes());
+    assert!(s.stats().drops.memory_budget > 0);
+    // What is sent and who goes give their bytes back.
+    let before = s.queued_bytes();
+    assert!(!drain(&mut s, 1).is_empty());
+    s.disconnect(ConnId(2));
+    assert!(s.queued_bytes() < before);
+    for i in 3..=40 {
+        s.disconnect(ConnId(i));
+    }
+    s.disconnect(ConnId(1));
+    assert!(s.queued_bytes() > 0, "the sender was told who went");
+    s.disconnect(ConnId(0));
+    assert_eq!(s.queued_bytes(), 0, "nothing leaked in the accounting");
+}

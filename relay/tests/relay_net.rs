@@ -500,3 +500,47 @@ async fn a_replayed_first_handshake_message_does_not_displace_the_live_session()
     );
     drop(replays);
 }
+
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_connections() {
+    use tokio::io::AsyncReadExt;
+    let node = RelayNode::new(
+        Zeroizing::new([0x73; 32]),
+        HashSet::new(),
+        Limits {
+            connections_per_address: 3,
+            ..Limits::default()
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(node::serve_tcp(listener, node.clone(), None));
+    let relay = Relay {
+        addr: addr.clone(),
+        node: node.clone(),
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let _member = join(&relay, [1; 32]).await;
+    // The fourth from this address is closed at once, unanswered.
+    let mut extra = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = timeout(Duration::from_secs(2), extra.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(
+        node.counters.rejected_per_address.load(Ordering::Relaxed),
+        1
+    );
+    assert!(node
+        .metrics()
+        .contains("cvlan_relay_connections_rejected_total{reason=\"per_address\"} 1"));
+    // A place comes back when a connection goes.
+    drop(held.pop());
+    sleep(Duration::from_millis(100)).await;
+    let _second = join(&relay, [2; 32]).await;
+}

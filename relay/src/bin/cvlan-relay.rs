@@ -44,6 +44,16 @@ struct Cli {
     /// PEM CA certificates trusted for `tls://` mesh peers.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Serve only the node keys the controller registered (it must list
+    /// this relay with --relay; needs --controller and --controller-key).
+    #[arg(long)]
+    verify_clients: bool,
+    /// The controller to follow for --verify-clients: HOST:PORT or http://HOST:PORT.
+    #[arg(long)]
+    controller: Option<String>,
+    /// The controller's public key (`cvlan-controller key`).
+    #[arg(long)]
+    controller_key: Option<String>,
     /// Print the public key (creating the key file if needed) and exit.
     #[arg(long)]
     print_key: bool,
@@ -60,6 +70,10 @@ struct Config {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
+    #[serde(default)]
+    verify_clients: bool,
+    controller: Option<String>,
+    controller_key: Option<String>,
 }
 
 /// `HOST:PORT#HEXKEY` -> (address, key).
@@ -126,7 +140,31 @@ fn run(cli: Cli) -> Result<(), String> {
         Some(ca) => Some(relay::tls::connector(Some(&ca)).map_err(|e| e.to_string())?),
         None => None,
     };
+    let feed = if cli.verify_clients || config.verify_clients {
+        let controller = cli
+            .controller
+            .or(config.controller)
+            .ok_or("--verify-clients needs --controller")?;
+        let hex_key = cli
+            .controller_key
+            .or(config.controller_key)
+            .ok_or("--verify-clients needs --controller-key")?;
+        let mut controller_key = [0u8; 32];
+        hex::decode_to_slice(hex_key.trim(), &mut controller_key)
+            .map_err(|_| "--controller-key must be 64 hex digits")?;
+        Some(relay::admission::ControllerFeed {
+            controller,
+            controller_key,
+            relay_key: std::sync::Arc::new(key.clone()),
+            cache: key_path.with_extension("allowed-nodes"),
+        })
+    } else {
+        None
+    };
     let node = RelayNode::new(key, mesh_keys, Limits::default());
+    if let Some(feed) = &feed {
+        node.verify_clients(relay::admission::load_cache(&feed.cache));
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -137,6 +175,10 @@ fn run(cli: Cli) -> Result<(), String> {
         info!(%listen, %stun, tls = acceptor.is_some(), public_key = %hex::encode(node.public_key()), mesh = mesh.len(), "cvlan-relay serving");
         for (addr, peer) in mesh {
             tokio::spawn(node::mesh_with(addr, peer, node.clone(), connector.clone()));
+        }
+        if let Some(feed) = feed {
+            info!(controller = %feed.controller, "serving only the nodes the controller registered");
+            tokio::spawn(relay::admission::follow(feed, node.clone()));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
         tokio::select! {
