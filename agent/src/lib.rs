@@ -2,6 +2,7 @@
 //! control connection, lifecycle, WireGuard peers from the network map)
 //! and `cvlan-wg` (the userspace WireGuard device it is built on, usable
 //! on its own like wireguard-go).
+#![forbid(unsafe_code)]
 
 pub mod control_client;
 pub mod daemon;

@@ -2,6 +2,7 @@
 //! a stable overlay address, and receive the network map (full, then
 //! versioned deltas) over the Noise control channel. State lives in one
 //! redb file.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod authkey;

@@ -1,5 +1,6 @@
 //! `cvlan-vrouter run --config FILE | check --config FILE | status | metrics | reload
 //! | down TUNNEL | up TUNNEL`.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

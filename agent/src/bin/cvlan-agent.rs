@@ -4,6 +4,7 @@
 //! starts the daemon if it is not running and connects; `down`, `status`,
 //! `peers` and `routes` ask the running daemon; `daemon` runs it in the
 //! foreground (for service managers).
+#![forbid(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `cvlan-wg IFNAME`: a userspace WireGuard device, drop-in for
 //! wireguard-go. Configure it with `wg`, `wg-quick`
 //! (WG_QUICK_USERSPACE_IMPLEMENTATION=cvlan-wg) or any UAPI client.
+#![forbid(unsafe_code)]
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;

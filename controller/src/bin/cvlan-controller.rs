@@ -1,6 +1,7 @@
 //! `cvlan-controller`: the control plane daemon (`serve`) and its admin
 //! CLI (`keys`, `nodes`, `key`). Admin commands go to a running server
 //! through its admin socket, or straight to the database when none runs.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

@@ -1,5 +1,6 @@
 //! `cvlan-relay`: forwards sealed packets between nodes by node key, links
 //! with the other relays of its region, and answers STUN.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
