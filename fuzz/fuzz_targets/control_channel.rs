@@ -16,8 +16,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(fresh.poll_event().is_none(), "forged handshake accepted");
 
     // A genuine message 1, then junk instead of the confirmation: never live.
-    let mut client = Channel::client(&MACHINE, &public_key(&CONTROLLER), [1; 32], 7, b"hello")
-        .expect("client");
+    let mut client =
+        Channel::client(&MACHINE, &public_key(&CONTROLLER), [1; 32], 7, b"hello").expect("client");
     let mut server = Channel::server(&CONTROLLER, [2; 32], b"hi").expect("server");
     let m1 = client.poll_transmit().expect("message 1");
     server.handle_input(&m1).expect("genuine message 1");
@@ -27,11 +27,14 @@ fuzz_target!(|data: &[u8]| {
     ));
     server.accept().expect("accept");
     let _ = server.handle_input(data);
-    assert!(server.poll_event().is_none(), "live without the initiator's proof");
+    assert!(
+        server.poll_event().is_none(),
+        "live without the initiator's proof"
+    );
 
     // A connected server: junk must never yield a message.
-    let mut client = Channel::client(&MACHINE, &public_key(&CONTROLLER), [1; 32], 8, b"hello")
-        .expect("client");
+    let mut client =
+        Channel::client(&MACHINE, &public_key(&CONTROLLER), [1; 32], 8, b"hello").expect("client");
     let mut server = Channel::server(&CONTROLLER, [2; 32], b"hi").expect("server");
     server
         .handle_input(&client.poll_transmit().expect("message 1"))
