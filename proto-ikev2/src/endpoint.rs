@@ -612,6 +612,15 @@ impl Endpoint {
         self.drain(h);
     }
 
+    /// Closes an SA a newer one of the same peer replaced (see
+    /// [`IkeSa::replaced`]).
+    pub fn replace(&mut self, now: Instant, h: SaHandle) {
+        if let Some(sa) = self.sas.get_mut(&h) {
+            sa.replaced(now);
+        }
+        self.drain(h);
+    }
+
     /// Deletes an SA (with its Child SAs).
     pub fn delete(&mut self, now: Instant, h: SaHandle) {
         if let Some(sa) = self.sas.get_mut(&h) {

@@ -316,18 +316,33 @@ fn match_ike(p: &Proposal, mine: &IkeProposal) -> Option<IkeSuite> {
     })
 }
 
+/// Which exchange a Child SA is negotiated in: its keys come from the IKE
+/// SA's in IKE_AUTH (no key exchange is possible there), while in
+/// CREATE_CHILD_SA a proposal of ours that names a DH group requires one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildExchange {
+    IkeAuth,
+    /// With the group of the peer's KE payload, if it sent one.
+    CreateChildSa(Option<DhGroup>),
+}
+
 /// Chooses an ESP suite; returns the peer's proposal number, the peer's
-/// SPI and the suite. `ke` is the group of the peer's KE payload when the
-/// exchange carries one (PFS in CREATE_CHILD_SA). In order of preference:
-/// a proposal with PFS in that group; a proposal without a DH group when
-/// our policy asks for no PFS (the KE is then ignored, as strongSwan's
-/// mixed offers expect); else a suite naming another group we accept, for
-/// the caller to answer INVALID_KE_PAYLOAD with.
+/// SPI and the suite. In CREATE_CHILD_SA, in order of preference: a
+/// proposal with PFS in the group of the peer's KE; a proposal without a
+/// DH group when our policy asks for no PFS (a KE is then ignored, as
+/// strongSwan's mixed offers expect); else a suite naming another group we
+/// accept, for the caller to answer INVALID_KE_PAYLOAD with. Without a KE
+/// only our proposals without PFS can match: a policy that requires PFS
+/// is never given up on the peer's say (NO_PROPOSAL_CHOSEN then).
 pub fn choose_esp(
     offer: &SaPayload,
     ours: &[EspProposal],
-    ke: Option<DhGroup>,
+    exchange: ChildExchange,
 ) -> Option<(u8, u32, EspSuite)> {
+    let (ke, pfs_possible) = match exchange {
+        ChildExchange::IkeAuth => (None, false),
+        ChildExchange::CreateChildSa(ke) => (ke, true),
+    };
     let mut without_pfs = None;
     let mut other_group = None;
     for p in offer
@@ -342,6 +357,9 @@ pub fn choose_esp(
         let offers_dh = p.transforms.iter().any(|tr| tr.kind == t::DH && tr.id != 0);
         for mine in ours {
             let Some(g) = ke else {
+                if pfs_possible && !mine.dh.is_empty() {
+                    continue; // PFS required, no key exchange offered
+                }
                 if let Some(s) = match_esp(p, mine, false) {
                     return Some((p.number, spi, s));
                 }
@@ -548,7 +566,7 @@ mod tests {
         let offer = SaPayload {
             proposals: vec![mine[0].to_wire(1, 0xc0ffee01, false)],
         };
-        let (n, spi, s) = choose_esp(&offer, &mine, None).unwrap();
+        let (n, spi, s) = choose_esp(&offer, &mine, ChildExchange::IkeAuth).unwrap();
         assert_eq!((n, spi), (1, 0xc0ffee01));
         assert!(s.esn);
         assert_eq!(s.integ, Some(Integ::HmacSha256));
@@ -577,7 +595,7 @@ mod tests {
         let ke = Some(DhGroup::Ecp256);
         let choose = |ours: &str| {
             let ours = [EspProposal::parse(ours).unwrap()];
-            choose_esp(&offer, &ours, ke).map(|(n, _, s)| (n, s.dh))
+            choose_esp(&offer, &ours, ChildExchange::CreateChildSa(ke)).map(|(n, _, s)| (n, s.dh))
         };
         assert_eq!(
             choose("aes256gcm16"),
@@ -595,5 +613,28 @@ mod tests {
         );
         assert_eq!(choose("aes256gcm16-ecp384"), None);
         assert_eq!(choose("chacha20poly1305"), None);
+    }
+
+    /// A rekey without a key exchange against a policy that requires PFS
+    /// (strongSwan does exactly this when its proposals name no group).
+    #[test]
+    fn required_pfs_is_not_given_up_on_the_peers_say() {
+        let no_pfs = EspProposal::parse("aes256gcm16").unwrap();
+        let offer = SaPayload {
+            proposals: vec![no_pfs.to_wire(1, 0x0a0b0c0d, false)],
+        };
+        let ours = [EspProposal::parse("aes256gcm16-ecp256").unwrap()];
+        assert!(
+            choose_esp(&offer, &ours, ChildExchange::CreateChildSa(None)).is_none(),
+            "a rekey without KE was accepted under required PFS"
+        );
+        // In IKE_AUTH there is no key exchange to require.
+        assert!(choose_esp(&offer, &ours, ChildExchange::IkeAuth).is_some());
+        // A policy that allows either keeps working without KE.
+        let either = [
+            EspProposal::parse("aes256gcm16-ecp256").unwrap(),
+            EspProposal::parse("aes256gcm16").unwrap(),
+        ];
+        assert!(choose_esp(&offer, &either, ChildExchange::CreateChildSa(None)).is_some());
     }
 }

@@ -35,6 +35,8 @@ const RETRY: Duration = Duration::from_secs(5);
 /// its delete: the peer may have sealed some just before (strongSwan's
 /// delete_rekeyed_delay is the same 5 s).
 const REKEYED_GRACE: Duration = Duration::from_secs(5);
+/// A refused request of one kind is logged at most this often per tunnel.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Something to do in the outside world.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,6 +74,8 @@ struct TunnelState {
     up: bool,
     child_sas: u32,
     ike_rekeys: u64,
+    /// Requests of the peer's we refused.
+    refused: u64,
 }
 
 struct Inbound {
@@ -94,6 +98,12 @@ pub struct Gateway {
     endpoint: Endpoint,
     /// Which tunnel each IKE SA serves.
     sa_tunnel: HashMap<SaHandle, usize>,
+    /// The identity each authenticated IKE SA's peer proved, and when:
+    /// a newer IKE SA of the same tunnel and identity replaces older ones.
+    sa_peer: HashMap<SaHandle, (proto_ikev2::Identity, Instant)>,
+    /// When a refusal of each kind was last logged, per tunnel, and how
+    /// many were left out since.
+    refusal_log: HashMap<(usize, &'static str, u16), (Instant, u64)>,
     /// Child SAs by our inbound SPI, which names a Child SA here on both
     /// directions: it is unique (the endpoint's SPI table sees to it),
     /// while the outbound SPI is the peer's choice and two peers may well
@@ -142,6 +152,8 @@ impl Gateway {
             settings,
             endpoint,
             sa_tunnel: HashMap::new(),
+            sa_peer: HashMap::new(),
+            refusal_log: HashMap::new(),
             inbound: HashMap::new(),
             outbound: HashMap::new(),
             switch_on_delete: HashMap::new(),
@@ -487,6 +499,30 @@ impl Gateway {
             } => {
                 self.state[tunnel].up = true;
                 info!(tunnel = %id, %remote_id, ?suite, nat_local, nat_remote, "tunnel up");
+                self.replace_older(now, h, tunnel, &remote_id);
+                self.sa_peer.insert(h, (remote_id, now));
+            }
+            Event::PeerRequestRefused {
+                what,
+                notify,
+                reason,
+            } => {
+                self.state[tunnel].refused += 1;
+                let peer = self.endpoint.sa(h).map(|sa| sa.remote());
+                let key = (tunnel, what, notify);
+                let last = self.refusal_log.get(&key).copied();
+                match last {
+                    Some((at, suppressed))
+                        if now.saturating_duration_since(at) < REFUSAL_LOG_EVERY =>
+                    {
+                        self.refusal_log.insert(key, (at, suppressed + 1));
+                    }
+                    _ => {
+                        let suppressed = last.map_or(0, |(_, n)| n);
+                        warn!(tunnel = %id, peer = ?peer, exchange = "CREATE_CHILD_SA", what, notify, %reason, suppressed, "refused the peer's request");
+                        self.refusal_log.insert(key, (now, 0));
+                    }
+                }
             }
             Event::ChildSaUp(c) => {
                 info!(tunnel = %id, spi_in = format_args!("{:08x}", c.spi_in), spi_out = format_args!("{:08x}", c.spi_out), local = ?c.local_ts, remote = ?c.remote_ts, "Child SA installed");
@@ -542,7 +578,8 @@ impl Gateway {
                 }
             }
             Event::ChildSaFailed { notify } => {
-                warn!(tunnel = %id, notify, "Child SA refused (14 NO_PROPOSAL_CHOSEN, 38 TS_UNACCEPTABLE)");
+                let peer = self.endpoint.sa(h).map(|sa| sa.remote());
+                warn!(tunnel = %id, peer = ?peer, notify, "the Child SA was refused (14 NO_PROPOSAL_CHOSEN, 35 NO_ADDITIONAL_SAS, 38 TS_UNACCEPTABLE)");
             }
             Event::IkeSaRekeyed { .. } => {
                 self.state[tunnel].ike_rekeys += 1;
@@ -567,6 +604,7 @@ impl Gateway {
                     other => info!(tunnel = %id, reason = ?other, "tunnel down"),
                 }
                 self.sa_tunnel.remove(&h);
+                self.sa_peer.remove(&h);
                 if self.settings.tunnels[tunnel].initiate_to.is_some()
                     && !self.admin_down[tunnel]
                     && !live
@@ -575,6 +613,41 @@ impl Gateway {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A peer that dropped its IKE SA without a DELETE and came back (some
+    /// do, every few seconds) leaves the old one behind: the newest IKE SA
+    /// of a tunnel and identity replaces the others (strongSwan's
+    /// `unique = replace`, and what RFC 7296 §2.4's INITIAL_CONTACT asks).
+    fn replace_older(
+        &mut self,
+        now: Instant,
+        newest: SaHandle,
+        tunnel: usize,
+        remote_id: &proto_ikev2::Identity,
+    ) {
+        // Only when the peer came to us: two IKE SAs started by both sides
+        // at once must not each delete the other's.
+        if self
+            .endpoint
+            .sa(newest)
+            .is_none_or(|sa| sa.role() != proto_ikev2::Role::Responder)
+        {
+            return;
+        }
+        let older: Vec<SaHandle> = self
+            .sa_peer
+            .iter()
+            .filter(|(h, (id, _))| {
+                **h != newest && id == remote_id && self.sa_tunnel.get(*h) == Some(&tunnel)
+            })
+            .map(|(h, _)| *h)
+            .collect();
+        for h in older {
+            info!(tunnel = %self.settings.tunnels[tunnel].id, %remote_id, old = format_args!("{h:016x}"), "a newer IKE SA of the same peer replaces this one");
+            self.sa_peer.remove(&h);
+            self.endpoint.replace(now, h);
         }
     }
 
@@ -630,6 +703,7 @@ impl Gateway {
         for h in &gone {
             self.endpoint.delete(now, *h);
             self.sa_tunnel.remove(h);
+            self.sa_peer.remove(h);
         }
         let dropped: Vec<usize> = (0..kept.len()).filter(|i| kept[*i].is_none()).collect();
         let dead_spis: Vec<u32> = self
@@ -716,10 +790,12 @@ impl Gateway {
         let tunnels = self.settings.tunnels.iter().zip(&self.admin_down);
         for ((t, down), st) in tunnels.zip(self.stats()) {
             let tenant = &self.settings.tenants[t.tenant].name;
-            let state = match (down, st.up) {
-                (true, _) => "admin-down",
-                (false, true) => "up",
-                (false, false) => "down",
+            let state = match (down, st.up, st.child_sas) {
+                (true, _, _) => "admin-down",
+                // Authenticated, but nothing can cross it.
+                (false, true, 0) => "degraded",
+                (false, true, _) => "up",
+                (false, false, _) => "down",
             };
             s += &format!(
                 "{:<12} tenant {:<10} {:<10} child SAs {}  in {} B / {} pkts  out {} B / {} pkts  IKE rekeys {}\n",
@@ -798,6 +874,13 @@ impl Gateway {
             self.outbound.len()
         );
         m += &format!("# TYPE cvlan_vrouter_ike_rekeys_total counter\ncvlan_vrouter_ike_rekeys_total {rekeys}\n");
+        m += "# TYPE cvlan_vrouter_peer_requests_refused_total counter\n";
+        for (t, st) in self.settings.tunnels.iter().zip(&self.state) {
+            m += &format!(
+                "cvlan_vrouter_peer_requests_refused_total{{tunnel=\"{}\"}} {}\n",
+                t.id, st.refused
+            );
+        }
         let d = self.drops();
         m += "# TYPE cvlan_vrouter_packets_dropped_total counter\n";
         for (reason, n) in [

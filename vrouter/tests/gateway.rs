@@ -562,3 +562,127 @@ fn a_new_inbound_spi_never_takes_another_tunnels() {
         );
     }
 }
+
+/// B's tunnel for site A requiring `b_esp`, the site offering `a_esp`.
+fn pfs_net(b_esp: &str, a_esp: &str) -> Net {
+    let b = settings(
+        "192.0.2.10",
+        &["acme"],
+        &(b_side("site-a", "acme", "192.0.2.1", "10.9.0.0/24", "@a")
+            + &format!("esp_proposals = [\"{b_esp}\"]\n")),
+    );
+    let a = site("192.0.2.1", "@a", "site-a", "10.9.0.0/24");
+    let mut a = a;
+    a.tunnels[0] = {
+        let text = tunnel(
+            "to-b",
+            "site",
+            "192.0.2.10",
+            true,
+            "10.9.0.0/24",
+            "10.88.2.0/24",
+            "@a",
+            "@b",
+        )
+        .replace("psk-of-to-b", "psk-of-site-a")
+            + &format!("esp_proposals = [\"{a_esp}\"]\n");
+        settings("192.0.2.1", &["site"], &text).tunnels.remove(0)
+    };
+    Net::started(vec![b, a])
+}
+
+fn crosses(net: &mut Net, tag: u8) -> bool {
+    net.tun.clear();
+    net.gws[1].handle_tun(0, &packet([10, 9, 0, 5], [10, 88, 2, 7], tag));
+    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], tag));
+    net.pump();
+    net.tun.len() == 2
+}
+
+#[test]
+fn a_rekey_without_the_required_key_exchange_is_refused_and_the_old_sa_carries_on() {
+    let mut net = pfs_net("aes256gcm16-ecp256", "aes256gcm16");
+    assert!(net
+        .gws
+        .iter()
+        .all(|g| g.stats()[0].up && g.stats()[0].child_sas == 1));
+    let before = net.gws[0].inbound_spis();
+    // The site rekeys without PFS: B refuses, nothing changes on B.
+    net.gws[1].rekey_all(net.now);
+    net.pump();
+    assert_eq!(
+        net.gws[0].inbound_spis(),
+        before,
+        "a rekey without PFS was installed"
+    );
+    let m = net.gws[0].metrics();
+    assert!(
+        m.contains("cvlan_vrouter_peer_requests_refused_total{tunnel=\"site-a\"} 1"),
+        "{m}"
+    );
+    assert!(crosses(&mut net, 1), "the old SA stopped carrying traffic");
+    // With PFS on both sides the same rekey goes through.
+    let mut net = pfs_net("aes256gcm16-ecp256", "aes256gcm16-ecp256");
+    let before = net.gws[0].inbound_spis();
+    net.gws[1].rekey_all(net.now);
+    net.pump();
+    assert_ne!(
+        net.gws[0].inbound_spis(),
+        before,
+        "the PFS rekey was not taken"
+    );
+    assert!(crosses(&mut net, 2));
+    assert!(net.gws[0]
+        .metrics()
+        .contains("cvlan_vrouter_peer_requests_refused_total{tunnel=\"site-a\"} 0"));
+}
+
+#[test]
+fn a_peer_that_comes_back_without_a_delete_leaves_one_ike_sa() {
+    // A's IKE SA is up; A restarts (a new gateway, same settings) and
+    // initiates again without deleting anything, as libreswan does.
+    let b = settings(
+        "192.0.2.10",
+        &["acme"],
+        &b_side("site-a", "acme", "192.0.2.1", "10.9.0.0/24", "@a"),
+    );
+    let mut net = Net::started(vec![b, site("192.0.2.1", "@a", "site-a", "10.9.0.0/24")]);
+    let established = |net: &Net| net.gws[0].status().matches("Established").count();
+    assert_eq!(established(&net), 1);
+    for round in 0..3u8 {
+        net.gws[1] = Gateway::new(
+            site("192.0.2.1", "@a", "site-a", "10.9.0.0/24"),
+            [50 + round; 32],
+        );
+        net.gws[1].start(net.now);
+        net.pump();
+        assert_eq!(
+            established(&net),
+            1,
+            "round {round}:\n{}",
+            net.gws[0].status()
+        );
+        assert!(crosses(&mut net, round), "round {round}");
+        let status = net.gws[0].status();
+        assert!(status.contains(" up "), "{status}");
+    }
+}
+
+#[test]
+fn an_authenticated_tunnel_without_child_sa_is_degraded_not_up() {
+    // The site's selectors are outside B's policy: the IKE SA comes up,
+    // its Child SA is refused.
+    let b = settings(
+        "192.0.2.10",
+        &["acme"],
+        &b_side("site-a", "acme", "192.0.2.1", "10.9.0.0/24", "@a"),
+    );
+    let a = site("192.0.2.1", "@a", "site-a", "172.16.0.0/24");
+    let net = Net::started(vec![b, a]);
+    let status = net.gws[0].status();
+    assert!(
+        status.contains("degraded") && status.contains("child SAs 0"),
+        "{status}"
+    );
+    assert!(!status.contains(" up "), "{status}");
+}

@@ -158,11 +158,16 @@ initiate = {initiate}
     }
 
     fn wait_up(&self, lab: &Lab) {
+        self.wait_for_state(lab, " up ");
+    }
+
+    /// Until `status` shows `state` (" up ", " degraded ", ...).
+    fn wait_for_state(&self, lab: &Lab, state: &str) {
         let start = Instant::now();
-        while !self.ask("status").unwrap_or_default().contains(" up ") {
+        while !self.ask("status").unwrap_or_default().contains(state) {
             assert!(
                 start.elapsed() < Duration::from_secs(15),
-                "tunnel not up:\n{}\n{}",
+                "tunnel not {state}:\n{}\n{}",
                 self.log(),
                 lab.log()
             );
@@ -590,7 +595,8 @@ fn an_ike_sa_alone_then_its_child_sa() {
         "{out}\n{}",
         v.log()
     );
-    v.wait_up(&lab);
+    // Authenticated, nothing can cross yet: degraded, not up.
+    v.wait_for_state(&lab, " degraded ");
     assert!(v.ask("status").unwrap().contains("child SAs 0"));
     let out = lab.initiate();
     assert!(
@@ -1017,4 +1023,126 @@ fn throughput_next_to_strongswan() {
     let _ = std::fs::write(path, &lines);
     let all = [&out.ours, &out.theirs, &inward.ours, &inward.theirs];
     assert!(all.iter().all(|v| v.iter().all(|r| r.0 > 0.0)), "{lines}");
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn required_pfs_is_not_given_up_on_a_rekey_from_strongswan() {
+    let our_esp =
+        "proposals = [\"aes256gcm16-prfsha256-ecp256\"]\nesp_proposals = [\"aes256gcm16-ecp256\"]";
+    // strongSwan rekeys every 4 s without a key exchange (its ESP names no
+    // group): refused, and the old SA keeps carrying traffic.
+    let lab = Lab::new(&Charon {
+        rekey_child: "4s",
+        life_child: "40s",
+        esp_proposals: Some("aes256gcm16"),
+        ..Charon::default()
+    });
+    let v = Vrouter::start_full(&lab, false, &psk_auth(), our_esp);
+    let out = lab.initiate();
+    assert!(
+        out.contains("initiate completed successfully"),
+        "{out}\n{}",
+        v.log()
+    );
+    v.wait_up(&lab);
+    let start = Instant::now();
+    while !v.log().contains("refused the peer's request") {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no refusal logged:\n{}",
+            v.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let line = v
+        .log()
+        .lines()
+        .find(|l| l.contains("refused the peer's request"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("to-strongswan")
+            && line.contains("Child SA rekey")
+            && line.contains("requires PFS"),
+        "{line}"
+    );
+    assert!(lab.log().contains("NO_PROPOSAL_CHOSEN"), "{}", lab.log());
+    let pings = ping_for(&lab.theirs, THEIR_HOST, OUR_HOST, 30);
+    assert!(pings.contains(" 0% packet loss"), "{pings}\n{}", v.log());
+    let m = v.ask("metrics").unwrap();
+    assert!(
+        !m.contains("cvlan_vrouter_peer_requests_refused_total{tunnel=\"to-strongswan\"} 0"),
+        "{m}"
+    );
+    drop(v);
+    drop(lab);
+
+    // With PFS on both sides the rekeys go through, traffic never stops.
+    let lab = Lab::new(&Charon {
+        rekey_child: "4s",
+        life_child: "40s",
+        esp_proposals: Some("aes256gcm16-ecp256"),
+        ..Charon::default()
+    });
+    let v = Vrouter::start_full(&lab, false, &psk_auth(), our_esp);
+    let out = lab.initiate();
+    assert!(
+        out.contains("initiate completed successfully"),
+        "{out}\n{}",
+        v.log()
+    );
+    v.wait_up(&lab);
+    let pings = ping_for(&lab.theirs, THEIR_HOST, OUR_HOST, 100);
+    assert!(pings.contains(" 0% packet loss"), "{pings}\n{}", v.log());
+    assert!(v.log().contains("Child SA rekeyed"), "{}", v.log());
+    assert!(
+        !v.log().contains("refused the peer's request"),
+        "{}",
+        v.log()
+    );
+}
+
+#[test]
+#[ignore = "needs root and strongSwan (CI installs it)"]
+fn a_peer_that_comes_back_without_a_delete_leaves_one_ike_sa() {
+    let mut lab = Lab::new(&Charon::default());
+    let v = Vrouter::start(&lab, false);
+    for round in 0..3 {
+        if round > 0 {
+            // charon dies without a word and starts over, as libreswan's
+            // restarts look to us.
+            lab.kill_charon();
+            lab.start_charon();
+        }
+        let out = lab.initiate();
+        assert!(
+            out.contains("initiate completed successfully"),
+            "{out}\n{}",
+            v.log()
+        );
+        v.wait_up(&lab);
+        let status = v.ask("status").unwrap();
+        assert_eq!(
+            status.matches("Established").count(),
+            1,
+            "round {round}:\n{status}"
+        );
+        assert!(
+            ping(&lab.theirs, THEIR_HOST, OUR_HOST),
+            "round {round}\n{}",
+            v.log()
+        );
+        assert!(
+            ping(&lab.ours, OUR_HOST, THEIR_HOST),
+            "round {round}\n{}",
+            v.log()
+        );
+    }
+    assert!(
+        v.log()
+            .contains("a newer IKE SA of the same peer replaces this one"),
+        "{}",
+        v.log()
+    );
 }

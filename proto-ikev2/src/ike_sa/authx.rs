@@ -10,7 +10,7 @@ use crate::child_slots::{ChildSlot, SpiClaim};
 use crate::config::Identity;
 use crate::crypto::keys::KeyLengths;
 use crate::crypto::ChildKeys;
-use crate::proposal::{accept_esp_answer, choose_esp, esp_answer, EspSuite};
+use crate::proposal::{accept_esp_answer, choose_esp, esp_answer, ChildExchange, EspSuite};
 use crate::sig::Hash;
 use crate::wire::consts::{exchange, notify, payload as pt};
 use crate::wire::{
@@ -472,7 +472,8 @@ impl IkeSa {
             return Err(notify::INVALID_SYNTAX);
         };
         let (number, spi_out, suite) =
-            choose_esp(offer, &config.esp_proposals, None).ok_or(notify::NO_PROPOSAL_CHOSEN)?;
+            choose_esp(offer, &config.esp_proposals, ChildExchange::IkeAuth)
+                .ok_or(notify::NO_PROPOSAL_CHOSEN)?;
         // TSi is the initiator's side: our remote selectors.
         let remote_ts = narrow(&tsi, &config.remote_ts);
         let local_ts = narrow(&tsr, &config.local_ts);

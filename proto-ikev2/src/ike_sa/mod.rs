@@ -74,6 +74,8 @@ pub enum DownReason {
     HalfOpenExpired,
     /// A bound was reached (no free inbound SPI).
     Exhausted(&'static str),
+    /// A newer IKE SA with the same peer took its place.
+    Replaced,
     /// The peer broke the protocol in a way that ends the SA.
     Protocol(&'static str),
 }
@@ -112,6 +114,14 @@ pub enum Event {
     /// The peer declined the Child SA we asked for, or we declined its.
     ChildSaFailed {
         notify: u16,
+    },
+    /// We refused a request of the peer's (`what`: "Child SA rekey",
+    /// "new Child SA", "IKE SA rekey"), answering `notify`, because of
+    /// `reason`.
+    PeerRequestRefused {
+        what: &'static str,
+        notify: u16,
+        reason: String,
     },
     /// A Child SA was deleted (by either side): remove it.
     ChildSaDeleted {
@@ -514,6 +524,25 @@ impl IkeSa {
         self.outstanding = None;
         self.send_informational(now, RequestKind::DeleteIke, inner);
         self.state = State::Deleting;
+    }
+
+    /// A newer IKE SA with the same peer took this one's place: the peer
+    /// is told once (it most likely forgot this SA already, so no answer
+    /// is awaited) and the SA closes at once, with its Child SAs.
+    pub fn replaced(&mut self, now: Instant) {
+        if matches!(self.state, State::Established) {
+            let mut inner = Writer::chain();
+            inner.push(&Payload::Delete(Delete {
+                protocol: protocol::IKE,
+                spi_size: 0,
+                spis: &[],
+            }));
+            let id = self.next_request_id;
+            self.next_request_id = self.next_request_id.wrapping_add(1);
+            let datagrams = self.seal(exchange::INFORMATIONAL, id, false, inner);
+            self.send_all(datagrams);
+        }
+        self.close(now, DownReason::Replaced);
     }
 
     /// Feeds one IKE message (non-ESP marker already removed) that

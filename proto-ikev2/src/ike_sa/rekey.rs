@@ -18,7 +18,7 @@ use crate::child_slots::{ChildSlot, SpiClaim};
 use crate::crypto::{DhGroup, IkeKeys, KeyShare};
 use crate::proposal::{
     accept_esp_answer, accept_ike_answer, choose_esp, choose_ike, esp_answer, ike_answer,
-    ike_sa_payload,
+    ike_sa_payload, ChildExchange,
 };
 use crate::wire::consts::{exchange, notify, payload as pt, protocol};
 use crate::wire::{Delete, KeyExchange, Notify, Payload, SaPayload, TrafficSelector, Writer};
@@ -305,19 +305,60 @@ impl IkeSa {
         self.send_request(now, RequestKind::Create, exchange::CREATE_CHILD_SA, w);
     }
 
-    /// Answers a CREATE_CHILD_SA request.
+    /// Answers a CREATE_CHILD_SA request; a refusal is also reported
+    /// (`PeerRequestRefused`) so the owner can say why in its log.
     pub(super) fn create_request(&mut self, now: Instant, payloads: &[Payload<'_>]) -> Writer {
         let (Some(offer), Some(ni)) = (sa_of(payloads), nonce_of(payloads)) else {
+            self.refused(
+                "CREATE_CHILD_SA",
+                notify::INVALID_SYNTAX,
+                "no SA or nonce".into(),
+            );
             return Self::error_notify(notify::INVALID_SYNTAX, &[]);
         };
         let offer = offer.clone();
         let rekeying_ike = offer.proposals.iter().any(|p| p.protocol == protocol::IKE);
+        let rekeying_child = payloads
+            .iter()
+            .any(|p| matches!(p, Payload::Notify(n) if n.kind == notify::REKEY_SA));
         let answer = if rekeying_ike {
             self.answer_ike_rekey(&offer, &ni, payloads)
         } else {
             self.answer_child(now, &offer, &ni, payloads)
         };
-        answer.unwrap_or_else(|(kind, data)| Self::error_notify(kind, &data))
+        answer.unwrap_or_else(|(kind, data)| {
+            let what = match (rekeying_ike, rekeying_child) {
+                (true, _) => "IKE SA rekey",
+                (false, true) => "Child SA rekey",
+                (false, false) => "new Child SA",
+            };
+            let pfs_required = !self.config.esp_proposals.is_empty()
+                && self.config.esp_proposals.iter().all(|p| !p.dh.is_empty());
+            let reason = match kind {
+                notify::NO_PROPOSAL_CHOSEN
+                    if !rekeying_ike && pfs_required && ke_of(payloads).is_none() =>
+                {
+                    "no key exchange offered, and this tunnel requires PFS".to_string()
+                }
+                notify::NO_PROPOSAL_CHOSEN => "no proposal in common".to_string(),
+                notify::NO_ADDITIONAL_SAS => "the Child SA limit is reached".to_string(),
+                notify::TS_UNACCEPTABLE => "traffic selectors outside our policy".to_string(),
+                notify::INVALID_KE_PAYLOAD => "another DH group is wanted".to_string(),
+                notify::TEMPORARY_FAILURE => "a rekey of ours is under way".to_string(),
+                notify::CHILD_SA_NOT_FOUND => "no such Child SA".to_string(),
+                other => format!("notify {other}"),
+            };
+            self.refused(what, kind, reason);
+            Self::error_notify(kind, &data)
+        })
+    }
+
+    fn refused(&mut self, what: &'static str, notify: u16, reason: String) {
+        self.events.push_back(Event::PeerRequestRefused {
+            what,
+            notify,
+            reason,
+        });
     }
 
     fn answer_ike_rekey(
@@ -426,8 +467,12 @@ impl IkeSa {
             Some((g, _)) => Some(DhGroup::from_id(g).ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?),
             None => None,
         };
-        let (number, spi_out, suite) = choose_esp(offer, &config.esp_proposals, ke_group)
-            .ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
+        let (number, spi_out, suite) = choose_esp(
+            offer,
+            &config.esp_proposals,
+            ChildExchange::CreateChildSa(ke_group),
+        )
+        .ok_or((notify::NO_PROPOSAL_CHOSEN, vec![]))?;
         if let (Some(want), Some(got)) = (suite.dh, ke_group) {
             if want != got {
                 return Err((notify::INVALID_KE_PAYLOAD, want.id().to_be_bytes().to_vec()));

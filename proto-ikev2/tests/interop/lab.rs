@@ -129,6 +129,8 @@ pub struct Charon {
     pub encap: bool,
     /// Overrides charon's IKE proposals.
     pub proposals: Option<&'static str>,
+    /// Overrides charon's ESP proposals.
+    pub esp_proposals: Option<&'static str>,
     /// Put our namespace behind a masquerading NAT router (UDP source
     /// ports remapped); charon then accepts us from any address.
     pub behind_nat: bool,
@@ -145,6 +147,7 @@ impl Default for Charon {
             fragment_size: 1280,
             encap: false,
             proposals: None,
+            esp_proposals: None,
             behind_nat: false,
         }
     }
@@ -358,7 +361,7 @@ swanctl {{
       net {{
         local_ts = 10.88.1.0/24
         remote_ts = 10.88.2.0/24
-        esp_proposals = {ESP_PROPOSALS}
+        esp_proposals = {esp_proposals}
         rekey_time = {rekey_child}
         life_time = {life_child}
         rand_time = 0s
@@ -377,6 +380,7 @@ secrets {{
 ",
             rekey_ike = c.rekey_ike,
             ike_proposals = c.proposals.unwrap_or(IKE_PROPOSALS),
+            esp_proposals = c.esp_proposals.unwrap_or(ESP_PROPOSALS),
             remote_addrs = if c.behind_nat {
                 "0.0.0.0/0".to_string()
             } else {
