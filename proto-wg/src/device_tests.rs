@@ -612,6 +612,18 @@ fn split_data_path_out_of_order_finish_races_and_rotation() {
     );
 }
 
+/// The last handshake initiation A sent (its retries included).
+fn last_initiation(p: &Pair) -> Vec<u8> {
+    p.nodes[A]
+        .sent
+        .iter()
+        .rev()
+        .find(|t| t.kind == TransmitKind::Initiation)
+        .expect("an initiation")
+        .payload
+        .clone()
+}
+
 #[test]
 fn under_load_one_address_gets_twenty_handshake_messages_a_second() {
     // A gets its cookie, then its MAC2-carrying initiation is replayed
@@ -628,14 +640,7 @@ fn under_load_one_address_gets_twenty_handshake_messages_a_second() {
     let cookie = p.nodes[B].device.poll_transmit().expect("cookie reply");
     deliver_raw(&mut p, A, &cookie.payload).expect("cookie taken");
     p.advance(Duration::from_secs(6)); // the retry, now with MAC2
-    let retry = p.nodes[A]
-        .sent
-        .iter()
-        .rev()
-        .find(|t| t.kind == TransmitKind::Initiation)
-        .expect("retry")
-        .payload
-        .clone();
+    let retry = last_initiation(&p);
     let limited = |p: &Pair| p.nodes[B].device.stats().rx_rate_limited;
     let before = limited(&p);
     let mut passed = 0;
@@ -675,17 +680,8 @@ fn an_initiation_is_read_outside_the_device_and_finished_in_it() {
     let response = b.poll_transmit().expect("response");
     assert_eq!(response.kind, TransmitKind::Response);
     // Read under one key, finished under another: dropped.
-    let init2 = {
-        p.advance(Duration::from_secs(6));
-        p.nodes[A]
-            .sent
-            .iter()
-            .rev()
-            .find(|t| t.kind == TransmitKind::Initiation)
-            .expect("retry")
-            .payload
-            .clone()
-    };
+    p.advance(Duration::from_secs(6));
+    let init2 = last_initiation(&p);
     let now = p.now;
     let b = &mut p.nodes[B].device;
     let Ok(crate::Incoming::Initiation(job)) = b.prepare_datagram(now, from, &init2) else {

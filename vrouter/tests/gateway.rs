@@ -171,6 +171,24 @@ impl Net {
     }
 }
 
+/// B (gateway 0) answers from each tenant: acme's answer reaches only
+/// site 1, globex's only site 2.
+fn b_answers_reach_only_their_own_sites(net: &mut Net) {
+    net.tun.clear();
+    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], 3));
+    net.gws[0].handle_tun(1, &packet([10, 88, 2, 7], [10, 9, 0, 5], 4));
+    net.pump();
+    net.tun.sort();
+    assert_eq!(
+        net.tun,
+        vec![
+            (1, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 3)),
+            (2, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 4))
+        ]
+    );
+    net.tun.clear();
+}
+
 #[allow(clippy::disallowed_methods)] // a test's clock origin
 fn now() -> Instant {
     Instant::now()
@@ -203,19 +221,7 @@ fn tenants_with_the_same_subnets_stay_apart() {
     );
     net.tun.clear();
 
-    // B answers from each tenant: each answer reaches only its own site.
-    net.gws[0].handle_tun(1, &packet([10, 88, 2, 7], [10, 9, 0, 5], 3));
-    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], 4));
-    net.pump();
-    net.tun.sort();
-    assert_eq!(
-        net.tun,
-        vec![
-            (1, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 4)),
-            (2, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 3))
-        ]
-    );
-    net.tun.clear();
+    b_answers_reach_only_their_own_sites(&mut net);
 
     // Nothing covers this destination: dropped and counted.
     net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [172, 16, 0, 1], 5));
@@ -486,18 +492,7 @@ fn two_peers_choosing_the_same_spi_each_keep_their_own_traffic() {
         "{}",
         net.gws[0].status()
     );
-    // B answers from each tenant: each answer reaches only its own site.
-    net.gws[0].handle_tun(0, &packet([10, 88, 2, 7], [10, 9, 0, 5], 1));
-    net.gws[0].handle_tun(1, &packet([10, 88, 2, 7], [10, 9, 0, 5], 2));
-    net.pump();
-    net.tun.sort();
-    assert_eq!(
-        net.tun,
-        vec![
-            (1, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 1)),
-            (2, 0, packet([10, 88, 2, 7], [10, 9, 0, 5], 2))
-        ]
-    );
+    b_answers_reach_only_their_own_sites(&mut net);
 }
 
 #[test]

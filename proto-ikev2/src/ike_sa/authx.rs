@@ -287,15 +287,7 @@ impl IkeSa {
         match child {
             Some(c) => {
                 // Asked for by us: counted, never refused.
-                let slot = ChildSlot {
-                    _spi: child_spi,
-                    _budget: self
-                        .config
-                        .child_limits
-                        .per_config
-                        .as_ref()
-                        .map(|b| b.take_anyway()),
-                };
+                let slot = self.our_child_slot(child_spi);
                 self.add_child(now, &c, slot);
                 self.events.push_back(Event::ChildSaUp(c));
             }

@@ -543,6 +543,20 @@ impl IkeSa {
         Ok(w)
     }
 
+    /// The place of a Child SA we asked for: counted in the tunnel's
+    /// budget, never refused (our own requests are bounded by our config).
+    pub(super) fn our_child_slot(&self, spi: SpiClaim) -> ChildSlot {
+        ChildSlot {
+            _spi: spi,
+            _budget: self
+                .config
+                .child_limits
+                .per_config
+                .as_ref()
+                .map(|b| b.take_anyway()),
+        }
+    }
+
     /// Room for one more Child SA the peer asks for (RFC 7296 §1.3: else
     /// NO_ADDITIONAL_SAS), and its place in the tunnel's budget. A rekey
     /// may briefly hold twice the per-IKE-SA bound (the old SAs until the
@@ -596,15 +610,7 @@ impl IkeSa {
                     &remote,
                 ) {
                     Ok(child) => {
-                        let slot = ChildSlot {
-                            _spi: spi_in,
-                            _budget: self
-                                .config
-                                .child_limits
-                                .per_config
-                                .as_ref()
-                                .map(|b| b.take_anyway()),
-                        };
+                        let slot = self.our_child_slot(spi_in);
                         self.add_child(now, &child, slot);
                         self.events.push_back(Event::ChildSaUp(child));
                     }
@@ -672,7 +678,6 @@ impl IkeSa {
         ni: &[u8],
         payloads: &[Payload<'_>],
     ) {
-        let config = self.config.clone();
         let made = self
             .children
             .iter()
@@ -692,14 +697,7 @@ impl IkeSa {
         match made {
             Ok(child) => {
                 // Ours: counted, never refused (the old SA goes next).
-                let slot = ChildSlot {
-                    _spi: new_spi_in,
-                    _budget: config
-                        .child_limits
-                        .per_config
-                        .as_ref()
-                        .map(|b| b.take_anyway()),
-                };
+                let slot = self.our_child_slot(new_spi_in);
                 self.add_child(now, &child, slot);
                 self.events.push_back(Event::ChildSaRekeyed {
                     old_spi_in,
