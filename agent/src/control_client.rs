@@ -13,11 +13,11 @@ use proto_control::messages::{
     Registered, ServerBody, ServerHello, PROTOCOL_VERSION,
 };
 use proto_control::{Channel, ChannelEvent};
-use tls_transport::Io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
+use transport::Io;
 use zeroize::Zeroizing;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,7 +47,7 @@ pub struct ConnectParams {
     /// The hello's timestamp (from [`crate::settings::HelloClock`]).
     pub timestamp: u64,
     /// Checks the controller's certificate, for `https://`.
-    pub tls: Option<tls_transport::TlsConnector>,
+    pub tls: Option<transport::TlsConnector>,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -101,7 +101,7 @@ pub fn controller_address(url: &str) -> Result<ControllerAddr, String> {
 
 fn seed() -> Result<[u8; 32], String> {
     let mut s = [0u8; 32];
-    getrandom::getrandom(&mut s).map_err(|e| format!("OS randomness: {e}"))?;
+    cvlan_core::seed::fill(&mut s).map_err(|e| e.to_string())?;
     Ok(s)
 }
 
@@ -144,7 +144,7 @@ where
     let _ = tcp.set_nodelay(true);
     let mut stream: Box<dyn Io> = match (&params.tls, target.tls) {
         (_, false) => Box::new(tcp),
-        (Some(connector), true) => tls_transport::connect(tcp, &addr, connector, HANDSHAKE_TIMEOUT)
+        (Some(connector), true) => transport::connect(tcp, &addr, connector, HANDSHAKE_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?,
         (None, true) => return Err(format!("{addr}: https:// needs a TLS configuration")),

@@ -69,7 +69,7 @@ struct Daemon {
     opts: DaemonOptions,
     state: StateDir,
     hello_clock: HelloClock,
-    controller_tls: Option<tls_transport::TlsConnector>,
+    controller_tls: Option<transport::TlsConnector>,
     device: Arc<DeviceHandle>,
     machine_key: Zeroizing<[u8; 32]>,
     node_public: [u8; 32],
@@ -95,13 +95,11 @@ struct Daemon {
 }
 
 fn hex_key(text: &str) -> Result<[u8; 32], String> {
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut k).map_err(|_| {
+    cvlan_core::Key32::parse(text).map(|k| k.0).map_err(|_| {
         format!(
             "controller key {text:?}: expected 64 hex digits (`cvlan-controller key` prints it)"
         )
-    })?;
-    Ok(k)
+    })
 }
 
 fn hostname() -> String {
@@ -183,9 +181,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
 
 /// 32 bytes from the OS's CSPRNG; without them the daemon does not run.
 fn os_seed() -> Result<[u8; 32], String> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| format!("OS randomness: {e}"))?;
-    Ok(seed)
+    cvlan_core::os_seed().map_err(|e| e.to_string())
 }
 
 /// The path machine for `node_key`, its nonces from the OS's randomness
@@ -219,7 +215,7 @@ impl Daemon {
             let _ = std::fs::create_dir_all(dir);
         }
         // 0600 from the start: the local API can take the node down.
-        let listener = netstack::local_socket::bind_private(socket)
+        let listener = cvlan_core::local_socket::bind_private(socket)
             .and_then(|l| {
                 l.set_nonblocking(true)?;
                 tokio::net::UnixListener::from_std(l)
@@ -643,12 +639,12 @@ impl Daemon {
     /// The TLS configuration for an `https://` controller, built once;
     /// `None` for plain ones (and when it cannot be built: the error is
     /// logged and the connection then says TLS is not configured).
-    fn controller_tls(&mut self, url: &str) -> Option<tls_transport::TlsConnector> {
+    fn controller_tls(&mut self, url: &str) -> Option<transport::TlsConnector> {
         if !controller_address(url).is_ok_and(|a| a.tls) {
             return None;
         }
         if self.controller_tls.is_none() {
-            match tls_transport::connector(self.opts.controller_ca.as_deref()) {
+            match transport::connector(self.opts.controller_ca.as_deref()) {
                 Ok(c) => self.controller_tls = Some(c),
                 Err(e) => warn!(error = %e, "cannot check the controller's TLS certificate"),
             }
@@ -771,7 +767,7 @@ impl Daemon {
             return Err("the node is down: `cvlan-agent up` first".into());
         }
         let mut fresh = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(&mut *fresh).map_err(|e| format!("OS randomness: {e}"))?;
+        cvlan_core::seed::fill(&mut fresh[..]).map_err(|e| e.to_string())?;
         self.state.store_node_key(&fresh)?;
         let line = Zeroizing::new(format!("private_key={}", hex::encode(*fresh)));
         self.device

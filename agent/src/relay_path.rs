@@ -214,7 +214,7 @@ pub async fn choose_home(relays: &[RelayInfo]) -> Option<usize> {
             continue;
         };
         let mut id = [0u8; 12];
-        if getrandom::getrandom(&mut id).is_err() {
+        if cvlan_core::seed::fill(&mut id).is_err() {
             return Some(0);
         }
         if client

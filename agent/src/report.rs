@@ -83,12 +83,8 @@ pub fn routes(mesh: &Mesh, address: Option<(Ipv4Addr, u8)>, interface: &str) -> 
     let Some((a, len)) = address else {
         return "no routes: the node is not up\n".into();
     };
-    let network = u32::from(a) & u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "{}/{len} dev {interface} src {a}",
-        Ipv4Addr::from(network)
-    );
+    let network = cvlan_core::prefix::masked(a.into(), len);
+    let _ = writeln!(out, "{network}/{len} dev {interface} src {a}");
     for p in mesh.peers.values() {
         let _ = writeln!(out, "{}/32 via peer {} ({})", p.address, p.name, interface);
     }

@@ -61,7 +61,7 @@ impl ConfigFile {
         match &self.auth_key_file {
             None => Ok(None),
             // Like every secret file: only its owner may read it.
-            Some(p) => netstack::keyfile::read_secret(p)
+            Some(p) => cvlan_core::keyfile::read_secret(p)
                 .map_err(|e| format!("auth key file {}: {e}", p.display()))
                 .and_then(|bytes| {
                     std::str::from_utf8(&bytes)
@@ -155,7 +155,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 fn random_key() -> io::Result<[u8; 32]> {
     let mut k = [0u8; 32];
-    getrandom::getrandom(&mut k).map_err(|e| io::Error::other(e.to_string()))?;
+    cvlan_core::seed::fill(&mut k).map_err(io::Error::other)?;
     Ok(k)
 }
 
@@ -169,7 +169,7 @@ impl StateDir {
 
     fn key(&self, name: &str) -> Result<Zeroizing<[u8; 32]>, String> {
         let path = self.dir.join(name);
-        netstack::keyfile::load_or_create(&path, random_key)
+        cvlan_core::keyfile::load_or_create(&path, random_key)
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -185,7 +185,7 @@ impl StateDir {
 
     pub fn store_node_key(&self, key: &[u8; 32]) -> Result<(), String> {
         let path = self.dir.join("node.key");
-        netstack::keyfile::store(&path, key).map_err(|e| format!("{}: {e}", path.display()))
+        cvlan_core::keyfile::store(&path, key).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     pub fn saved(&self) -> Result<Saved, String> {

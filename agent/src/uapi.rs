@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Instant;
 
-use proto_wg::{Device, IpNet, PeerId, PresharedKey, PrivateKey, PublicKey};
+use proto_wg::{Device, IpPrefix, PeerId, PresharedKey, PrivateKey, PublicKey};
 
 /// The errno values wireguard-go answers with (negated, as it sends them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,9 +106,14 @@ pub fn get(device: &Device, sockets: &dyn Sockets) -> zeroize::Zeroizing<String>
 }
 
 fn key32(value: &str, what: &'static str) -> Result<[u8; 32], UapiError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(value, &mut out).map_err(|_| UapiError::Invalid(what))?;
-    Ok(out)
+    cvlan_core::Key32::parse(value)
+        .map(|k| k.0)
+        .map_err(|_| UapiError::Invalid(what))
+}
+
+/// A private or preshared key, into memory wiped on drop.
+fn secret32(value: &str, what: &'static str) -> Result<zeroize::Zeroizing<[u8; 32]>, UapiError> {
+    cvlan_core::key::parse_secret(value).map_err(|_| UapiError::Invalid(what))
 }
 
 fn is_true(value: &str, what: &'static str) -> Result<bool, UapiError> {
@@ -119,13 +124,13 @@ fn is_true(value: &str, what: &'static str) -> Result<bool, UapiError> {
     }
 }
 
-fn parse_net(value: &str) -> Result<IpNet, UapiError> {
-    let (addr, len) = value
-        .split_once('/')
-        .ok_or(UapiError::Invalid("allowed_ip"))?;
-    let addr = addr.parse().map_err(|_| UapiError::Invalid("allowed_ip"))?;
-    let len = len.parse().map_err(|_| UapiError::Invalid("allowed_ip"))?;
-    IpNet::new(addr, len).map_err(|_| UapiError::Invalid("allowed_ip"))
+/// `ADDRESS/LENGTH`, the length required (the UAPI always sends one).
+fn parse_net(value: &str) -> Result<IpPrefix, UapiError> {
+    value
+        .contains('/')
+        .then(|| value.parse().ok())
+        .flatten()
+        .ok_or(UapiError::Invalid("allowed_ip"))
 }
 
 fn parse_endpoint(value: &str) -> Result<SocketAddr, UapiError> {
@@ -203,7 +208,7 @@ fn set_device_key(
 ) -> Result<(), UapiError> {
     match key {
         "private_key" => {
-            let bytes = zeroize::Zeroizing::new(key32(value, "private_key")?);
+            let bytes = secret32(value, "private_key")?;
             let k = (*bytes != [0u8; 32]).then(|| PrivateKey::from_bytes(*bytes));
             device.set_private_key(k);
         }
@@ -233,7 +238,8 @@ fn set_peer_key(
     match key {
         "update_only" | "remove" => {}
         "preshared_key" => {
-            device.set_preshared_key(id, PresharedKey::from_bytes(key32(value, "preshared_key")?))
+            let psk = secret32(value, "preshared_key")?;
+            device.set_preshared_key(id, PresharedKey::from_bytes(*psk))
         }
         "endpoint" => device.set_endpoint(id, parse_endpoint(value)?),
         "persistent_keepalive_interval" => {

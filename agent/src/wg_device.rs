@@ -512,13 +512,13 @@ fn bind_uapi(dir: &Path, ifname: &str) -> io::Result<(UnixListener, PathBuf)> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let path = dir.join(format!("{ifname}.sock"));
     // `get` returns the private key: only root may talk to it, ever.
-    let listener = netstack::local_socket::bind_private(&path)?;
+    let listener = cvlan_core::local_socket::bind_private(&path)?;
     Ok((listener, path))
 }
 
 fn os_seed() -> io::Result<[u8; 32]> {
     let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| io::Error::other(e.to_string()))?;
+    cvlan_core::seed::fill(&mut seed).map_err(io::Error::other)?;
     Ok(seed)
 }
 

@@ -65,10 +65,10 @@ struct Mesh {
 }
 
 /// The throwaway test CA and the certificate it signed for the lab's
-/// controller address (`tls-transport/tests/data`).
+/// controller address (`transport/tests/data`).
 fn tls_data(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tls-transport/tests/data")
+        .join("../transport/tests/data")
         .join(file)
 }
 

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use cvlan_core::prefix::v4_mask;
 use thiserror::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +44,7 @@ impl Ipv4Prefix {
     }
 
     pub fn contains(&self, a: Ipv4Addr) -> bool {
-        (u32::from(a) ^ self.network) >> (32 - self.len) == 0
+        u32::from(a) & v4_mask(self.len) == self.network
     }
 }
 
@@ -57,7 +58,7 @@ impl FromStr for Ipv4Prefix {
             return Err(PrefixError::Length);
         }
         let network = u32::from(addr);
-        if network & (u32::MAX >> len) != 0 {
+        if network & !v4_mask(len) != 0 {
             return Err(PrefixError::HostBits(s.into()));
         }
         Ok(Self { network, len })

@@ -529,8 +529,8 @@ impl Registry {
             return Err(RegistryError::InvalidTag(bad.clone()));
         }
         let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(&mut *secret)
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        cvlan_core::seed::fill(&mut secret[..])
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
         let id = self.next_key_id;
         let record = AuthKeyRecord {
             id,

@@ -20,12 +20,12 @@ use proto_control::messages::{
 };
 use proto_control::{Channel, ChannelEvent};
 use thiserror::Error;
-use tls_transport::{Io, TlsAcceptor};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
+use transport::{Io, TlsAcceptor};
 use zeroize::Zeroizing;
 
 use crate::registry::Registry;
@@ -90,6 +90,8 @@ enum ConnError {
     Refused(String),
     #[error("a hello not newer than the last confirmed one (a replay, or the node's clock)")]
     StaleHello,
+    #[error(transparent)]
+    Seed(#[from] cvlan_core::seed::SeedError),
 }
 
 impl From<tokio::time::error::Elapsed> for ConnError {
@@ -102,16 +104,6 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn random_seed() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    if getrandom::getrandom(&mut seed).is_err() {
-        // Without OS randomness the handshake's ephemeral keys would be
-        // predictable: refuse to run rather than continue.
-        panic!("the OS random number generator failed");
-    }
-    seed
 }
 
 /// How the server runs, beyond its key and registry.
@@ -181,7 +173,7 @@ pub async fn serve_with(
             let _ = stream.set_nodelay(true);
             let peer = from.to_string();
             let stream =
-                match tls_transport::accept(stream, tls.as_ref(), &peer, limits.handshake).await {
+                match transport::accept(stream, tls.as_ref(), &peer, limits.handshake).await {
                     Ok(s) => s,
                     Err(e) => {
                         debug!(%from, error = %e, "TLS refused");
@@ -300,7 +292,7 @@ impl Connection {
             protocol_version: PROTOCOL_VERSION,
         }
         .encode_to_vec();
-        let mut ch = Channel::server(key, random_seed(), &hello)?;
+        let mut ch = Channel::server(key, cvlan_core::os_seed()?, &hello)?;
         let (machine_key, timestamp, hello) =
             timeout(self.limits.handshake, self.handshake(&mut ch, rest)).await??;
         self.handshaking = None;

@@ -3,8 +3,6 @@
 //! syscall on memory we own, with a `// SAFETY:` line saying why it is sound.
 
 pub mod ifaddrs;
-pub mod keyfile;
-pub mod local_socket;
 pub mod netns;
 pub mod offload;
 pub mod raw_esp;

@@ -360,9 +360,7 @@ impl Tun {
         if prefix_len > 32 {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
-        let mask = u32::MAX
-            .checked_shl(32 - u32::from(prefix_len))
-            .unwrap_or(0);
+        let mask = cvlan_core::prefix::v4_mask(prefix_len);
         let sockaddr = |a: std::net::Ipv4Addr| {
             // struct sockaddr_in: family (host order), port, address, zeros.
             let mut data = [0u8; 24];

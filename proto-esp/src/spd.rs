@@ -4,7 +4,10 @@
 //! carries addresses, protocol and ports that SA was agreed for (so a
 //! peer cannot tunnel traffic it was never given).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
+
+use cvlan_core::ip::IpHeader;
+use cvlan_core::IpPrefix;
 
 /// Addresses, protocol and ports one side of a policy covers (what an
 /// IKE traffic selector carries).
@@ -21,31 +24,11 @@ pub struct Selector {
 impl Selector {
     /// All protocols and ports of a prefix such as 10.1.0.0/16.
     pub fn subnet(addr: IpAddr, prefix: u8) -> Self {
-        let (start, end) = match addr {
-            IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(prefix.min(32)))
-                    .unwrap_or(0);
-                let b = u32::from(a);
-                (
-                    Ipv4Addr::from(b & mask).into(),
-                    Ipv4Addr::from(b | !mask).into(),
-                )
-            }
-            IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(prefix.min(128)))
-                    .unwrap_or(0);
-                let b = u128::from(a);
-                (
-                    Ipv6Addr::from(b & mask).into(),
-                    Ipv6Addr::from(b | !mask).into(),
-                )
-            }
-        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let net = IpPrefix::new(addr, prefix.min(max)).unwrap_or_else(|_| IpPrefix::host(addr));
         Self {
-            start,
-            end,
+            start: net.first(),
+            end: net.last(),
             proto: 0,
             start_port: 0,
             end_port: u16::MAX,
@@ -77,65 +60,20 @@ pub struct Flow {
     pub dst_port: u16,
 }
 
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const SCTP: u8 = 132;
-
-fn ports(proto: u8, l4: &[u8]) -> (u16, u16) {
-    match (proto, l4) {
-        (TCP | UDP | SCTP, [a, b, c, d, ..]) => {
-            (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d]))
-        }
-        _ => (0, 0),
-    }
-}
-
 impl Flow {
     /// Reads an IPv4 or IPv6 packet's addresses, protocol and ports.
     /// IPv6 extension headers are not walked: the protocol is the first
     /// next-header value, which is what selectors see for plain traffic.
     pub fn parse(packet: &[u8]) -> Option<Self> {
-        match packet.first()? >> 4 {
-            4 => {
-                let ihl = usize::from(packet[0] & 0x0f) * 4;
-                if ihl < 20 || packet.len() < ihl {
-                    return None;
-                }
-                let proto = packet[9];
-                let offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
-                let (src_port, dst_port) = if offset == 0 {
-                    ports(proto, &packet[ihl..])
-                } else {
-                    (0, 0)
-                };
-                let src: [u8; 4] = packet[12..16].try_into().ok()?;
-                let dst: [u8; 4] = packet[16..20].try_into().ok()?;
-                Some(Self {
-                    src: IpAddr::from(src),
-                    dst: IpAddr::from(dst),
-                    proto,
-                    src_port,
-                    dst_port,
-                })
-            }
-            6 => {
-                if packet.len() < 40 {
-                    return None;
-                }
-                let proto = packet[6];
-                let src: [u8; 16] = packet[8..24].try_into().ok()?;
-                let dst: [u8; 16] = packet[24..40].try_into().ok()?;
-                let (src_port, dst_port) = ports(proto, &packet[40..]);
-                Some(Self {
-                    src: IpAddr::from(src),
-                    dst: IpAddr::from(dst),
-                    proto,
-                    src_port,
-                    dst_port,
-                })
-            }
-            _ => None,
-        }
+        let h = IpHeader::parse(packet)?;
+        let (src_port, dst_port) = h.ports();
+        Some(Self {
+            src: h.src(),
+            dst: h.dst(),
+            proto: h.protocol(),
+            src_port,
+            dst_port,
+        })
     }
 }
 
@@ -234,6 +172,8 @@ impl<K: PartialEq> Spd<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cvlan_core::ip::proto::{TCP, UDP};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn v4(src: &str, dst: &str, proto: u8, sport: u16, dport: u16) -> Vec<u8> {
         let mut p = vec![0u8; 28];

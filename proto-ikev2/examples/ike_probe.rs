@@ -90,13 +90,7 @@ fn run() -> Result<(), String> {
         child_limits: Default::default(),
     });
     let (src, dst) = a.get("ping")?.split_once(':').ok_or("--ping SRC:DST")?;
-    let mut seed = [0u8; 32];
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    seed[..16].copy_from_slice(&t.to_le_bytes());
-    seed[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    let seed = cvlan_core::os_seed().map_err(|e| e.to_string())?;
     let count: u16 = a.0.get("count").and_then(|c| c.parse().ok()).unwrap_or(5);
     let plan = driver::Plan {
         local: ip(a.get("local")?)?,

@@ -5,6 +5,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+
+use cvlan_core::IpPrefix;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -98,21 +100,8 @@ struct Responder {
 }
 
 fn in_prefix(addr: IpAddr, (net, len): (IpAddr, u8)) -> bool {
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    IpPrefix::new(net, len.min(max)).is_ok_and(|p| p.contains(addr))
 }
 
 #[derive(Debug)]

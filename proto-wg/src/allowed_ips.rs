@@ -8,57 +8,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-/// An IP network: an address and a prefix length, host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-/// A prefix longer than its address family allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("prefix length {0} is too long for the address")]
-pub struct BadPrefix(pub u8);
-
-impl IpNet {
-    pub fn new(addr: IpAddr, prefix: u8) -> Result<Self, BadPrefix> {
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if prefix > max {
-            return Err(BadPrefix(prefix));
-        }
-        Ok(Self {
-            addr: mask(addr, prefix),
-            prefix,
-        })
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        self.addr
-    }
-
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-}
-
-impl core::fmt::Display for IpNet {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(a) => {
-            let m = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(a) & m).into())
-        }
-        IpAddr::V6(a) => {
-            let m = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(a) & m).into())
-        }
-    }
-}
+use cvlan_core::prefix::masked;
+use cvlan_core::IpPrefix;
 
 /// Maps prefixes to values; each prefix belongs to exactly one value, as in
 /// WireGuard (assigning a prefix to a peer takes it from any other peer).
@@ -88,16 +39,16 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
     }
 
     /// Assigns `net` to `value`, taking it from whoever had it.
-    pub fn insert(&mut self, net: IpNet, value: T) {
-        let tables = self.family(net.addr.is_ipv4());
-        let pos = match tables.binary_search_by(|(p, _)| net.prefix.cmp(p)) {
+    pub fn insert(&mut self, net: IpPrefix, value: T) {
+        let tables = self.family(net.is_ipv4());
+        let pos = match tables.binary_search_by(|(p, _)| net.len().cmp(p)) {
             Ok(i) => i,
             Err(i) => {
-                tables.insert(i, (net.prefix, HashMap::new()));
+                tables.insert(i, (net.len(), HashMap::new()));
                 i
             }
         };
-        tables[pos].1.insert(net.addr, value);
+        tables[pos].1.insert(net.addr(), value);
     }
 
     /// The value whose prefix is the longest match for `addr`.
@@ -105,7 +56,7 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
         let tables = if addr.is_ipv4() { &self.v4 } else { &self.v6 };
         tables
             .iter()
-            .find_map(|(prefix, table)| table.get(&mask(addr, *prefix)).copied())
+            .find_map(|(prefix, table)| table.get(&masked(addr, *prefix)).copied())
     }
 
     /// Removes every prefix held by `value`.
@@ -119,18 +70,15 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
     }
 
     /// Every prefix held by `value`, in a stable order.
-    pub fn nets_of(&self, value: T) -> Vec<IpNet> {
-        let mut out: Vec<IpNet> = self
+    pub fn nets_of(&self, value: T) -> Vec<IpPrefix> {
+        let mut out: Vec<IpPrefix> = self
             .v4
             .iter()
             .chain(self.v6.iter())
             .flat_map(|(prefix, t)| {
                 t.iter()
                     .filter(|(_, v)| **v == value)
-                    .map(|(addr, _)| IpNet {
-                        addr: *addr,
-                        prefix: *prefix,
-                    })
+                    .filter_map(|(addr, _)| IpPrefix::new(*addr, *prefix).ok())
             })
             .collect();
         out.sort();
@@ -142,9 +90,8 @@ impl<T: Copy + PartialEq> AllowedIps<T> {
 mod tests {
     use super::*;
 
-    fn net(s: &str) -> IpNet {
-        let (a, p) = s.split_once('/').expect("slash");
-        IpNet::new(a.parse().expect("ip"), p.parse().expect("len")).expect("net")
+    fn net(s: &str) -> IpPrefix {
+        s.parse().expect("net")
     }
 
     #[test]
@@ -175,10 +122,7 @@ mod tests {
         assert_eq!(t.lookup("10.9.9.200".parse().expect("ip")), Some(2));
         t.remove_value(2);
         assert_eq!(t.lookup("10.9.9.200".parse().expect("ip")), None);
-        assert_eq!(
-            IpNet::new("1.2.3.4".parse().expect("ip"), 33),
-            Err(BadPrefix(33))
-        );
+        assert!(IpPrefix::new("1.2.3.4".parse().expect("ip"), 33).is_err());
         assert_eq!(net("1.2.3.4/0").to_string(), "0.0.0.0/0");
     }
 }

@@ -17,12 +17,11 @@ use std::time::{Duration, Instant};
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::allowed_ips::{AllowedIps, IpNet};
+use crate::allowed_ips::AllowedIps;
 use crate::cookie::{seal_macs, CookieChecker, MacKeys};
 use crate::crypto::AeadKey;
 use crate::crypto::KEY_LEN;
 use crate::errors::{RecvError, SendError, Stats};
-use crate::ip;
 use crate::keys::{PresharedKey, PrivateKey, PublicKey};
 use crate::noise::{self, initial_hash};
 use crate::peer::{Peer, PeerId, Slot};
@@ -34,6 +33,8 @@ use crate::timers::{
     REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX, ZERO_KEYS_AFTER,
 };
 use crate::wire::{self, Message, DATA_HEADER_LEN};
+use cvlan_core::ip::IpHeader;
+use cvlan_core::IpPrefix;
 
 /// Bounds on what network input can make the device queue.
 const MAX_QUEUED_TRANSMITS: usize = 4096;
@@ -234,7 +235,7 @@ pub struct PeerInfo {
     pub preshared_key: PresharedKey,
     pub endpoint: Option<SocketAddr>,
     pub persistent_keepalive: u16,
-    pub allowed_ips: Vec<IpNet>,
+    pub allowed_ips: Vec<IpPrefix>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub last_handshake: Option<Duration>,
@@ -443,7 +444,7 @@ impl Device {
         }
     }
 
-    pub fn add_allowed_ip(&mut self, id: PeerId, net: IpNet) {
+    pub fn add_allowed_ip(&mut self, id: PeerId, net: IpPrefix) {
         if self.peers.contains_key(&id) {
             self.routes.insert(net, id);
         }
@@ -534,8 +535,8 @@ impl Device {
     }
 
     fn prepare_send_inner(&mut self, now: Instant, packet: &[u8]) -> Result<Prepared, SendError> {
-        let header = ip::peek(packet).ok_or(SendError::NotIp)?;
-        let id = self.routes.lookup(header.dst).ok_or(SendError::NoRoute)?;
+        let header = IpHeader::parse(packet).ok_or(SendError::NotIp)?;
+        let id = self.routes.lookup(header.dst()).ok_or(SendError::NoRoute)?;
         if self.identity.is_none() {
             return Err(SendError::NoPrivateKey);
         }
@@ -755,16 +756,17 @@ impl Device {
         // Cryptokey routing, inbound: the packet's source must be one of
         // the sender's allowed IPs.
         let body = &buf[DATA_HEADER_LEN..DATA_HEADER_LEN + padded];
-        let header = ip::peek(body).ok_or(RecvError::NotIp)?;
-        if header.total_len > padded {
+        let header = IpHeader::parse(body).ok_or(RecvError::NotIp)?;
+        let total_len = header.total_len();
+        if total_len > padded {
             return Err(RecvError::NotIp);
         }
-        if self.routes.lookup(header.src) != Some(id) {
+        if self.routes.lookup(header.src()) != Some(id) {
             return Err(RecvError::ForbiddenSource);
         }
         Ok(Received::Packet {
             peer: id,
-            range: DATA_HEADER_LEN..DATA_HEADER_LEN + header.total_len,
+            range: DATA_HEADER_LEN..DATA_HEADER_LEN + total_len,
         })
     }
 

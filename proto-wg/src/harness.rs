@@ -9,7 +9,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::{
-    Device, Encapsulated, Event, IpNet, PeerId, PrivateKey, Received, RecvError, SendError,
+    Device, Encapsulated, Event, IpPrefix, PeerId, PrivateKey, Received, RecvError, SendError,
     Transmit,
 };
 
@@ -94,7 +94,7 @@ impl Pair {
                 .add_peer(keys[other].public_key())
                 .unwrap_or_else(|| unreachable!("distinct keys"));
             device.set_endpoint(peer, addrs[other]);
-            let net = IpNet::new(overlays[other].into(), 32)
+            let net = IpPrefix::new(overlays[other].into(), 32)
                 .unwrap_or_else(|_| unreachable!("/32 is valid"));
             device.add_allowed_ip(peer, net);
             Node {

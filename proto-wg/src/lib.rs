@@ -12,7 +12,6 @@ mod cookie;
 mod crypto;
 mod device;
 mod errors;
-pub mod ip;
 mod keys;
 mod noise;
 mod peer;
@@ -27,8 +26,9 @@ pub mod wire;
 mod device_tests;
 pub mod harness;
 
-pub use allowed_ips::{AllowedIps, BadPrefix, IpNet};
+pub use allowed_ips::AllowedIps;
 pub use cookie::COOKIE_REFRESH_TIME;
+pub use cvlan_core::{IpPrefix, PrefixError};
 pub use device::{
     ConsumedInitiation, Device, Encapsulated, Event, Incoming, InitiationJob, OpenJob, PeerInfo,
     Prepared, Received, SealJob, Transmit, TransmitKind,

@@ -22,8 +22,9 @@ fn main() -> Result<(), String> {
     let [_, addr, key, clients, secs, rest @ ..] = args.as_slice() else {
         return Err(usage.into());
     };
-    let mut relay_key = [0u8; 32];
-    hex::decode_to_slice(key, &mut relay_key).map_err(|_| "bad relay key".to_string())?;
+    let relay_key = cvlan_core::Key32::parse(key)
+        .map_err(|_| "bad relay key".to_string())?
+        .0;
     let clients: usize = clients.parse().map_err(|_| usage.to_string())?;
     let secs: u64 = secs.parse().map_err(|_| usage.to_string())?;
     let size: usize = rest

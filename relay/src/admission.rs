@@ -141,8 +141,7 @@ async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> 
         ..ClientHello::default()
     }
     .encode_to_vec();
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| format!("OS randomness: {e}"))?;
+    let seed = cvlan_core::os_seed().map_err(|e| e.to_string())?;
     let mut ch = Channel::client(
         &feed.relay_key,
         &feed.controller_key,

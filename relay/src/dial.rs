@@ -49,8 +49,7 @@ async fn session(
         .await
         .map_err(|e| format!("relay: {e}"))?;
     let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| e.to_string())?;
+    let seed = cvlan_core::os_seed().map_err(|e| e.to_string())?;
     let mut client = RelayClient::new(
         Instant::now(),
         Role::Client,

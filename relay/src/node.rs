@@ -108,13 +108,8 @@ pub fn hello_timestamp(last: &AtomicU64) -> u64 {
     }
 }
 
-fn seed() -> [u8; 32] {
-    let mut s = [0u8; 32];
-    if getrandom::getrandom(&mut s).is_err() {
-        // Predictable handshake keys would be worse than not running.
-        panic!("the OS random number generator failed");
-    }
-    s
+fn seed() -> Result<[u8; 32], String> {
+    cvlan_core::os_seed().map_err(|e| e.to_string())
 }
 
 /// One connection's place among those of its source address.
@@ -454,7 +449,7 @@ impl RelayNode {
     }
 }
 
-pub use tls_transport::Io;
+pub use transport::Io;
 
 /// Opens a stream to `addr` (`host:port`, or `tls://host:port` with a
 /// connector that trusts the relay's certificate).
@@ -474,7 +469,7 @@ pub async fn connect(
     let connector = tls.ok_or_else(|| {
         format!("{addr} needs TLS, and no CA certificate is configured to check it")
     })?;
-    tls_transport::connect(tcp, host_port, connector, HANDSHAKE_TIMEOUT)
+    transport::connect(tcp, host_port, connector, HANDSHAKE_TIMEOUT)
         .await
         .map_err(|e| e.to_string())
 }
@@ -505,7 +500,7 @@ pub async fn serve_tcp(
             let _ = stream.set_nodelay(true);
             let peer = from.to_string();
             let result =
-                match tls_transport::accept(stream, tls.as_ref(), &peer, HANDSHAKE_TIMEOUT).await {
+                match transport::accept(stream, tls.as_ref(), &peer, HANDSHAKE_TIMEOUT).await {
                     Ok(s) => accept(s, &node).await,
                     Err(e) => {
                         node.counters
@@ -555,7 +550,7 @@ async fn accept(mut stream: impl Io, node: &Arc<RelayNode>) -> Result<(), String
                 .write_all(http::upgrade_response_for(UPGRADE_TOKEN).as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            let link = ServerLink::new(&node.key, seed()).map_err(|e| e.to_string())?;
+            let link = ServerLink::new(&node.key, seed()?).map_err(|e| e.to_string())?;
             return run_link(stream, link, buf[end..].to_vec(), node).await;
         }
         Some(h) if h.method == "GET" && h.path == "/metrics" => {
@@ -834,7 +829,7 @@ async fn dial_mesh(
         Role::Mesh,
         &node.key,
         &peer,
-        seed(),
+        seed()?,
         hello_timestamp(&node.last_hello),
     )
     .map_err(|e| e.to_string())?;

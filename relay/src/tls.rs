@@ -1,8 +1,8 @@
 //! Optional TLS around the relay protocol (`tls://host:port`), from
-//! `tls-transport`: it adds no trust, the Noise handshake inside already
+//! `transport`: it adds no trust, the Noise handshake inside already
 //! authenticates the relay by its key and every frame.
 
-pub use tls_transport::{acceptor, connector, TlsAcceptor, TlsConnector, TlsError};
+pub use transport::{acceptor, connector, TlsAcceptor, TlsConnector, TlsError};
 
 /// The URL scheme that asks for TLS (`tls://host:port`).
 pub const SCHEME: &str = "tls://";

@@ -338,7 +338,7 @@ async fn the_relay_answers_stun_with_the_address_it_sees() {
 
 #[tokio::test]
 async fn nodes_can_reach_a_relay_inside_tls() {
-    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tls-transport/tests/data");
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../transport/tests/data");
     let acceptor = relay::tls::acceptor(&data.join("relay.pem"), &data.join("relay.key")).unwrap();
     let connector = relay::tls::connector(Some(&data.join("ca.pem"))).unwrap();
     let node = RelayNode::new(

@@ -255,7 +255,7 @@ fn read(path: &Path, what: &str) -> Result<String, String> {
 /// A PSK or private key file: only its owner may read it, and it is read
 /// into memory wiped after use.
 fn read_secret(path: &Path, what: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    netstack::keyfile::read_secret(path)
+    cvlan_core::keyfile::read_secret(path)
         .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
 }
 
@@ -335,7 +335,7 @@ fn fingerprint(t: &TunnelFile) -> [u8; 32] {
         h.update(p.as_bytes());
     }
     for secret in [&t.auth.key, &t.auth.psk_file].into_iter().flatten() {
-        if let Ok(bytes) = netstack::keyfile::read_secret(secret) {
+        if let Ok(bytes) = cvlan_core::keyfile::read_secret(secret) {
             h.update(&bytes[..]);
         }
     }

@@ -72,14 +72,7 @@ fn answered(s: String) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    cvlan_core::logging::init();
     let result = match Cli::parse().command {
         Command::Run { config } => vrouter::daemon::run(&config),
         Command::Check { config } => Settings::load(&config).map(|s| {

@@ -100,13 +100,7 @@ fn resolve(cli: &Cli) -> Result<Resolved, String> {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    cvlan_core::logging::init();
 }
 
 /// Starts `cvlan-agent daemon` in the background, logging to the state

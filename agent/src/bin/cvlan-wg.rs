@@ -27,20 +27,8 @@ struct Cli {
 const SOCKET_DIR: &str = "/var/run/wireguard";
 
 fn init_logging() {
-    // wireguard-go's LOG_LEVEL values, mapped onto tracing levels.
-    let level = match std::env::var("LOG_LEVEL").as_deref() {
-        Ok("verbose" | "debug") => "debug",
-        Ok("error") => "error",
-        Ok("silent") => "off",
-        _ => "info",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    // LOG_LEVEL takes wireguard-go's values too.
+    cvlan_core::logging::init();
 }
 
 /// Like wireguard-go: re-run ourselves in the foreground, detached, and

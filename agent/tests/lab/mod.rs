@@ -89,7 +89,7 @@ pub fn cvlan_wg() -> &'static str {
 
 fn genkey(path: &Path) -> String {
     let mut sk = [0u8; 32];
-    getrandom::getrandom(&mut sk).expect("random");
+    cvlan_core::seed::fill(&mut sk).expect("random");
     let key = proto_wg::PrivateKey::from_bytes(sk);
     let b64 = base64::engine::general_purpose::STANDARD;
     std::fs::write(path, b64.encode(*key.to_bytes())).expect("write key");

@@ -57,32 +57,14 @@ enum Command {
     Admin(AdminCommand),
 }
 
+/// `[tls://]HOST:PORT#PUBLICKEY[#STUNHOST:PORT]` (`tls://` stays in the
+/// address: nodes then dial with TLS).
 fn parse_relay(s: &str) -> Result<RelayInfo, String> {
-    let mut parts = s.split('#');
-    let (Some(address), Some(key)) = (parts.next(), parts.next()) else {
-        return Err(format!(
-            "{s:?}: expected HOST:PORT#PUBLICKEY[#STUNHOST:PORT]"
-        ));
-    };
-    let address = address
-        .strip_prefix("http://")
-        .unwrap_or(address)
-        .to_string();
-    // `tls://` stays in the address (nodes then dial with TLS).
-    let (host, _) = address
-        .trim_start_matches("tls://")
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{s:?}: the relay address needs a port"))?;
-    let mut public_key = [0u8; 32];
-    hex::decode_to_slice(key, &mut public_key)
-        .map_err(|_| format!("{s:?}: the relay key must be 64 hex digits"))?;
-    let stun = parts
-        .next()
-        .map_or_else(|| format!("{host}:3478"), str::to_string);
+    let r: cvlan_core::RelayAddr = s.parse().map_err(|e| format!("{e}"))?;
     Ok(RelayInfo {
-        address,
-        public_key: public_key.to_vec(),
-        stun,
+        stun: r.stun_or_default(),
+        public_key: r.key.0.to_vec(),
+        address: r.address,
     })
 }
 
@@ -98,9 +80,9 @@ fn controller_key(dir: &Path) -> Result<Zeroizing<[u8; 32]>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let path = paths(dir).1;
-    netstack::keyfile::load_or_create(&path, || {
+    cvlan_core::keyfile::load_or_create(&path, || {
         let mut k = [0u8; 32];
-        getrandom::getrandom(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+        cvlan_core::seed::fill(&mut k).map_err(std::io::Error::other)?;
         Ok(k)
     })
     .map_err(|e| format!("controller key {}: {e}", path.display()))
@@ -138,7 +120,7 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), String> {
         tls,
     } = args;
     let tls = match tls {
-        Some((cert, key)) => Some(tls_transport::acceptor(&cert, &key).map_err(|e| e.to_string())?),
+        Some((cert, key)) => Some(transport::acceptor(&cert, &key).map_err(|e| e.to_string())?),
         None => None,
     };
     let key = controller_key(dir)?;
@@ -155,7 +137,7 @@ fn serve(dir: &Path, args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         // 0600 from the start: it mints auth keys and removes nodes.
-        let admin = netstack::local_socket::bind_private(&admin_sock)
+        let admin = cvlan_core::local_socket::bind_private(&admin_sock)
             .and_then(|l| {
                 l.set_nonblocking(true)?;
                 tokio::net::UnixListener::from_std(l)
@@ -211,14 +193,7 @@ fn run_admin(dir: &Path, cmd: &AdminCommand) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    cvlan_core::logging::init();
     let result = match &cli.command {
         Command::Serve {
             listen,

@@ -77,16 +77,10 @@ struct Config {
     controller_key: Option<String>,
 }
 
-/// `HOST:PORT#HEXKEY` -> (address, key).
+/// `HOST:PORT#PUBLICKEY` (or `tls://HOST:PORT#PUBLICKEY`) -> (address, key).
 fn parse_mesh(s: &str) -> Result<(String, Key), String> {
-    let (addr, key) = s
-        .rsplit_once('#')
-        .ok_or_else(|| format!("--mesh-with {s:?}: expected HOST:PORT#PUBLICKEY"))?;
-    let addr = addr.strip_prefix("http://").unwrap_or(addr).to_string(); // tls:// stays
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(key, &mut k)
-        .map_err(|_| format!("--mesh-with {s:?}: the key must be 64 hex digits"))?;
-    Ok((addr, k))
+    let r: cvlan_core::RelayAddr = s.parse().map_err(|e| format!("--mesh-with {e}"))?;
+    Ok((r.address, r.key.0))
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -104,9 +98,9 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(dir) = key_path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let key = netstack::keyfile::load_or_create(&key_path, || {
+    let key = cvlan_core::keyfile::load_or_create(&key_path, || {
         let mut k = [0u8; 32];
-        getrandom::getrandom(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+        cvlan_core::seed::fill(&mut k).map_err(std::io::Error::other)?;
         Ok(k)
     })
     .map_err(|e| format!("relay key {}: {e}", key_path.display()))?;
@@ -150,9 +144,9 @@ fn run(cli: Cli) -> Result<(), String> {
             .controller_key
             .or(config.controller_key)
             .ok_or("--verify-clients needs --controller-key")?;
-        let mut controller_key = [0u8; 32];
-        hex::decode_to_slice(hex_key.trim(), &mut controller_key)
-            .map_err(|_| "--controller-key must be 64 hex digits")?;
+        let controller_key = cvlan_core::Key32::parse(&hex_key)
+            .map_err(|_| "--controller-key must be 64 hex digits")?
+            .0;
         Some(relay::admission::ControllerFeed {
             controller,
             controller_key,
@@ -192,14 +186,7 @@ fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    cvlan_core::logging::init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

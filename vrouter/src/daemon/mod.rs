@@ -146,9 +146,7 @@ fn unix_now() -> u64 {
 }
 
 fn seed() -> Result<[u8; 32], String> {
-    let mut s = [0u8; 32];
-    getrandom::getrandom(&mut s).map_err(|e| format!("no OS randomness: {e}"))?;
-    Ok(s)
+    cvlan_core::os_seed().map_err(|e| e.to_string())
 }
 
 fn bind(addr: IpAddr, port: u16) -> Result<UdpSocket, String> {
@@ -206,7 +204,7 @@ pub fn run(config: &Path) -> Result<(), String> {
     let listen = settings.listen;
     let socket = settings.status_socket.clone();
     // 0600 from the start: it takes tunnels down and reloads.
-    let listener = netstack::local_socket::bind_private(&socket)
+    let listener = cvlan_core::local_socket::bind_private(&socket)
         .map_err(|e| format!("status socket {}: {e}", socket.display()))?;
     let metrics = settings
         .metrics
