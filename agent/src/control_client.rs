@@ -14,10 +14,9 @@ use proto_control::messages::{
 };
 use proto_control::{Channel, ChannelEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use transport::Io;
+use transport::{DialLimits, Io};
 use zeroize::Zeroizing;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,21 +136,27 @@ where
 {
     let target = controller_address(&params.controller)?;
     let addr = target.host_port.clone();
-    let tcp = timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| format!("connecting to {addr}: timed out"))?
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    let mut stream: Box<dyn Io> = match (&params.tls, target.tls) {
-        (_, false) => Box::new(tcp),
-        (Some(connector), true) => transport::connect(tcp, &addr, connector, HANDSHAKE_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?,
+    let tls = match (&params.tls, target.tls) {
+        (_, false) => None,
+        (Some(connector), true) => Some(connector),
         (None, true) => return Err(format!("{addr}: https:// needs a TLS configuration")),
     };
-    let early = timeout(HANDSHAKE_TIMEOUT, upgrade(&mut stream, &addr))
+    let limits = DialLimits {
+        connect: CONNECT_TIMEOUT,
+        tls: HANDSHAKE_TIMEOUT,
+    };
+    let mut stream = transport::dial(&addr, tls, limits)
         .await
-        .map_err(|_| format!("{addr}: no HTTP upgrade answer"))??;
+        .map_err(|e| e.to_string())?;
+    let early = transport::http::upgrade(
+        &mut stream,
+        &addr,
+        http::CONTROL_PATH,
+        http::UPGRADE_TOKEN,
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let hello = params.hello.encode_to_vec();
     let mut ch = Channel::client(
         &params.machine_key,
@@ -228,38 +233,6 @@ where
                     flush(&mut stream, &mut ch).await?;
                 }
             }
-        }
-    }
-}
-
-/// The HTTP upgrade; returns bytes that came after the response head.
-async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, String> {
-    stream
-        .write_all(http::upgrade_request(host).as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!(
-                "{host} closed the connection during the HTTP upgrade"
-            ));
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = http::head_end(&head) {
-            if !http::is_upgrade_response(&head) {
-                let first = String::from_utf8_lossy(&head[..end]);
-                let line = first.lines().next().unwrap_or_default();
-                return Err(format!(
-                    "{host} is not a cvlan controller (answered {line:?})"
-                ));
-            }
-            return Ok(head[end..].to_vec());
-        }
-        if head.len() > http::MAX_HEAD {
-            return Err(format!("{host}: oversized HTTP answer"));
         }
     }
 }

@@ -82,8 +82,8 @@ enum ConnError {
     Channel(#[from] proto_control::ChannelError),
     #[error("closed by peer")]
     Eof,
-    #[error("HTTP request refused")]
-    Http,
+    #[error(transparent)]
+    Http(#[from] transport::HttpError),
     #[error("malformed message: {0}")]
     Decode(#[from] proto_control::messages::DecodeError),
     #[error("refused: {0}")]
@@ -343,27 +343,19 @@ impl Connection {
     /// Reads the HTTP head. `Some(bytes after it)` for an upgrade; `None`
     /// when the request was answered and the connection is done.
     async fn http_head(&mut self, key: &[u8; 32]) -> Result<Option<Vec<u8>>, ConnError> {
-        let mut buf = Vec::with_capacity(1024);
-        let mut chunk = [0u8; 1024];
-        let end = loop {
-            let n = self.stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(ConnError::Eof);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(end) = http::head_end(&buf) {
-                break end;
-            }
-            if buf.len() > http::MAX_HEAD {
-                return Err(ConnError::Http);
-            }
+        let peer = self.from.to_string();
+        let limit = self.limits.handshake;
+        let request = match transport::http::read_head(&mut self.stream, &peer, limit).await {
+            Ok(request) => request,
+            Err(transport::HttpError::Closed { .. }) => return Err(ConnError::Eof),
+            Err(e) => return Err(e.into()),
         };
-        let response = match http::parse(&buf[..end]) {
+        let response = match http::parse(&request.head) {
             Request::Upgrade => {
                 self.stream
                     .write_all(http::upgrade_response().as_bytes())
                     .await?;
-                return Ok(Some(buf[end..].to_vec()));
+                return Ok(Some(request.rest));
             }
             Request::Key => http::simple_response(
                 "200 OK",

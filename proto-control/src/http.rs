@@ -25,6 +25,58 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
 }
 
+/// A head longer than [`MAX_HEAD`] without its blank line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("HTTP head longer than {MAX_HEAD} bytes")]
+pub struct HeadTooLong;
+
+/// A head that has arrived, and the bytes the peer sent after it (the
+/// first bytes of the upgraded protocol).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompleteHead {
+    pub head: Vec<u8>,
+    pub rest: Vec<u8>,
+}
+
+/// Gathers an HTTP head from the reads of a stream, both sides: a server
+/// reading a request, a client reading the answer to its upgrade. It
+/// holds at most [`MAX_HEAD`] bytes plus one read, and looks for the end
+/// only in what is new.
+#[derive(Debug, Default)]
+pub struct HeadReader {
+    buf: Vec<u8>,
+}
+
+impl HeadReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes the next read; `Some` once the blank line has arrived.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Option<CompleteHead>, HeadTooLong> {
+        // The blank line may straddle two reads: look back three bytes.
+        let from = self.buf.len().saturating_sub(3);
+        self.buf.extend_from_slice(bytes);
+        if let Some(end) = head_end(&self.buf[from..]).map(|e| from + e) {
+            let rest = self.buf.split_off(end);
+            return Ok(Some(CompleteHead {
+                head: std::mem::take(&mut self.buf),
+                rest,
+            }));
+        }
+        if self.buf.len() > MAX_HEAD {
+            return Err(HeadTooLong);
+        }
+        Ok(None)
+    }
+}
+
+/// The first line of a head (for errors), at most 80 characters.
+pub fn status_line(head: &[u8]) -> String {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    String::from_utf8_lossy(&line[..line.len().min(80)]).into_owned()
+}
+
 /// A request head's parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head<'a> {
@@ -127,5 +179,47 @@ mod tests {
         assert!(!is_upgrade_response(
             simple_response("404 Not Found", "").as_bytes()
         ));
+    }
+
+    #[test]
+    fn a_head_is_found_across_reads_and_keeps_what_follows() {
+        let req = upgrade_request("c:7443");
+        let bytes = [req.as_bytes(), b"noise"].concat();
+        // Every split point, including inside the blank line.
+        for cut in 0..bytes.len() {
+            let mut reader = HeadReader::new();
+            let first = reader.push(&bytes[..cut]).unwrap();
+            let done = match first {
+                Some(mut done) => {
+                    done.rest.extend_from_slice(&bytes[cut..]);
+                    done
+                }
+                None => reader.push(&bytes[cut..]).unwrap().expect("complete"),
+            };
+            assert_eq!(done.head, req.as_bytes(), "cut at {cut}");
+            assert_eq!(done.rest, b"noise", "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn an_endless_head_is_refused_once_it_passes_the_limit() {
+        let mut reader = HeadReader::new();
+        let mut refused = None;
+        for i in 0..100 {
+            if let Err(e) = reader.push(&[b'a'; 1000]) {
+                refused = Some(i);
+                assert_eq!(e, HeadTooLong);
+                break;
+            }
+        }
+        assert_eq!(
+            refused,
+            Some(MAX_HEAD / 1000),
+            "refused after passing {MAX_HEAD}"
+        );
+        assert_eq!(
+            status_line(b"HTTP/1.1 404 Not Found\r\nX: y"),
+            "HTTP/1.1 404 Not Found"
+        );
     }
 }

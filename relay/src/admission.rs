@@ -20,8 +20,6 @@ use proto_control::messages::{
 };
 use proto_control::{Channel, ChannelEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::timeout;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
@@ -123,18 +121,22 @@ async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> 
         .unwrap_or(&feed.controller)
         .trim_end_matches('/')
         .to_string();
-    let mut stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&addr))
+    let limits = transport::DialLimits {
+        connect: CONNECT_TIMEOUT,
+        ..transport::DialLimits::default()
+    };
+    let mut stream = transport::dial(&addr, None, limits)
         .await
-        .map_err(|_| format!("connecting to {addr}: timed out"))?
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let early = crate::node::upgrade_to(
+        .map_err(|e| e.to_string())?;
+    let early = transport::http::upgrade(
         &mut stream,
         &addr,
         proto_control::http::CONTROL_PATH,
         proto_control::http::UPGRADE_TOKEN,
+        CONNECT_TIMEOUT,
     )
-    .await?;
+    .await
+    .map_err(|e| e.to_string())?;
     let hello = ClientHello {
         protocol_version: PROTOCOL_VERSION,
         relay_feed: true,

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use proto_control::{http, HelloTimes};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Notify;
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -458,18 +458,20 @@ pub async fn connect(
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Box<dyn Io>, String> {
     let (host_port, wants_tls) = crate::tls::split_scheme(addr);
-    let tcp = timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(host_port))
-        .await
-        .map_err(|_| format!("connecting to {host_port}: timed out"))?
-        .map_err(|e| format!("connecting to {host_port}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    if !wants_tls {
-        return Ok(Box::new(tcp));
-    }
-    let connector = tls.ok_or_else(|| {
-        format!("{addr} needs TLS, and no CA certificate is configured to check it")
-    })?;
-    transport::connect(tcp, host_port, connector, HANDSHAKE_TIMEOUT)
+    let tls = match (wants_tls, tls) {
+        (false, _) => None,
+        (true, Some(connector)) => Some(connector),
+        (true, None) => {
+            return Err(format!(
+                "{addr} needs TLS, and no CA certificate is configured to check it"
+            ))
+        }
+    };
+    let limits = transport::DialLimits {
+        connect: HANDSHAKE_TIMEOUT,
+        tls: HANDSHAKE_TIMEOUT,
+    };
+    transport::dial(host_port, tls, limits)
         .await
         .map_err(|e| e.to_string())
 }
@@ -501,7 +503,7 @@ pub async fn serve_tcp(
             let peer = from.to_string();
             let result =
                 match transport::accept(stream, tls.as_ref(), &peer, HANDSHAKE_TIMEOUT).await {
-                    Ok(s) => accept(s, &node).await,
+                    Ok(s) => accept(s, &peer, &node).await,
                     Err(e) => {
                         node.counters
                             .rejected_handshake
@@ -517,29 +519,11 @@ pub async fn serve_tcp(
     }
 }
 
-async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> Result<(Vec<u8>, usize), String> {
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("closed during the HTTP head".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = http::head_end(&buf) {
-            return Ok((buf, end));
-        }
-        if buf.len() > http::MAX_HEAD {
-            return Err("oversized HTTP head".into());
-        }
-    }
-}
-
-async fn accept(mut stream: impl Io, node: &Arc<RelayNode>) -> Result<(), String> {
-    let (buf, end) = timeout(HANDSHAKE_TIMEOUT, read_head(&mut stream))
+async fn accept(mut stream: impl Io, peer: &str, node: &Arc<RelayNode>) -> Result<(), String> {
+    let request = transport::http::read_head(&mut stream, peer, HANDSHAKE_TIMEOUT)
         .await
-        .map_err(|_| "no HTTP head in time".to_string())??;
-    let head = http::parse_head(&buf[..end]);
+        .map_err(|e| e.to_string())?;
+    let head = http::parse_head(&request.head);
     let reply = match head {
         Some(h)
             if h.path == RELAY_PATH
@@ -551,7 +535,7 @@ async fn accept(mut stream: impl Io, node: &Arc<RelayNode>) -> Result<(), String
                 .await
                 .map_err(|e| e.to_string())?;
             let link = ServerLink::new(&node.key, seed()?).map_err(|e| e.to_string())?;
-            return run_link(stream, link, buf[end..].to_vec(), node).await;
+            return run_link(stream, link, request.rest, node).await;
         }
         Some(h) if h.method == "GET" && h.path == "/metrics" => {
             http::simple_response("200 OK", &node.metrics())
@@ -843,42 +827,9 @@ async fn dial_mesh(
 /// The client side of the HTTP upgrade to the relay protocol; returns
 /// bytes after the head.
 pub async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, String> {
-    upgrade_to(stream, host, RELAY_PATH, UPGRADE_TOKEN).await
-}
-
-/// The client side of an HTTP upgrade to `token` at `path` (the relay's
-/// protocol, or the controller's); returns bytes after the head.
-pub async fn upgrade_to(
-    stream: &mut (impl Io + ?Sized),
-    host: &str,
-    path: &str,
-    token: &str,
-) -> Result<Vec<u8>, String> {
-    stream
-        .write_all(http::upgrade_request_for(host, path, token).as_bytes())
+    transport::http::upgrade(stream, host, RELAY_PATH, UPGRADE_TOKEN, HANDSHAKE_TIMEOUT)
         .await
-        .map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = timeout(HANDSHAKE_TIMEOUT, stream.read(&mut chunk))
-            .await
-            .map_err(|_| "no upgrade answer".to_string())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!("{host} closed during the upgrade"));
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if let Some(end) = http::head_end(&head) {
-            if !http::is_upgrade_response(&head) {
-                return Err(format!("{host} does not speak {token}"));
-            }
-            return Ok(head[end..].to_vec());
-        }
-        if head.len() > http::MAX_HEAD {
-            return Err(format!("{host}: oversized answer"));
-        }
-    }
+        .map_err(|e| e.to_string())
 }
 
 /// Answers STUN Binding requests on `socket` (never more bytes than asked).

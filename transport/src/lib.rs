@@ -18,6 +18,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+pub mod http;
+
+pub use http::HttpError;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Where Linux distributions keep the system's trusted CAs, in the order
@@ -48,6 +51,52 @@ pub enum TlsError {
     Handshake(String, std::io::Error),
     #[error("TLS with {0}: timed out")]
     Timeout(String),
+}
+
+/// Why a connection to a server could not be made.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DialError {
+    #[error("connecting to {0}: timed out")]
+    Timeout(String),
+    #[error("connecting to {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// How long each step of [`dial`] may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DialLimits {
+    pub connect: Duration,
+    pub tls: Duration,
+}
+
+impl Default for DialLimits {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            tls: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Connects to `host_port` (Nagle off: our frames are small and
+/// latency-bound), inside TLS when `tls` is given.
+pub async fn dial(
+    host_port: &str,
+    tls: Option<&TlsConnector>,
+    limits: DialLimits,
+) -> Result<Box<dyn Io>, DialError> {
+    let tcp = timeout(limits.connect, TcpStream::connect(host_port))
+        .await
+        .map_err(|_| DialError::Timeout(host_port.into()))?
+        .map_err(|e| DialError::Connect(host_port.into(), e))?;
+    let _ = tcp.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(tcp)),
+        Some(connector) => Ok(connect(tcp, host_port, connector, limits.tls).await?),
+    }
 }
 
 /// Any byte stream a protocol can run on: TCP, or TLS over TCP.

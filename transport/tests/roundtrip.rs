@@ -68,3 +68,58 @@ fn misconfigurations_are_typed_errors() {
         Err(transport::TlsError::ServerName(..))
     ));
 }
+
+/// A server that answers whatever it is sent with `answer`, after
+/// reading a whole request head.
+async fn answering(answer: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, from) = listener.accept().await.expect("accept");
+            tokio::spawn(async move {
+                let peer = from.to_string();
+                if let Ok(request) = transport::http::read_head(&mut tcp, &peer, LIMIT).await {
+                    assert!(request.head.starts_with(b"POST /p HTTP/1.1\r\n"));
+                    let _ = tcp.write_all(answer).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upgrade_returns_what_follows_the_answer_and_a_refusal_says_what_came() {
+    let limits = transport::DialLimits::default();
+    let addr = answering(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: t\r\n\r\nearly").await;
+    let mut s = transport::dial(&addr, None, limits).await.unwrap();
+    let early = transport::http::upgrade(&mut s, &addr, "/p", "t", LIMIT).await;
+    assert_eq!(early.unwrap(), b"early");
+
+    let addr = answering(b"HTTP/1.1 404 Not Found\r\n\r\n").await;
+    let mut s = transport::dial(&addr, None, limits).await.unwrap();
+    let refused = transport::http::upgrade(&mut s, &addr, "/p", "t", LIMIT).await;
+    assert!(
+        matches!(&refused, Err(transport::HttpError::NotUpgraded { status, .. }) if status == "HTTP/1.1 404 Not Found"),
+        "{refused:?}"
+    );
+
+    // A server that says nothing runs into the deadline.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let mut s = transport::dial(&addr, None, limits).await.unwrap();
+    let short = Duration::from_millis(200);
+    let timed_out = transport::http::upgrade(&mut s, &addr, "/p", "t", short).await;
+    assert!(
+        matches!(timed_out, Err(transport::HttpError::Timeout { .. })),
+        "{timed_out:?}"
+    );
+    drop(silent);
+    let refused = transport::dial(&addr, None, limits).await;
+    assert!(
+        matches!(refused, Err(transport::DialError::Connect(..))),
+        "{:?}",
+        refused.err()
+    );
+}
