@@ -136,11 +136,8 @@ where
 {
     let target = controller_address(&params.controller)?;
     let addr = target.host_port.clone();
-    let tls = match (&params.tls, target.tls) {
-        (_, false) => None,
-        (Some(connector), true) => Some(connector),
-        (None, true) => return Err(format!("{addr}: https:// needs a TLS configuration")),
-    };
+    let tls =
+        transport::tls_for(&addr, target.tls, params.tls.as_ref()).map_err(|e| e.to_string())?;
     let limits = DialLimits {
         connect: CONNECT_TIMEOUT,
         tls: HANDSHAKE_TIMEOUT,

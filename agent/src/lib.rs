@@ -11,6 +11,7 @@ pub mod local_api;
 pub mod mesh;
 pub mod paths;
 pub mod probe;
+pub mod relay_client;
 pub mod relay_path;
 pub mod report;
 pub mod settings;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use proto_control::messages::{key32, RelayInfo};
-use relay::client::ClientEvent;
+use proto_relay::client::ClientEvent;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -85,7 +85,7 @@ impl RelayLink {
                         })
                     };
                     let started = Instant::now();
-                    let why = relay::dial::run(
+                    let why = crate::relay_client::run(
                         &address,
                         tls.as_ref(),
                         relay_key,

@@ -33,13 +33,21 @@ pub struct RelayAddr {
     pub stun: Option<String>,
 }
 
+/// The URL scheme that asks for TLS to a relay.
+pub const TLS_SCHEME: &str = "tls://";
+
+/// `tls://host:port` -> (`host:port`, true); `[http://]host:port` -> (`host:port`, false).
+pub fn split_scheme(address: &str) -> (&str, bool) {
+    match address.strip_prefix(TLS_SCHEME) {
+        Some(rest) => (rest, true),
+        None => (address.strip_prefix("http://").unwrap_or(address), false),
+    }
+}
+
 impl RelayAddr {
     /// The address without a `tls://` in front, and whether it asks for TLS.
     pub fn host_port(&self) -> (&str, bool) {
-        match self.address.strip_prefix("tls://") {
-            Some(rest) => (rest, true),
-            None => (&self.address, false),
-        }
+        split_scheme(&self.address)
     }
 
     /// Its STUN server: as given, or the relay's host on port 3478.

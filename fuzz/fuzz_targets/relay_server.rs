@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use relay::frame::Frame;
-use relay::server::{ConnId, Limits, RelayServer, Role};
+use proto_relay::frame::Frame;
+use proto_relay::server::{ConnId, Limits, RelayServer, Role};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use relay::client::ClientEvent;
+use proto_relay::client::ClientEvent;
 use tokio::sync::{mpsc, Notify};
 
 /// Packets a sender may have in flight to its partner.
@@ -71,7 +71,7 @@ async fn run(
         let sk = Zeroizing::new(secret(i));
         tokio::spawn(async move {
             let stamp = relay::node::hello_timestamp(&std::sync::atomic::AtomicU64::new(0));
-            relay::dial::run(&addr, None, relay_key, &sk, stamp, &mut out_rx, &ev_tx).await
+            agent::relay_client::run(&addr, None, relay_key, &sk, stamp, &mut out_rx, &ev_tx).await
         });
         match tokio::time::timeout(Duration::from_secs(10), ev_rx.recv()).await {
             Ok(Some(ClientEvent::Connected)) => {}

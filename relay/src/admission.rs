@@ -23,8 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use crate::frame::Key;
 use crate::node::{hello_timestamp, RelayNode};
+use proto_relay::frame::Key;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_INTERVAL: Duration = Duration::from_secs(15);

@@ -19,13 +19,12 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use crate::client::{ClientError, ClientEvent, RelayClient};
-use crate::frame::Key;
-use crate::link::{LinkError, ServerLink};
-use crate::server::{ConnId, Limits, RelayServer, Role};
+use proto_relay::client::{ClientError, ClientEvent, RelayClient};
+use proto_relay::frame::Key;
+use proto_relay::link::{LinkError, ServerLink};
+use proto_relay::server::{ConnId, Limits, RelayServer, Role};
+use proto_relay::{RELAY_PATH, UPGRADE_TOKEN};
 
-pub const RELAY_PATH: &str = "/relay";
-pub const UPGRADE_TOKEN: &str = "cvlan-relay/1";
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames moved per lock acquisition when draining a connection's queue.
@@ -312,7 +311,7 @@ impl RelayNode {
         (core.clients(), core.mesh_links(), core.remote_keys())
     }
 
-    pub fn stats(&self) -> crate::server::Stats {
+    pub fn stats(&self) -> proto_relay::server::Stats {
         self.core().stats().clone()
     }
 
@@ -457,16 +456,8 @@ pub async fn connect(
     addr: &str,
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<Box<dyn Io>, String> {
-    let (host_port, wants_tls) = crate::tls::split_scheme(addr);
-    let tls = match (wants_tls, tls) {
-        (false, _) => None,
-        (true, Some(connector)) => Some(connector),
-        (true, None) => {
-            return Err(format!(
-                "{addr} needs TLS, and no CA certificate is configured to check it"
-            ))
-        }
-    };
+    let (host_port, wants_tls) = cvlan_core::relay_addr::split_scheme(addr);
+    let tls = transport::tls_for(addr, wants_tls, tls).map_err(|e| e.to_string())?;
     let limits = transport::DialLimits {
         connect: HANDSHAKE_TIMEOUT,
         tls: HANDSHAKE_TIMEOUT,
@@ -730,7 +721,7 @@ async fn pump(
         let mut batch = Vec::with_capacity(DRAIN_BATCH);
         let mut out = Vec::new();
         loop {
-            let idle = tokio::time::sleep(crate::client::KEEPALIVE_INTERVAL);
+            let idle = tokio::time::sleep(proto_relay::client::KEEPALIVE_INTERVAL);
             let keepalive = tokio::select! {
                 () = handle.notify.notified() => false,
                 () = idle => true,
@@ -739,7 +730,7 @@ async fn pump(
                 return Err("replaced by a newer connection".to_string());
             }
             if keepalive {
-                let ka = crate::frame::Frame::KeepAlive
+                let ka = proto_relay::frame::Frame::KeepAlive
                     .to_vec()
                     .map_err(|e| e.to_string())?;
                 batch.push(ka);
@@ -807,7 +798,7 @@ async fn dial_mesh(
     tls: Option<&tokio_rustls::TlsConnector>,
 ) -> Result<(), String> {
     let mut stream = connect(addr, tls).await?;
-    let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
+    let early = upgrade(&mut stream, cvlan_core::relay_addr::split_scheme(addr).0).await?;
     let client = RelayClient::new(
         Instant::now(),
         Role::Mesh,

@@ -13,11 +13,11 @@ use controller::registry::{NewAuthKey, Registry};
 use controller::server::{lock, serve_with, ServeOptions, SharedRegistry};
 use proto_control::messages::{ClientHello, RelayInfo, PROTOCOL_VERSION};
 use proto_control::public_key;
+use proto_relay::client::ClientEvent;
+use proto_relay::frame::Key;
+use proto_relay::server::Limits;
 use relay::admission::{self, ControllerFeed};
-use relay::client::ClientEvent;
-use relay::frame::Key;
 use relay::node::{self, RelayNode};
-use relay::server::Limits;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout};
@@ -48,7 +48,7 @@ async fn try_join(
     let addr = addr.to_string();
     let task = tokio::spawn(async move {
         let stamp = node::hello_timestamp(&std::sync::atomic::AtomicU64::new(0));
-        let why = relay::dial::run(
+        let why = agent::relay_client::run(
             &addr,
             None,
             relay,

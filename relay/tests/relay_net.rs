@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto_control::public_key;
-use relay::client::{ClientEvent, RelayClient};
-use relay::frame::{GoneReason, Key};
+use proto_relay::client::{ClientEvent, RelayClient};
+use proto_relay::frame::{GoneReason, Key};
+use proto_relay::server::{Limits, Role};
 use relay::node::{self, RelayNode};
-use relay::server::{Limits, Role};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -79,7 +79,7 @@ async fn join(relay: &Relay, secret: [u8; 32]) -> Node {
     let (ev_tx, mut rx) = mpsc::channel(4096);
     let (addr, relay_key) = (relay.addr.clone(), relay.node.public_key());
     let task = tokio::spawn(async move {
-        relay::dial::run(
+        agent::relay_client::run(
             &addr,
             None,
             relay_key,
@@ -236,7 +236,7 @@ async fn wrong_keys_are_refused() {
     // A node that has the wrong key for the relay.
     let (_tx, mut out_rx) = mpsc::channel(1);
     let (ev_tx, _rx) = mpsc::channel(1);
-    let why = relay::dial::run(
+    let why = agent::relay_client::run(
         &r[0].addr,
         None,
         [9; 32],
@@ -356,7 +356,7 @@ async fn nodes_can_reach_a_relay_inside_tls() {
         let (ev_tx, mut rx) = mpsc::channel(16);
         let (addr, key, connector) = (addr.clone(), node.public_key(), connector.clone());
         tokio::spawn(async move {
-            relay::dial::run(
+            agent::relay_client::run(
                 &addr,
                 Some(&connector),
                 key,
@@ -394,7 +394,7 @@ async fn nodes_can_reach_a_relay_inside_tls() {
     let mut failures = Vec::new();
     for target in [&addr, &plain] {
         let secret = Zeroizing::new([3; 32]);
-        let why = relay::dial::run(
+        let why = agent::relay_client::run(
             target,
             None,
             node.public_key(),

@@ -61,8 +61,24 @@ pub enum DialError {
     Timeout(String),
     #[error("connecting to {0}: {1}")]
     Connect(String, std::io::Error),
+    #[error("{0} needs TLS, and no CA certificate is configured to check it")]
+    TlsNotConfigured(String),
     #[error(transparent)]
     Tls(#[from] TlsError),
+}
+
+/// The connector to dial `addr` with: none when it does not ask for TLS,
+/// and an error when it does but none is configured (never plain instead).
+pub fn tls_for<'a>(
+    addr: &str,
+    wants_tls: bool,
+    configured: Option<&'a TlsConnector>,
+) -> Result<Option<&'a TlsConnector>, DialError> {
+    match (wants_tls, configured) {
+        (false, _) => Ok(None),
+        (true, Some(connector)) => Ok(Some(connector)),
+        (true, None) => Err(DialError::TlsNotConfigured(addr.into())),
+    }
 }
 
 /// How long each step of [`dial`] may take.

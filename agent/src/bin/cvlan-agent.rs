@@ -180,7 +180,7 @@ fn run(cli: &Cli) -> Result<String, String> {
                     .unwrap_or(settings::DEFAULT_LISTEN_PORT),
                 auth_key: r.config.auth_key()?,
                 relay_tls: match &r.config.relay_ca_file {
-                    Some(ca) => Some(relay::tls::connector(Some(ca)).map_err(|e| e.to_string())?),
+                    Some(ca) => Some(transport::connector(Some(ca)).map_err(|e| e.to_string())?),
                     None => None,
                 },
                 controller_ca: r.config.controller_ca_file.clone(),

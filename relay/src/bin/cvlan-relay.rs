@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use relay::frame::Key;
+use proto_relay::frame::Key;
+use proto_relay::server::Limits;
 use relay::node::{self, RelayNode};
-use relay::server::Limits;
 use serde::Deserialize;
 use tracing::info;
 

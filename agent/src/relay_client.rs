@@ -1,6 +1,7 @@
-//! A node's connection to a relay (tokio), for the agent and for tests:
-//! packets to send come in on a bounded channel, events go out on another.
-//! One call runs one connection until it fails; the caller redials.
+//! A node's connection to a relay (tokio), around proto-relay's sans-IO
+//! client: packets to send come in on a bounded channel, events go out
+//! on another. One call runs one connection until it fails; the caller
+//! redials. The relay's own tests drive it too.
 
 use std::time::Instant;
 
@@ -11,12 +12,13 @@ use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep_until, timeout, Duration};
 use zeroize::Zeroizing;
 
-use crate::client::{ClientEvent, RelayClient};
-use crate::frame::Key;
-use crate::node::upgrade;
-use crate::server::Role;
+use proto_relay::client::{ClientEvent, RelayClient};
+use proto_relay::frame::Key;
+use proto_relay::server::Role;
+use proto_relay::{RELAY_PATH, UPGRADE_TOKEN};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one relay connection. `ClientEvent::Connected` is sent once the
 /// relay has authenticated us; the function returns why it ended.
@@ -45,10 +47,24 @@ async fn session(
     outgoing: &mut mpsc::Receiver<(Key, Vec<u8>)>,
     events: &mpsc::Sender<ClientEvent>,
 ) -> Result<(), String> {
-    let mut stream = crate::node::connect(addr, tls)
+    let (host_port, wants_tls) = cvlan_core::relay_addr::split_scheme(addr);
+    let limits = transport::DialLimits {
+        connect: HANDSHAKE_TIMEOUT,
+        tls: HANDSHAKE_TIMEOUT,
+    };
+    let tls = transport::tls_for(addr, wants_tls, tls).map_err(|e| format!("relay: {e}"))?;
+    let mut stream = transport::dial(host_port, tls, limits)
         .await
         .map_err(|e| format!("relay: {e}"))?;
-    let early = upgrade(&mut stream, crate::tls::split_scheme(addr).0).await?;
+    let early = transport::http::upgrade(
+        &mut stream,
+        host_port,
+        RELAY_PATH,
+        UPGRADE_TOKEN,
+        HANDSHAKE_TIMEOUT,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let seed = cvlan_core::os_seed().map_err(|e| e.to_string())?;
     let mut client = RelayClient::new(
         Instant::now(),
