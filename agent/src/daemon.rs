@@ -24,10 +24,10 @@ use crate::control_client::{self, controller_address, ConnectParams, ControlEven
 use crate::lifecycle::{Action, Input, Lifecycle, Phase};
 use crate::local_api::{self, Reply, Request};
 use crate::mesh::{uapi_lines_with, Change, Mesh};
-use crate::paths::{Action as PathAction, Path, PathManager};
 use crate::relay_path::{choose_home, RelayLink};
 use crate::settings::{CachedMap, HelloClock, Saved, StateDir};
 use crate::wg_device::{self, DeviceHandle};
+use proto_path::{Event as PathEvent, Path, PathManager};
 
 #[derive(Clone)]
 pub struct DaemonOptions {
@@ -133,7 +133,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let device = wg_device::start(&wg_device::Options {
         ifname: opts.interface.clone(),
         socket_dir: PathBuf::from("/var/run/wireguard"),
-        probes: Some(probe_tx),
+        other_datagrams: Some(probe_tx),
     })
     .map_err(|e| format!("interface {}: {e}", opts.interface))?;
     let private = Zeroizing::new(format!("private_key={}", hex::encode(*node_key)));
@@ -250,7 +250,7 @@ impl Daemon {
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some((from, datagram)) = probes.recv() => {
-                    self.paths.handle_probe(std::time::Instant::now(), from, &datagram);
+                    self.paths.handle_input(std::time::Instant::now(), from, &datagram);
                 }
                 _ = async { tokio::time::sleep_until(probe_due.unwrap_or_else(tokio::time::Instant::now)).await }, if probe_due.is_some() => {
                     self.paths.handle_timeout(std::time::Instant::now());
@@ -507,28 +507,27 @@ impl Daemon {
 
     /// Carries out the path manager's decisions on the device.
     fn path_actions(&mut self) {
-        while let Some(action) = self.paths.poll_action() {
-            match action {
-                PathAction::Send { to, datagram } => {
-                    if let Err(e) = self.device.send_datagram(to, &datagram) {
-                        debug!(%to, error = %e, "probe not sent");
-                    }
-                }
-                PathAction::SetEndpoint { peer, endpoint } => {
-                    // Only for a peer the device still has (a `public_key`
-                    // line would otherwise create it).
-                    if !self.mesh.peers.values().any(|p| p.node_key == peer) {
-                        continue;
-                    }
-                    let lines = [
-                        format!("public_key={}", hex::encode(peer)),
-                        format!("endpoint={endpoint}"),
-                    ];
-                    match self.device.set(lines.iter().map(String::as_str)) {
-                        Ok(()) => info!(peer = %hex::encode(&peer[..4]), %endpoint, "path changed"),
-                        Err(e) => warn!(error = %e, "could not set the endpoint"),
-                    }
-                }
+        while let Some(t) = self.paths.poll_transmit() {
+            if let Err(e) = self.device.send_datagram(t.destination, &t.contents) {
+                debug!(to = %t.destination, error = %e, "probe not sent");
+            }
+        }
+        while let Some(event) = self.paths.poll_event() {
+            let PathEvent::UseEndpoint { peer, endpoint } = event else {
+                continue;
+            };
+            // Only for a peer the device still has (a `public_key` line
+            // would otherwise create it).
+            if !self.mesh.peers.values().any(|p| p.node_key == peer) {
+                continue;
+            }
+            let lines = [
+                format!("public_key={}", hex::encode(peer)),
+                format!("endpoint={endpoint}"),
+            ];
+            match self.device.set(lines.iter().map(String::as_str)) {
+                Ok(()) => info!(peer = %hex::encode(&peer[..4]), %endpoint, "path changed"),
+                Err(e) => warn!(error = %e, "could not set the endpoint"),
             }
         }
     }
@@ -909,7 +908,6 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::paths::Action;
 
     /// The first probe a path machine made the way the daemon makes one
     /// (same key both times) sends.
@@ -924,13 +922,7 @@ mod tests {
         let now = std::time::Instant::now();
         paths.set_peer(now, peer, vec!["192.0.2.1:41641".parse().unwrap()], None);
         paths.handle_timeout(now);
-        loop {
-            match paths.poll_action() {
-                Some(Action::Send { datagram, .. }) => return datagram,
-                Some(_) => {}
-                None => panic!("no probe sent"),
-            }
-        }
+        paths.poll_transmit().expect("no probe sent").contents
     }
 
     #[test]

@@ -9,8 +9,6 @@ pub mod daemon;
 pub mod lifecycle;
 pub mod local_api;
 pub mod mesh;
-pub mod paths;
-pub mod probe;
 pub mod relay_client;
 pub mod relay_path;
 pub mod report;

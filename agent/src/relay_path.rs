@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 use zeroize::Zeroizing;
 
-use crate::probe::Key;
 use crate::settings::HelloClock;
+use proto_path::Key;
 
 /// Packets waiting for the relay connection at most; beyond, dropped.
 const TO_RELAY_QUEUE: usize = 1024;

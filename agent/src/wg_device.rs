@@ -50,15 +50,13 @@ const DEFAULT_MTU: u32 = 1420;
 pub struct Options {
     pub ifname: String,
     pub socket_dir: PathBuf,
-    /// Where datagrams starting with [`PROBE_MAGIC`] go (path probes the
-    /// agent sends over the WireGuard socket so they share its NAT
-    /// mapping). Without a sink they are dropped like any non-WireGuard
-    /// datagram.
-    pub probes: Option<mpsc::SyncSender<(SocketAddr, Vec<u8>)>>,
+    /// Where datagrams on the WireGuard socket that are not WireGuard go
+    /// (`proto_wg::wire::is_wireguard`): the agent's path probes, which
+    /// share the socket so they share its NAT mapping, and STUN next. The
+    /// device does not know their formats. Without a sink they go to the
+    /// device, which drops and counts them like any malformed datagram.
+    pub other_datagrams: Option<mpsc::SyncSender<(SocketAddr, Vec<u8>)>>,
 }
-
-/// First bytes of a path probe: 0xff is no WireGuard message type.
-pub const PROBE_MAGIC: &[u8; 4] = b"\xffCVP";
 
 struct Shared {
     device: Mutex<Device>,
@@ -69,7 +67,7 @@ struct Shared {
     /// Whether UDP GSO still works on this socket and route.
     gso: AtomicBool,
     shutdown: AtomicBool,
-    probes: Option<mpsc::SyncSender<(SocketAddr, Vec<u8>)>>,
+    other_datagrams: Option<mpsc::SyncSender<(SocketAddr, Vec<u8>)>>,
 }
 
 impl Shared {
@@ -287,12 +285,12 @@ fn udp_loop(shared: &Shared) -> io::Result<()> {
                 for part in batch.datagrams(i) {
                     let (message, from) = batch.get_mut(i);
                     let datagram = &message[part.clone()];
-                    if datagram.starts_with(PROBE_MAGIC) {
-                        if let Some(sink) = &shared.probes {
-                            // Bounded: a probe flood is dropped, not queued.
+                    if let Some(sink) = &shared.other_datagrams {
+                        if !proto_wg::wire::is_wireguard(datagram) {
+                            // Bounded: a flood is dropped, not queued.
                             let _ = sink.try_send((from, datagram.to_vec()));
+                            continue;
                         }
-                        continue;
                     }
                     device.set_under_load(count_handshake(
                         shared,
@@ -608,7 +606,7 @@ pub fn start(opts: &Options) -> io::Result<DeviceHandle> {
         handshakes_this_second: AtomicU32::new(0),
         gso: AtomicBool::new(true),
         shutdown: AtomicBool::new(false),
-        probes: opts.probes.clone(),
+        other_datagrams: opts.other_datagrams.clone(),
     });
     let (listener, socket_path) = bind_uapi(&opts.socket_dir, &opts.ifname)?;
     info!(

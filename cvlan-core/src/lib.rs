@@ -6,6 +6,7 @@
 //!   next-header numbers;
 //! - [`key`]: 32-byte keys and their hex and base64 forms;
 //! - [`relay_addr`]: the `[tls://]HOST:PORT#KEY[#STUNHOST:PORT]` form;
+//! - [`transmit`]: the `Transmit` every protocol machine's `poll_transmit` returns;
 //!
 //! With the `host` feature (daemons only; the protocol crates stay pure):
 //! - `keyfile`: keys and secrets in files only their owner may read;
@@ -26,9 +27,11 @@ pub mod prefix;
 pub mod relay_addr;
 #[cfg(feature = "host")]
 pub mod seed;
+pub mod transmit;
 
 pub use key::{Key32, KeyError};
 pub use prefix::{IpPrefix, PrefixError};
 pub use relay_addr::RelayAddr;
 #[cfg(feature = "host")]
 pub use seed::os_seed;
+pub use transmit::Transmit;

@@ -94,6 +94,15 @@ fn fixed<const N: usize>(buf: &[u8], kind: u8) -> Result<&[u8; N], WireError> {
     })
 }
 
+/// Whether a datagram has WireGuard's framing: a type from 1 to 4 and
+/// three zero bytes. A socket WireGuard shares (path probes, STUN) hands
+/// only these to the device. STUN's first bytes can be 0x01 0x01, never
+/// 0x01 0x00 0x00 0x00 (its length field is a multiple of 4 and the magic
+/// cookie follows), and probes start with 0xff.
+pub fn is_wireguard(buf: &[u8]) -> bool {
+    buf.len() >= 4 && (MSG_INITIATION..=MSG_DATA).contains(&buf[0]) && buf[1..4] == [0, 0, 0]
+}
+
 /// Classifies a datagram and checks its framing (not its cryptography).
 pub fn parse(buf: &[u8]) -> Result<Message<'_>, WireError> {
     let kind = *buf.first().ok_or(WireError::Empty)?;
@@ -156,6 +165,19 @@ pub(crate) fn write_data_header(buf: &mut [u8], receiver: u32, counter: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_wireguard_framing_goes_to_the_device() {
+        assert!(is_wireguard(&[1, 0, 0, 0, 9]));
+        assert!(is_wireguard(&[4, 0, 0, 0]));
+        // A STUN Binding success (type 0x0101, length 12, magic cookie).
+        assert!(!is_wireguard(&[1, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42]));
+        // A STUN Binding request with no attributes.
+        assert!(!is_wireguard(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42]));
+        assert!(!is_wireguard(b"\xffCVP"), "a path probe");
+        assert!(!is_wireguard(&[5, 0, 0, 0]));
+        assert!(!is_wireguard(&[1, 0, 0]));
+    }
 
     #[test]
     fn rejects_every_malformed_shape() {

@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     let opts = agent::wg_device::Options {
         ifname: cli.interface.clone(),
         socket_dir: PathBuf::from(SOCKET_DIR),
-        probes: None,
+        other_datagrams: None,
     };
     match agent::wg_device::run(&opts, || {}) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! The agent's path machine fed arbitrary datagrams from arbitrary
+//! The path machine (proto-path) fed arbitrary datagrams from arbitrary
 //! addresses, genuine probes (sealed with a peer's key, fuzzed contents),
 //! map changes and time: no panic, bounded work per step, and no direct
 //! path from a datagram nobody but the peer could have sealed.
@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use agent::paths::{Action, PathManager};
-use agent::probe::{self, Kind};
+use proto_path::wire::{Kind, PROBE_LEN};
+use proto_path::{crypto, PathManager};
 use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
 
@@ -39,11 +39,11 @@ fuzz_target!(|data: &[u8]| {
         let from = SocketAddr::from(([192, 0, 2, *a], u16::from(*b) + 1));
         match op % 5 {
             // Anything at all, as if on the WireGuard socket.
-            0 => m.handle_probe(now, from, bytes),
+            0 => m.handle_input(now, from, bytes),
             // A genuine probe of the peer's, its kind and id fuzzed.
             1 => {
                 let shared =
-                    probe::shared_key(&Zeroizing::new(secret), &public(&ours)).expect("shared");
+                    crypto::shared_key(&Zeroizing::new(secret), &public(&ours)).expect("shared");
                 let kind = if a & 1 == 0 { Kind::Ping } else { Kind::Pong };
                 let tx = u64::from_le_bytes(
                     bytes
@@ -51,8 +51,8 @@ fuzz_target!(|data: &[u8]| {
                         .and_then(|b| b.try_into().ok())
                         .unwrap_or_default(),
                 );
-                let sealed = probe::seal(&shared, &public(&secret), [*b; 12], kind, tx);
-                m.handle_probe(now, from, &sealed);
+                let sealed = crypto::seal(&shared, &public(&secret), [*b; 12], kind, tx);
+                m.handle_input(now, from, &sealed);
             }
             // The map changes the peer's endpoints.
             2 => {
@@ -72,11 +72,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let mut actions = 0;
-        while let Some(act) = m.poll_action() {
+        while let Some(t) = m.poll_transmit() {
             actions += 1;
-            if let Action::Send { datagram, .. } = act {
-                assert_eq!(datagram.len(), probe::PROBE_LEN);
-            }
+            assert_eq!(t.contents.len(), PROBE_LEN);
+        }
+        while m.poll_event().is_some() {
+            actions += 1;
         }
         assert!(actions <= 3 * 16 + 8, "{actions} actions in one step");
     }

@@ -17,15 +17,17 @@
 //! first few. A ping from the peer at an endpoint proves it again and
 //! ends its backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use cvlan_core::Transmit;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
-use crate::probe::{self, Key, Kind};
+use crate::crypto;
+use crate::wire::{self, Key, Kind};
 
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 /// Unanswered probes of an endpoint before its probes back off.
@@ -39,6 +41,9 @@ pub const MAX_RETRY_INTERVAL: Duration = Duration::from_secs(16);
 pub const DIRECT_TIMEOUT: Duration = Duration::from_millis(6500);
 /// Probes waiting for an answer, per peer.
 const MAX_OUTSTANDING: usize = 32;
+/// Datagrams and events not yet taken by the caller (it drains them after
+/// every call; this only bounds a caller that does not).
+const MAX_QUEUED: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -49,12 +54,14 @@ pub enum Path {
     None,
 }
 
+/// What the caller must act on. Probes to send come out of
+/// [`PathManager::poll_transmit`] (from the WireGuard socket).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Send this datagram from the WireGuard socket.
-    Send { to: SocketAddr, datagram: Vec<u8> },
-    /// Point the peer's WireGuard endpoint at `endpoint`.
-    SetEndpoint { peer: Key, endpoint: SocketAddr },
+#[non_exhaustive]
+pub enum Event {
+    /// Point the peer's WireGuard endpoint at `endpoint` (a direct
+    /// address, or the relay's entry into the device).
+    UseEndpoint { peer: Key, endpoint: SocketAddr },
 }
 
 /// One endpoint of a peer and when to probe it next.
@@ -131,7 +138,8 @@ pub struct PathManager {
     our_secret: Zeroizing<[u8; 32]>,
     our_public: Key,
     peers: HashMap<Key, PeerPath>,
-    actions: Vec<Action>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
     /// Nonces and transaction ids: a CSPRNG (ChaCha20) from the caller's
     /// seed, which must come from the OS. A probe nonce repeated under one
     /// key would let anyone forge probes, and a guessable transaction id
@@ -155,9 +163,23 @@ impl PathManager {
             our_secret,
             our_public,
             peers: HashMap::new(),
-            actions: Vec::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
             rng: ChaCha20Rng::from_seed(seed),
         }
+    }
+
+    fn send(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        if self.transmits.len() < MAX_QUEUED {
+            self.transmits.push_back(Transmit::to(to, datagram));
+        }
+    }
+
+    fn use_endpoint(&mut self, peer: Key, endpoint: SocketAddr) {
+        if self.events.len() >= MAX_QUEUED {
+            self.events.pop_front(); // a later choice supersedes it
+        }
+        self.events.push_back(Event::UseEndpoint { peer, endpoint });
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -182,7 +204,7 @@ impl PathManager {
         candidates: Vec<SocketAddr>,
         relay: Option<SocketAddr>,
     ) -> Option<SocketAddr> {
-        let shared = probe::shared_key(&self.our_secret, &peer)?;
+        let shared = crypto::shared_key(&self.our_secret, &peer)?;
         let entry = self.peers.entry(peer).or_insert_with(|| PeerPath {
             shared,
             candidates: Vec::new(),
@@ -222,15 +244,16 @@ impl PathManager {
         self.peers.remove(peer);
     }
 
-    /// A probe datagram that arrived on the WireGuard socket.
-    pub fn handle_probe(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let Some(sender) = probe::sender(datagram) else {
+    /// A probe datagram that arrived on the WireGuard socket (anything
+    /// else is ignored).
+    pub fn handle_input(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(sender) = wire::sender(datagram) else {
             return;
         };
         let Some(p) = self.peers.get(&sender) else {
             return; // not a peer of ours: ignored
         };
-        let Some((kind, tx)) = probe::open(&p.shared, datagram) else {
+        let Some((kind, tx)) = crypto::open(&p.shared, datagram) else {
             return;
         };
         match kind {
@@ -250,8 +273,8 @@ impl PathManager {
                 };
                 let shared = p.shared.clone();
                 let nonce = self.nonce();
-                let datagram = probe::seal(&shared, &self.our_public, nonce, Kind::Pong, tx);
-                self.actions.push(Action::Send { to: from, datagram });
+                let datagram = crypto::seal(&shared, &self.our_public, nonce, Kind::Pong, tx);
+                self.send(from, datagram);
             }
             Kind::Pong => {
                 let Some(p) = self.peers.get_mut(&sender) else {
@@ -267,10 +290,7 @@ impl PathManager {
                 }
                 if p.path != Path::Direct(from) && !matches!(p.path, Path::Direct(_)) {
                     p.path = Path::Direct(from);
-                    self.actions.push(Action::SetEndpoint {
-                        peer: sender,
-                        endpoint: from,
-                    });
+                    self.use_endpoint(sender, from);
                 }
             }
         }
@@ -296,10 +316,7 @@ impl PathManager {
                 }
             };
             if let Some(relay) = fallback {
-                self.actions.push(Action::SetEndpoint {
-                    peer: key,
-                    endpoint: relay,
-                });
+                self.use_endpoint(key, relay);
             }
             let due: Vec<SocketAddr> = self
                 .peers
@@ -325,8 +342,8 @@ impl PathManager {
                 if let Some(c) = p.candidates.iter_mut().find(|c| c.addr == to) {
                     c.sent(now, active);
                 }
-                let datagram = probe::seal(&p.shared, &self.our_public, nonce, Kind::Ping, tx);
-                self.actions.push(Action::Send { to, datagram });
+                let datagram = crypto::seal(&p.shared, &self.our_public, nonce, Kind::Ping, tx);
+                self.send(to, datagram);
             }
         }
     }
@@ -335,12 +352,13 @@ impl PathManager {
         self.peers.values().filter_map(PeerPath::next_due).min()
     }
 
-    pub fn poll_action(&mut self) -> Option<Action> {
-        if self.actions.is_empty() {
-            None
-        } else {
-            Some(self.actions.remove(0))
-        }
+    /// The next probe to send from the WireGuard socket.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 }
 
@@ -349,203 +367,5 @@ fn endpoint_of(p: &PeerPath) -> Option<SocketAddr> {
         Path::Relay => p.relay,
         Path::Direct(a) | Path::Unproven(a) => Some(a),
         Path::None => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn public(k: &[u8; 32]) -> Key {
-        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*k)).to_bytes()
-    }
-
-    const A_ADDR: &str = "10.0.0.1:41641";
-    const B_ADDR: &str = "10.0.0.2:41641";
-
-    /// Two managers with a link that can be cut; actions are carried out
-    /// by hand. Returns the endpoints each side set, in order.
-    struct Pair {
-        a: PathManager,
-        b: PathManager,
-        link_up: bool,
-        a_endpoints: Vec<SocketAddr>,
-        b_endpoints: Vec<SocketAddr>,
-    }
-
-    impl Pair {
-        fn new(now: Instant) -> Self {
-            let (ka, kb) = ([1u8; 32], [2u8; 32]);
-            let mut a = PathManager::new(Zeroizing::new(ka), public(&ka), [1; 32]);
-            let mut b = PathManager::new(Zeroizing::new(kb), public(&kb), [2; 32]);
-            let relay: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-            let first_a = a.set_peer(now, public(&kb), vec![B_ADDR.parse().unwrap()], Some(relay));
-            let first_b = b.set_peer(now, public(&ka), vec![A_ADDR.parse().unwrap()], Some(relay));
-            assert_eq!(
-                (first_a, first_b),
-                (Some(relay), Some(relay)),
-                "traffic starts on the relay"
-            );
-            Self {
-                a,
-                b,
-                link_up: true,
-                a_endpoints: vec![],
-                b_endpoints: vec![],
-            }
-        }
-
-        /// When either side next has something due.
-        fn next_due(&self, now: Instant) -> Instant {
-            [self.a.poll_timeout(), self.b.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now)
-                .max(now)
-        }
-
-        fn step(&mut self, now: Instant) {
-            self.a.handle_timeout(now);
-            self.b.handle_timeout(now);
-            for _ in 0..4 {
-                while let Some(act) = self.a.poll_action() {
-                    match act {
-                        Action::Send { datagram, .. } if self.link_up => {
-                            self.b.handle_probe(now, A_ADDR.parse().unwrap(), &datagram)
-                        }
-                        Action::Send { .. } => {}
-                        Action::SetEndpoint { endpoint, .. } => self.a_endpoints.push(endpoint),
-                    }
-                }
-                while let Some(act) = self.b.poll_action() {
-                    match act {
-                        Action::Send { datagram, .. } if self.link_up => {
-                            self.a.handle_probe(now, B_ADDR.parse().unwrap(), &datagram)
-                        }
-                        Action::Send { .. } => {}
-                        Action::SetEndpoint { endpoint, .. } => self.b_endpoints.push(endpoint),
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn traffic_moves_direct_when_probes_answer_and_back_to_the_relay_when_they_stop() {
-        let mut now = Instant::now();
-        let mut pair = Pair::new(now);
-        let relay: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        pair.link_up = false;
-        for _ in 0..5 {
-            pair.step(now);
-            now += PROBE_INTERVAL;
-        }
-        assert!(
-            pair.a_endpoints.is_empty(),
-            "no direct path proven: stays on the relay"
-        );
-        assert_eq!(pair.a.path(&public(&[2; 32])), Some(Path::Relay));
-
-        // The link comes back: the next probe (backed off by now) finds it.
-        pair.link_up = true;
-        let back = now;
-        while pair.a_endpoints.is_empty() {
-            now = pair.next_due(now);
-            assert!(now - back <= MAX_PROBE_INTERVAL, "not found again");
-            pair.step(now);
-        }
-        assert_eq!(pair.a_endpoints, [B_ADDR.parse::<SocketAddr>().unwrap()]);
-        assert_eq!(pair.b_endpoints, [A_ADDR.parse::<SocketAddr>().unwrap()]);
-
-        // The direct path dies: after the timeout, back to the relay.
-        pair.link_up = false;
-        let cut = now;
-        while now < cut + DIRECT_TIMEOUT + PROBE_INTERVAL {
-            now += PROBE_INTERVAL;
-            pair.step(now);
-        }
-        assert_eq!(pair.a_endpoints.last(), Some(&relay));
-        // And direct again when it comes back, sooner: it answered before.
-        pair.link_up = true;
-        let back = now;
-        while pair.a_endpoints.last() != Some(&B_ADDR.parse().unwrap()) {
-            now = pair.next_due(now);
-            assert!(now - back <= MAX_RETRY_INTERVAL, "not found again");
-            pair.step(now);
-        }
-    }
-
-    #[test]
-    fn an_endpoint_that_never_answers_is_probed_ever_less_often() {
-        // A peer that advertises someone else's addresses: nothing there
-        // answers. Ten minutes of probing each of them:
-        let mut now = Instant::now();
-        let start = now;
-        let mut m = PathManager::new(Zeroizing::new([1; 32]), public(&[1; 32]), [4; 32]);
-        let victims: Vec<SocketAddr> = (1..=3)
-            .map(|i| format!("198.51.100.{i}:443").parse().unwrap())
-            .collect();
-        m.set_peer(now, public(&[2; 32]), victims.clone(), None);
-        let mut sent = std::collections::HashMap::<SocketAddr, usize>::new();
-        while now - start < Duration::from_secs(600) {
-            m.handle_timeout(now);
-            while let Some(a) = m.poll_action() {
-                if let Action::Send { to, .. } = a {
-                    *sent.entry(to).or_default() += 1;
-                }
-            }
-            now = m.poll_timeout().unwrap().max(now);
-        }
-        for v in &victims {
-            let n = sent[v];
-            // 300 each at a steady 2 s; backed off: the first few, then one
-            // a minute.
-            assert!((10..=20).contains(&n), "{v}: {n} probes");
-        }
-        // Whatever was due at the end goes out; then the peer shows up at
-        // one of them: its ping ends that backoff.
-        m.handle_timeout(now);
-        while m.poll_action().is_some() {}
-        let theirs = probe::shared_key(&Zeroizing::new([2; 32]), &public(&[1; 32])).unwrap();
-        let ping = probe::seal(&theirs, &public(&[2; 32]), [7; 12], Kind::Ping, 99);
-        m.handle_probe(now, victims[0], &ping);
-        let _ = m.poll_action(); // our pong
-        m.handle_timeout(now);
-        let probed: Vec<SocketAddr> = std::iter::from_fn(|| m.poll_action())
-            .filter_map(|a| match a {
-                Action::Send { to, .. } => Some(to),
-                Action::SetEndpoint { .. } => None,
-            })
-            .collect();
-        assert_eq!(probed, [victims[0]], "probed again at once, the others not");
-    }
-
-    #[test]
-    fn strangers_forged_and_unsolicited_probes_change_nothing() {
-        let now = Instant::now();
-        let mut pair = Pair::new(now);
-        let stranger_key = Zeroizing::new([9u8; 32]);
-        let shared = probe::shared_key(&stranger_key, &public(&[1; 32])).unwrap();
-        let ping = probe::seal(&shared, &public(&[9; 32]), [0; 12], Kind::Ping, 1);
-        pair.a
-            .handle_probe(now, "10.9.9.9:1".parse().unwrap(), &ping);
-        assert!(pair.a.poll_action().is_none(), "strangers get no answer");
-        // A pong nobody asked for, from B's real key but an unprobed address.
-        let ab = probe::shared_key(&Zeroizing::new([2u8; 32]), &public(&[1; 32])).unwrap();
-        let pong = probe::seal(&ab, &public(&[2; 32]), [0; 12], Kind::Pong, 12345);
-        pair.a
-            .handle_probe(now, "10.6.6.6:1".parse().unwrap(), &pong);
-        assert!(pair.a.poll_action().is_none());
-        assert_eq!(pair.a.path(&public(&[2; 32])), Some(Path::Relay));
-    }
-
-    #[test]
-    fn without_a_relay_the_first_endpoint_is_used_at_once() {
-        let now = Instant::now();
-        let mut m = PathManager::new(Zeroizing::new([1; 32]), public(&[1; 32]), [3; 32]);
-        let e = m.set_peer(now, public(&[2; 32]), vec![B_ADDR.parse().unwrap()], None);
-        assert_eq!(e, Some(B_ADDR.parse().unwrap()));
-        assert!(matches!(m.path(&public(&[2; 32])), Some(Path::Unproven(_))));
     }
 }
