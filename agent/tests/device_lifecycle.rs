@@ -2,14 +2,15 @@
 //! wireguard-tools and iproute2 (wg-quick also needs wireguard-go for the
 //! peer): ignored by default, run by CI with `--include-ignored`.
 
-mod lab;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lab::{Impl, Lab};
+use testkit::host as lab;
+use testkit::wg_lab::{Impl, Lab};
+
+const CVLAN_WG: &str = env!("CARGO_BIN_EXE_cvlan-wg");
 
 fn uapi(lab: &Lab, request: &str) -> String {
     let mut s = UnixStream::connect(lab.socket_path(0)).expect("connect uapi");
@@ -45,7 +46,7 @@ fn wait_gone(path: &std::path::Path, secs: u64) -> bool {
 #[ignore = "needs root, wireguard-tools, iproute2 (CI runs it)"]
 fn bad_uapi_lines_get_an_errno_and_the_device_keeps_running() {
     lab::require(&["wg", "ip"]);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(CVLAN_WG);
     lab.start(0, Impl::Cvlan);
     lab.configure(0, false);
     assert_eq!(uapi(&lab, "set=1\nbogus=1\n\n"), "errno=-22\n\n");
@@ -86,7 +87,7 @@ fn bad_uapi_lines_get_an_errno_and_the_device_keeps_running() {
 #[ignore = "needs root, iproute2 (CI runs it)"]
 fn sigterm_removes_socket_and_interface() {
     lab::require(&["ip"]);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(CVLAN_WG);
     lab.start(0, Impl::Cvlan);
     let ns = lab.sides[0].ns.clone();
     let ifname = lab.sides[0].ifname.clone();
@@ -119,7 +120,7 @@ fn sigterm_removes_socket_and_interface() {
 #[ignore = "needs root, wireguard-tools (wg-quick), wireguard-go, iproute2 (CI runs it)"]
 fn wg_quick_brings_cvlan_wg_up_and_down() {
     lab::require(&["wg", "wg-quick", "wireguard-go", "ip", "ping"]);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(CVLAN_WG);
     // Side b: wireguard-go configured with wg, no endpoint for a.
     lab.start(1, Impl::WireguardGo);
     lab.configure(1, false);
@@ -142,7 +143,7 @@ fn wg_quick_brings_cvlan_wg_up_and_down() {
     let up = Command::new("ip")
         .args(["netns", "exec", &a.ns, "wg-quick", "up"])
         .arg(&conf_path)
-        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", lab::cvlan_wg())
+        .env("WG_QUICK_USERSPACE_IMPLEMENTATION", CVLAN_WG)
         .output()
         .expect("wg-quick up");
     assert!(
@@ -176,7 +177,7 @@ fn wg_quick_brings_cvlan_wg_up_and_down() {
 #[ignore = "needs root, wireguard-tools, iproute2 (CI runs it)"]
 fn idle_device_stays_under_10_mb_rss() {
     lab::require(&["wg", "ip"]);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(CVLAN_WG);
     lab.start(0, Impl::Cvlan);
     lab.configure(0, true);
     std::thread::sleep(Duration::from_millis(500));

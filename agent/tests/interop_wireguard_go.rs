@@ -2,9 +2,10 @@
 //! through `wg`. Needs root + wireguard-go + wireguard-tools + iproute2:
 //! ignored by default, run by CI with `--include-ignored`.
 
-mod lab;
+use testkit::host as lab;
+use testkit::wg_lab::{Impl, Lab};
 
-use lab::{Impl, Lab};
+const CVLAN_WG: &str = env!("CARGO_BIN_EXE_cvlan-wg");
 
 const TRANSFER: usize = 50 * 1024 * 1024;
 const TRANSFER_V6: usize = 10 * 1024 * 1024;
@@ -13,7 +14,7 @@ const TRANSFER_V6: usize = 10 * 1024 * 1024;
 /// learns the initiator's endpoint from the handshake.
 fn interop(initiator: Impl, responder: Impl, port: u16) {
     lab::require(&["wg", "wireguard-go", "ip", "ping"]);
-    let mut lab = Lab::new();
+    let mut lab = Lab::new(CVLAN_WG);
     lab.start(0, initiator);
     lab.start(1, responder);
     lab.configure(0, true);

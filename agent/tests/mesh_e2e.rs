@@ -6,15 +6,14 @@
 //! `cvlan-controller` binary next to `cvlan-agent` in the target directory
 //! (`cargo test --workspace` builds it; `cargo build -p controller` does too).
 
-mod lab;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lab::{require, run, transfer};
+use testkit::host::{require, run};
+use testkit::transfer::transfer;
 
 static NEXT_MESH: AtomicU32 = AtomicU32::new(0);
 

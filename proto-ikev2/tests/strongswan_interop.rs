@@ -16,7 +16,7 @@
 
 mod interop;
 use interop::driver::{self, Outcome, Plan};
-use interop::lab::*;
+use testkit::strongswan::*;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -9,9 +9,7 @@
 //! Needs root and strongSwan (CI installs it): ignored by default.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
-#[path = "../../proto-ikev2/tests/interop/lab.rs"]
-mod lab;
-use lab::*;
+use testkit::strongswan::*;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};

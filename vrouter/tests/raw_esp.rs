@@ -8,9 +8,6 @@
 //! Needs root and nftables (CI installs it): ignored by default.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
-#[path = "support/transfer.rs"]
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -216,7 +213,12 @@ fn two_vrouters_speak_raw_esp_without_a_nat() {
     }
     assert!(p.ping(0) && p.ping(1), "{}", p.logs());
 
-    let mbps = support::ten_mib(&p.ns[1], &p.ns[0], SocketAddr::from((HOST[1], 5301)));
+    let mbps = testkit::transfer::transfer(
+        p.ns[0].clone(),
+        p.ns[1].clone(),
+        SocketAddr::from((HOST[1], 5301)),
+        10 << 20,
+    );
     eprintln!("10 MiB over raw ESP at {mbps:.0} Mbit/s");
 
     let counters = sh(&[

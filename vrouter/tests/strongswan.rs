@@ -7,11 +7,7 @@
 //! Needs root and strongSwan (CI installs it): ignored by default.
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
-#[path = "../../proto-ikev2/tests/interop/lab.rs"]
-mod lab;
-use lab::*;
-#[path = "support/transfer.rs"]
-mod support;
+use testkit::strongswan::*;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -213,7 +209,12 @@ fn ping(ns: &str, from: std::net::Ipv4Addr, to: std::net::Ipv4Addr) -> bool {
 /// 10 MiB from our side to a listener on their protected host, checked
 /// byte for byte; returns Mbit/s.
 fn transfer(lab: &Lab) -> f64 {
-    support::ten_mib(&lab.theirs, &lab.ours, SocketAddr::from((THEIR_HOST, 5201)))
+    testkit::transfer::transfer(
+        lab.ours.clone(),
+        lab.theirs.clone(),
+        SocketAddr::from((THEIR_HOST, 5201)),
+        10 << 20,
+    )
 }
 
 #[test]

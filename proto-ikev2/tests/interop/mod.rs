@@ -1,3 +1,2 @@
 //! Support for the tests against real peers.
 pub mod driver;
-pub mod lab;

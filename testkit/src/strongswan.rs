@@ -4,12 +4,6 @@
 //! per test (PSK or a certificate of the test PKI, rekey and DPD timers,
 //! fragment size). Unique names; everything is removed on drop. Needs
 //! root and strongSwan.
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::disallowed_methods,
-    clippy::unwrap_used
-)]
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -90,21 +84,10 @@ pub fn swanctl_in(ns: &str, dir: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+pub use crate::host::sh;
 
 pub fn require_root_and_strongswan() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    assert!(root, "needs root (network namespaces)");
+    crate::host::require_root("network namespaces");
     assert!(
         std::path::Path::new(CHARON).exists()
             && std::path::Path::new("/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so")
@@ -115,6 +98,7 @@ pub fn require_root_and_strongswan() {
 }
 
 /// strongSwan's side of the tunnel.
+#[derive(Debug)]
 pub struct Charon {
     pub rekey_child: &'static str,
     pub life_child: &'static str,
@@ -154,7 +138,7 @@ impl Default for Charon {
 }
 
 pub fn pki(name: &str) -> String {
-    // From proto-ikev2 or any sibling crate that includes this file.
+    // The test PKI lives with the IKEv2 crate's test data.
     format!(
         "{}/../proto-ikev2/tests/data/pki/{name}",
         env!("CARGO_MANIFEST_DIR")
@@ -162,6 +146,7 @@ pub fn pki(name: &str) -> String {
 }
 
 /// Two namespaces joined by a veth pair, charon running in one of them.
+#[derive(Debug)]
 pub struct Lab {
     pub theirs: String,
     pub ours: String,

@@ -1,20 +1,21 @@
-//! A two-namespace lab for tests against real WireGuard peers.
+//! A two-namespace lab for tests against real WireGuard peers: each side
+//! runs cvlan-wg or wireguard-go, configured with `wg`.
 //!
 //! Needs root, iproute2, wireguard-tools (`wg`) and, for the peer,
 //! wireguard-go: tests using it are `#[ignore]`d with that reason and run
 //! by CI with `--include-ignored`. Every name is unique per process and
 //! per lab, and `Drop` tears everything down even when a test fails.
 
-#![allow(dead_code, unreachable_pub)]
-
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+
+use crate::host::run;
+use crate::transfer::transfer;
 
 static NEXT_LAB: AtomicU32 = AtomicU32::new(0);
 
@@ -25,6 +26,7 @@ pub enum Impl {
     WireguardGo,
 }
 
+#[derive(Debug)]
 pub struct Side {
     pub ns: String,
     pub ifname: String,
@@ -37,54 +39,12 @@ pub struct Side {
     pub log: PathBuf,
 }
 
+#[derive(Debug)]
 pub struct Lab {
     pub sides: [Side; 2],
     dir: PathBuf,
-}
-
-/// Runs a command; panics with its output if it fails.
-pub fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tool_exists(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Fails loudly (never skips) when the environment cannot run the lab.
-pub fn require(tools: &[&str]) {
-    // SAFETY-free check of root: /proc/self/status Uid line.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let root = status
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    assert!(
-        root,
-        "this test needs root (network namespaces); run as root or leave it ignored"
-    );
-    for t in tools {
-        assert!(
-            tool_exists(t),
-            "this test needs `{t}` (apt-get install wireguard-go wireguard-tools iproute2)"
-        );
-    }
-}
-
-pub fn cvlan_wg() -> &'static str {
-    env!("CARGO_BIN_EXE_cvlan-wg")
+    /// The cvlan-wg binary (`env!("CARGO_BIN_EXE_cvlan-wg")` in its crate).
+    cvlan_wg: PathBuf,
 }
 
 fn genkey(path: &Path) -> String {
@@ -99,8 +59,9 @@ fn genkey(path: &Path) -> String {
 }
 
 impl Lab {
-    /// Two namespaces on a veth pair, underlay 10.x.y.1/.2, no devices yet.
-    pub fn new() -> Self {
+    /// Two namespaces on a veth pair, underlay 10.x.y.1/.2, no devices
+    /// yet; `cvlan_wg` runs the sides started as [`Impl::Cvlan`].
+    pub fn new(cvlan_wg: impl Into<PathBuf>) -> Self {
         let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{}{}", std::process::id() % 100_000, n);
         let dir = std::env::temp_dir().join(format!("cvlan-lab-{tag}"));
@@ -131,6 +92,7 @@ impl Lab {
         let lab = Self {
             sides: [make("a", 1), make("b", 2)],
             dir,
+            cvlan_wg: cvlan_wg.into(),
         };
         let (va, vb) = (format!("cv{tag}va"), format!("cv{tag}vb"));
         for s in &lab.sides {
@@ -169,7 +131,7 @@ impl Lab {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &s.ns]);
         match which {
-            Impl::Cvlan => cmd.args([cvlan_wg(), "-f", &s.ifname]),
+            Impl::Cvlan => cmd.arg(&self.cvlan_wg).args(["-f", &s.ifname]),
             Impl::WireguardGo => cmd.args(["wireguard-go", "-f", &s.ifname]),
         };
         cmd.env("WG_PROCESS_FOREGROUND", "1")
@@ -318,98 +280,4 @@ impl Drop for Lab {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A reproducible byte stream (xorshift), so the receiver can check every
-/// byte without the sender's copy, however TCP splits the reads.
-pub struct Stream {
-    state: u64,
-    word: [u8; 8],
-    used: usize,
-}
-
-impl Stream {
-    pub fn new(seed: u64) -> Self {
-        Self {
-            state: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
-            word: [0; 8],
-            used: 8,
-        }
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for b in buf {
-            if self.used == 8 {
-                self.state ^= self.state << 13;
-                self.state ^= self.state >> 7;
-                self.state ^= self.state << 17;
-                self.word = self.state.to_le_bytes();
-                self.used = 0;
-            }
-            *b = self.word[self.used];
-            self.used += 1;
-        }
-    }
-}
-
-/// Sends `len` bytes of a seeded stream over TCP from namespace `src_ns` to
-/// `dst` (in `dst_ns`) and checks every byte on arrival. Returns Mbit/s.
-pub fn transfer(src_ns: String, dst_ns: String, dst: SocketAddr, len: usize) -> f64 {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || -> Result<usize, String> {
-        netstack::netns::enter(&dst_ns).map_err(|e| format!("enter {dst_ns}: {e}"))?;
-        let listener = TcpListener::bind(dst).map_err(|e| format!("bind {dst}: {e}"))?;
-        ready_tx.send(()).map_err(|e| e.to_string())?;
-        let (mut conn, _) = listener.accept().map_err(|e| e.to_string())?;
-        conn.set_read_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        let mut expected = Stream::new(7);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut want = vec![0u8; 64 * 1024];
-        let mut got = 0usize;
-        loop {
-            let n = conn
-                .read(&mut buf)
-                .map_err(|e| format!("read after {got} bytes: {e}"))?;
-            if n == 0 {
-                return Ok(got);
-            }
-            expected.fill(&mut want[..n]);
-            if let Some(i) = buf[..n].iter().zip(&want[..n]).position(|(a, b)| a != b) {
-                return Err(format!("byte {} differs", got + i));
-            }
-            got += n;
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("server ready");
-    let started = Instant::now();
-    let client = std::thread::spawn(move || -> Result<(), String> {
-        netstack::netns::enter(&src_ns).map_err(|e| format!("enter {src_ns}: {e}"))?;
-        let mut conn = TcpStream::connect_timeout(&dst, Duration::from_secs(10))
-            .map_err(|e| format!("connect: {e}"))?;
-        let mut stream = Stream::new(7);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(buf.len());
-            stream.fill(&mut buf[..n]);
-            conn.write_all(&buf[..n])
-                .map_err(|e| format!("write: {e}"))?;
-            left -= n;
-        }
-        conn.shutdown(std::net::Shutdown::Write)
-            .map_err(|e| e.to_string())
-    });
-    client
-        .join()
-        .expect("client thread")
-        .unwrap_or_else(|e| panic!("client: {e}"));
-    let got = server
-        .join()
-        .expect("server thread")
-        .unwrap_or_else(|e| panic!("server: {e}"));
-    assert_eq!(got, len, "bytes received");
-    (len as f64 * 8.0) / started.elapsed().as_secs_f64() / 1e6
 }

@@ -1,0 +1,16 @@
+//! Dev-only support for the tests that run against real peers, in network
+//! namespaces (root; CI runs them with `--include-ignored`):
+//!
+//! - [`host`]: root and tool checks that fail loudly, commands that must succeed;
+//! - [`wg_lab`]: two namespaces on a veth pair, each side cvlan-wg or wireguard-go;
+//! - [`strongswan`]: charon in a namespace of its own, configured per test;
+//! - [`transfer`]: TCP between namespaces, every byte checked on arrival.
+//!
+//! A lab panics when something it needs fails: that is how a test fails.
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used)]
+
+pub mod host;
+pub mod strongswan;
+pub mod transfer;
+pub mod wg_lab;
