@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # iperf3 through the tunnel: cvlan-wg on both sides vs wireguard-go on both
 # sides, interleaved in one run, RUNS each (default 3); prints medians and
-# the ratio. Run as root after `cargo build --release -p agent`.
+# the ratio. Run as root after `cargo build --release -p wg-device`.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 RUNS=${RUNS:-3}

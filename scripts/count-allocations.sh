@@ -2,7 +2,7 @@
 # Proves the running daemon allocates nothing per packet: a cvlan-wg pair
 # in namespaces, side A under valgrind (DHAT); counts A's heap blocks after
 # a short and a long ping run and prints the difference per packet.
-# Run as root after `cargo build --release -p agent`; needs valgrind.
+# Run as root after `cargo build --release -p wg-device`; needs valgrind.
 set -u
 bin=$(cd "$(dirname "$0")/.." && pwd)/target/release/cvlan-wg
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 2; }

@@ -23,11 +23,11 @@ use zeroize::Zeroizing;
 use crate::control_client::{self, controller_address, ConnectParams, ControlEvent};
 use crate::lifecycle::{Action, Input, Lifecycle, Phase};
 use crate::local_api::{self, Reply, Request};
-use crate::mesh::{uapi_lines_with, Change, Mesh};
+use crate::mesh::{peer_changes_with, Change, Mesh};
 use crate::relay_path::{choose_home, RelayLink};
 use crate::settings::{CachedMap, HelloClock, Saved, StateDir};
-use crate::wg_device::{self, DeviceHandle};
 use proto_path::{Event as PathEvent, Path, PathManager};
+use wg_device::DeviceHandle;
 
 #[derive(Clone)]
 pub struct DaemonOptions {
@@ -136,10 +136,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         other_datagrams: Some(probe_tx),
     })
     .map_err(|e| format!("interface {}: {e}", opts.interface))?;
-    let private = Zeroizing::new(format!("private_key={}", hex::encode(*node_key)));
-    let port = format!("listen_port={}", opts.listen_port);
+    device.set_private_key(&node_key);
     device
-        .set([private.as_str(), port.as_str()])
+        .set_listen_port(opts.listen_port)
         .map_err(|e| format!("configuring the device: {e}"))?;
     let device = Arc::new(device);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -482,11 +481,11 @@ impl Daemon {
             }
         }
         let (paths, relay) = (&mut self.paths, &self.relay);
-        let text = uapi_lines_with(changes, |p| {
+        let device_changes = peer_changes_with(changes, |p| {
             let proxy = relay.as_ref().and_then(|r| r.proxy_for(p.node_key).ok());
             paths.set_peer(now, p.node_key, p.endpoints.clone(), proxy)
         });
-        if let Err(e) = self.device.set(text.lines()) {
+        if let Err(e) = self.device.configure(&device_changes) {
             warn!(error = %e, "device refused peer configuration");
         }
         for c in changes {
@@ -521,13 +520,8 @@ impl Daemon {
             if !self.mesh.peers.values().any(|p| p.node_key == peer) {
                 continue;
             }
-            let lines = [
-                format!("public_key={}", hex::encode(peer)),
-                format!("endpoint={endpoint}"),
-            ];
-            match self.device.set(lines.iter().map(String::as_str)) {
-                Ok(()) => info!(peer = %hex::encode(&peer[..4]), %endpoint, "path changed"),
-                Err(e) => warn!(error = %e, "could not set the endpoint"),
+            if self.device.set_endpoint(&peer, endpoint) {
+                info!(peer = %hex::encode(&peer[..4]), %endpoint, "path changed");
             }
         }
     }
@@ -740,7 +734,7 @@ impl Daemon {
             "status" => Reply::ok(self.status()),
             "peers" => Reply::ok(crate::report::peers(
                 &self.mesh,
-                &self.device.get(),
+                &self.device.peers(),
                 |k| match self.paths.path(k) {
                     Some(Path::Relay) => "relay".to_string(),
                     Some(Path::Direct(_)) => "direct".to_string(),
@@ -768,10 +762,7 @@ impl Daemon {
         let mut fresh = Zeroizing::new([0u8; 32]);
         cvlan_core::seed::fill(&mut fresh[..]).map_err(|e| e.to_string())?;
         self.state.store_node_key(&fresh)?;
-        let line = Zeroizing::new(format!("private_key={}", hex::encode(*fresh)));
-        self.device
-            .set([line.as_str()])
-            .map_err(|e| format!("device refused the new key: {e}"))?;
+        self.device.set_private_key(&fresh);
         self.node_public = *proto_wg::PrivateKey::from_bytes(*fresh)
             .public_key()
             .as_bytes();

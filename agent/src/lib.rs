@@ -1,7 +1,7 @@
-//! The endpoint side of CloudVLAN: `cvlan-agent` (a node of the mesh:
-//! control connection, lifecycle, WireGuard peers from the network map)
-//! and `cvlan-wg` (the userspace WireGuard device it is built on, usable
-//! on its own like wireguard-go).
+//! The endpoint side of CloudVLAN: `cvlan-agent`, a node of the mesh
+//! (control connection, lifecycle, WireGuard peers from the network map,
+//! path discovery through proto-path, relay fallback, CLI), on the
+//! userspace WireGuard device of `wg-device`.
 #![forbid(unsafe_code)]
 
 pub mod control_client;
@@ -13,5 +13,3 @@ pub mod relay_client;
 pub mod relay_path;
 pub mod report;
 pub mod settings;
-pub mod uapi;
-pub mod wg_device;

@@ -1,14 +1,15 @@
 //! The node's view of the network: its own registration and its peers, as
 //! the controller's map says. Applying a map (full or delta) yields the
-//! exact changes, and those become UAPI `set` lines for the WireGuard
-//! device, so a new map never disturbs tunnels to peers that did not change.
+//! exact changes, and those become the WireGuard device's peer changes,
+//! so a new map never disturbs tunnels to peers that did not change.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 
+use cvlan_core::IpPrefix;
 use proto_control::messages::{key32, MapUpdate, Peer, Registered};
 use thiserror::Error;
+use wg_device::{PeerChange, PeerConfig};
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -134,54 +135,48 @@ impl Mesh {
     }
 }
 
-fn configure_peer(out: &mut String, p: &MeshPeer, endpoint: Option<SocketAddr>) {
-    let _ = writeln!(out, "public_key={}", hex::encode(p.node_key));
-    let _ = writeln!(out, "replace_allowed_ips=true");
-    let _ = writeln!(out, "allowed_ip={}/32", p.address);
-    if let Some(e) = endpoint {
-        let _ = writeln!(out, "endpoint={e}");
-    }
-    // Keeps NAT mappings open, and (being new to the device) sends a
-    // keepalive at once: a restarted node handshakes with every peer
-    // right away instead of waiting for the peers' rekey timeout.
-    let _ = writeln!(out, "persistent_keepalive_interval={PERSISTENT_KEEPALIVE}");
+fn configure_peer(p: &MeshPeer, endpoint: Option<SocketAddr>) -> PeerChange {
+    PeerChange::Upsert(PeerConfig {
+        public_key: p.node_key,
+        allowed_ips: vec![IpPrefix::host(p.address.into())],
+        endpoint,
+        // Keeps NAT mappings open, and (being new to the device) sends a
+        // keepalive at once: a restarted node handshakes with every peer
+        // right away instead of waiting for the peers' rekey timeout.
+        persistent_keepalive: PERSISTENT_KEEPALIVE,
+        preshared_key: None,
+    })
 }
 
 /// Seconds, as WireGuard's own recommendation for peers behind NAT.
 const PERSISTENT_KEEPALIVE: u16 = 25;
 
-fn remove_peer(out: &mut String, key: &[u8; 32]) {
-    let _ = writeln!(out, "public_key={}", hex::encode(key));
-    let _ = writeln!(out, "remove=true");
-}
-
-/// UAPI `set` lines that carry `changes` out on the device, with each
-/// peer's endpoint as `endpoint` picks it (the path manager's choice). A
-/// peer whose key rotated is removed under its old key and added under
-/// the new one.
-pub fn uapi_lines_with(
+/// The device changes that carry `changes` out, with each peer's endpoint
+/// as `endpoint` picks it (the path manager's choice). A peer whose key
+/// rotated is removed under its old key and added under the new one.
+pub fn peer_changes_with(
     changes: &[Change],
     mut endpoint: impl FnMut(&MeshPeer) -> Option<SocketAddr>,
-) -> String {
-    let mut out = String::new();
+) -> Vec<PeerChange> {
+    let mut out = Vec::new();
     for c in changes {
         match c {
-            Change::Add(p) => configure_peer(&mut out, p, endpoint(p)),
-            Change::Remove(p) => remove_peer(&mut out, &p.node_key),
+            Change::Add(p) => out.push(configure_peer(p, endpoint(p))),
+            Change::Remove(p) => out.push(PeerChange::Remove(p.node_key)),
             Change::Update { old, new } => {
                 if old.node_key != new.node_key {
-                    remove_peer(&mut out, &old.node_key);
+                    out.push(PeerChange::Remove(old.node_key));
                 }
-                configure_peer(&mut out, new, endpoint(new));
+                out.push(configure_peer(new, endpoint(new)));
             }
         }
     }
     out
 }
 
-/// As [`uapi_lines_with`], each peer at its first reported endpoint.
-pub fn uapi_lines(changes: &[Change]) -> String {
-    uapi_lines_with(changes, MeshPeer::endpoint)
+/// As [`peer_changes_with`], each peer at its first reported endpoint.
+pub fn peer_changes(changes: &[Change]) -> Vec<PeerChange> {
+    peer_changes_with(changes, MeshPeer::endpoint)
 }
 
 #[cfg(test)]
@@ -240,16 +235,20 @@ mod tests {
         };
         let (c, _) = m.apply(&delta).unwrap();
         assert_eq!(c.len(), 2);
-        let text = uapi_lines(&c);
-        let key = |b: u8| hex::encode([b; 32]);
+        let device_changes = peer_changes(&c);
         assert_eq!(
-            text,
-            format!(
-                "public_key={}\nremove=true\npublic_key={}\nreplace_allowed_ips=true\nallowed_ip=100.64.0.1/32\nendpoint=10.0.0.1:41641\npersistent_keepalive_interval=25\npublic_key={}\nremove=true\n",
-                key(1),
-                key(9),
-                key(2)
-            )
+            device_changes,
+            [
+                PeerChange::Remove([1; 32]),
+                PeerChange::Upsert(PeerConfig {
+                    public_key: [9; 32],
+                    allowed_ips: vec!["100.64.0.1/32".parse().unwrap()],
+                    endpoint: Some("10.0.0.1:41641".parse().unwrap()),
+                    persistent_keepalive: 25,
+                    preshared_key: None,
+                }),
+                PeerChange::Remove([2; 32]),
+            ]
         );
         assert_eq!(m.version, 7);
         let stale = MapUpdate {

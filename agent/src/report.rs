@@ -5,46 +5,13 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use wg_device::PeerInfo;
+
 use crate::mesh::Mesh;
 
-#[derive(Debug, Default)]
-struct PeerStats {
-    endpoint: Option<String>,
-    last_handshake: u64,
-    rx: u64,
-    tx: u64,
-}
-
-/// Per-peer counters from the device's UAPI `get` text, by public key (hex).
-fn stats(uapi: &str) -> HashMap<String, PeerStats> {
-    let mut out: HashMap<String, PeerStats> = HashMap::new();
-    let mut current: Option<String> = None;
-    for line in uapi.lines() {
-        let Some((k, v)) = line.split_once('=') else {
-            continue;
-        };
-        if k == "public_key" {
-            out.entry(v.to_string()).or_default();
-            current = Some(v.to_string());
-            continue;
-        }
-        let Some(entry) = current.as_ref().map(|c| out.entry(c.clone()).or_default()) else {
-            continue; // the device section (it holds the private key)
-        };
-        match k {
-            "endpoint" => entry.endpoint = Some(v.to_string()),
-            "last_handshake_time_sec" => entry.last_handshake = v.parse().unwrap_or(0),
-            "rx_bytes" => entry.rx = v.parse().unwrap_or(0),
-            "tx_bytes" => entry.tx = v.parse().unwrap_or(0),
-            _ => {}
-        }
-    }
-    out
-}
-
 /// `path` names the path each peer's traffic takes (relay or direct).
-pub fn peers(mesh: &Mesh, uapi: &str, path: impl Fn(&[u8; 32]) -> String) -> String {
-    let stats = stats(uapi);
+pub fn peers(mesh: &Mesh, device: &[PeerInfo], path: impl Fn(&[u8; 32]) -> String) -> String {
+    let stats: HashMap<[u8; 32], &PeerInfo> = device.iter().map(|p| (p.public_key.0, p)).collect();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -55,13 +22,13 @@ pub fn peers(mesh: &Mesh, uapi: &str, path: impl Fn(&[u8; 32]) -> String) -> Str
         "NAME", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"
     );
     for p in mesh.peers.values() {
-        let s = stats.get(&hex::encode(p.node_key));
+        let s = stats.get(&p.node_key);
         let endpoint = s
-            .and_then(|s| s.endpoint.clone())
-            .unwrap_or_else(|| "-".into());
-        let handshake = match s.map_or(0, |s| s.last_handshake) {
-            0 => "never".to_string(),
-            t => format!("{}s ago", now.saturating_sub(t)),
+            .and_then(|s| s.endpoint)
+            .map_or_else(|| "-".into(), |e| e.to_string());
+        let handshake = match s.and_then(|s| s.last_handshake) {
+            None => "never".to_string(),
+            Some(t) => format!("{}s ago", now.saturating_sub(t.as_secs())),
         };
         let _ = writeln!(
             out,
@@ -71,8 +38,8 @@ pub fn peers(mesh: &Mesh, uapi: &str, path: impl Fn(&[u8; 32]) -> String) -> Str
             path(&p.node_key),
             endpoint,
             handshake,
-            s.map_or(0, |s| s.rx),
-            s.map_or(0, |s| s.tx)
+            s.map_or(0, |s| s.rx_bytes),
+            s.map_or(0, |s| s.tx_bytes)
         );
     }
     out
@@ -94,17 +61,55 @@ pub fn routes(mesh: &Mesh, address: Option<(Ipv4Addr, u8)>, interface: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mesh::MeshPeer;
+    use std::time::{Duration, Instant};
+
+    fn mesh_peer(id: u64, key: u8) -> MeshPeer {
+        MeshPeer {
+            node_id: id,
+            name: format!("node-{id}"),
+            node_key: [key; 32],
+            address: Ipv4Addr::new(100, 64, 0, id as u8),
+            endpoints: vec![],
+        }
+    }
 
     #[test]
-    fn device_counters_are_read_per_peer_and_never_the_private_key() {
-        let text = "private_key=aa\nlisten_port=1\npublic_key=bb\nendpoint=10.0.0.1:5\nrx_bytes=10\ntx_bytes=20\nlast_handshake_time_sec=7\npublic_key=cc\n";
-        let s = stats(text);
-        assert_eq!(s.len(), 2);
+    fn each_row_shows_the_devices_own_view_of_that_peer() {
+        let mut device = proto_wg::Device::new([0; 32], Instant::now(), Duration::from_secs(1));
+        let id = device.add_peer(proto_wg::PublicKey([1; 32])).unwrap();
+        device.set_endpoint(id, "10.0.0.1:5".parse().unwrap());
+        let mut mesh = Mesh::default();
+        mesh.peers.insert(1, mesh_peer(1, 1));
+        mesh.peers.insert(2, mesh_peer(2, 2)); // not (yet) on the device
+        let view: Vec<PeerInfo> = device.peers().collect();
+        let text = peers(&mesh, &view, |k| {
+            if k[0] == 1 {
+                "direct".into()
+            } else {
+                "relay".into()
+            }
+        });
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
         assert_eq!(
-            (s["bb"].rx, s["bb"].tx, s["bb"].last_handshake),
-            (10, 20, 7)
+            rows[1],
+            [
+                "node-1",
+                "100.64.0.1",
+                "direct",
+                "10.0.0.1:5",
+                "never",
+                "0",
+                "0"
+            ]
         );
-        assert_eq!(s["bb"].endpoint.as_deref(), Some("10.0.0.1:5"));
-        assert!(!s.contains_key("aa"));
+        assert_eq!(
+            rows[2],
+            ["node-2", "100.64.0.2", "relay", "-", "never", "0", "0"]
+        );
     }
 }

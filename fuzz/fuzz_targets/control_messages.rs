@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
             match assembler.push(part) {
                 Ok(Some(update)) => {
                     if let Ok((changes, _)) = mesh.apply(&update) {
-                        let _ = agent::mesh::uapi_lines(&changes);
+                        let _ = agent::mesh::peer_changes(&changes);
                     }
                 }
                 Ok(None) => {}

@@ -2,7 +2,7 @@
 #![no_main]
 use std::time::{Duration, Instant};
 
-use agent::uapi::{self, Sockets, UapiError};
+use wg_device::uapi::{self, Sockets, UapiError};
 use libfuzzer_sys::fuzz_target;
 use proto_wg::Device;
 

@@ -1,6 +1,6 @@
 //! WireGuard's cross-platform userspace API (the `key=value` protocol `wg`
 //! speaks over `/var/run/wireguard/IFNAME.sock`), as pure functions over a
-//! [`Device`]. Socket handling is in `wg_device`; this file has no IO, so
+//! [`Device`]. Socket handling is in `device`; this file has no IO, so
 //! every rule of the protocol is unit-tested.
 
 use std::fmt::Write as _;

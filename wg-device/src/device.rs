@@ -19,11 +19,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use netstack::udp::{RecvBatch, UdpSender};
 use netstack::Tun;
 use proto_wg::{
-    ConsumedInitiation, Device, Event, Incoming, InitiationJob, OpenJob, Prepared, Received,
-    SealJob, Transmit, DATA_HEADER_LEN,
+    ConsumedInitiation, Device, Event, Incoming, InitiationJob, OpenJob, PeerInfo, Prepared,
+    Received, SealJob, Transmit, DATA_HEADER_LEN,
 };
 use tracing::{debug, info, warn};
 
+use crate::config::{self, ConfigError, PeerChange};
 use crate::uapi::{self, Sockets, UapiError};
 
 /// Largest IP packet a TUN read returns, plus room for header, padding, tag.
@@ -523,7 +524,8 @@ fn os_seed() -> io::Result<[u8; 32]> {
 /// A running device: its threads serve the TUN interface, the UDP socket
 /// and the UAPI socket (so `wg show` works) until [`DeviceHandle::stop`]
 /// or until one of them fails. The embedding program configures it with
-/// the same UAPI text `wg set` sends.
+/// typed calls ([`DeviceHandle::configure`] and the setters), outside
+/// tools through the UAPI socket.
 pub struct DeviceHandle {
     shared: Arc<Shared>,
     stop_tx: mpsc::Sender<String>,
@@ -540,15 +542,47 @@ impl std::fmt::Debug for DeviceHandle {
 }
 
 impl DeviceHandle {
-    /// Applies UAPI `set` lines (without `set=1` and the blank line).
-    pub fn set<'a>(&self, lines: impl IntoIterator<Item = &'a str>) -> Result<(), UapiError> {
-        apply_set(&self.shared, lines)
+    /// Sets (or, all zero, removes) the device's private key.
+    pub fn set_private_key(&self, key: &zeroize::Zeroizing<[u8; 32]>) {
+        let key = (**key != [0u8; 32]).then(|| proto_wg::PrivateKey::from_bytes(**key));
+        self.with_device(|device| device.set_private_key(key));
     }
 
-    /// The UAPI `get` answer: configuration and per-peer state. Holds the
-    /// private key: it wipes itself when dropped.
-    pub fn get(&self) -> zeroize::Zeroizing<String> {
-        uapi::get(&self.shared.device(), &SocketControl(&self.shared))
+    /// Moves the device to UDP port `port` (0: any free one).
+    pub fn set_listen_port(&self, port: u16) -> Result<(), ConfigError> {
+        SocketControl(&self.shared)
+            .set_listen_port(port)
+            .map_err(|e| match e {
+                UapiError::PortInUse(p) => ConfigError::PortInUse(p),
+                _ => ConfigError::Socket,
+            })
+    }
+
+    /// Adds, updates and removes peers (see [`config::apply`]); what the
+    /// change makes the device send (a keepalive, a handshake) goes out.
+    pub fn configure(&self, changes: &[PeerChange]) -> Result<(), ConfigError> {
+        self.with_device(|device| config::apply(device, Instant::now(), changes))
+    }
+
+    /// Points a peer the device has at `endpoint`; false if it has none.
+    pub fn set_endpoint(&self, peer: &[u8; 32], endpoint: SocketAddr) -> bool {
+        self.with_device(|device| config::set_endpoint(device, peer, endpoint))
+    }
+
+    /// Every peer's configuration and counters.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        self.shared.device().peers().collect()
+    }
+
+    /// Runs `f` on the device under its lock, then sends what it queued.
+    fn with_device<T>(&self, f: impl FnOnce(&mut Device) -> T) -> T {
+        let mut pending = Vec::new();
+        let mut device = self.shared.device();
+        let out = f(&mut device);
+        drain(&mut device, &mut pending);
+        drop(device);
+        self.shared.send_all(&mut UdpSender::new(), &mut pending);
+        out
     }
 
     pub fn tun(&self) -> &Tun {

@@ -83,12 +83,12 @@ fn main() -> ExitCode {
         return daemonize(&cli.interface);
     }
     init_logging();
-    let opts = agent::wg_device::Options {
+    let opts = wg_device::Options {
         ifname: cli.interface.clone(),
         socket_dir: PathBuf::from(SOCKET_DIR),
         other_datagrams: None,
     };
-    match agent::wg_device::run(&opts, || {}) {
+    match wg_device::run(&opts, || {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cvlan-wg: {}: {e}", cli.interface);
