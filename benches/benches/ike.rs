@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use proto_ikev2::cert::{Certificate, TrustStore};
-use proto_ikev2::sig::PrivateKey;
+use proto_ikev2::crypto::sig::PrivateKey;
 use proto_ikev2::wire::TrafficSelector;
 use proto_ikev2::{Config, Credentials, EspProposal, Identity, IkeProposal, IkeSa, Phase, Timers};
 

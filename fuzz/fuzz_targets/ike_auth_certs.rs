@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use proto_ikev2::cert::{Certificate, TrustStore};
-use proto_ikev2::sig::PrivateKey;
+use proto_ikev2::crypto::sig::PrivateKey;
 use proto_ikev2::wire::consts::{exchange, payload as pt};
 use proto_ikev2::wire::{Auth, CertData, Identification, Payload, TrafficSelector, Writer};
 use proto_ikev2::{

@@ -6,7 +6,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use proto_ikev2::crypto::Encr;
-use proto_ikev2::sk;
+use proto_ikev2::crypto::sk;
 use proto_ikev2::wire::{parse_chain, Message, Payload, Writer};
 
 /// The payloads without the unknown-attribute flags.

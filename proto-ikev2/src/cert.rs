@@ -22,8 +22,8 @@ use x509_cert::der::{Decode, DecodePem, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, SubjectAltName};
 
-use crate::config::Identity;
-use crate::sig::{self, PublicKey, SigAlg};
+use crate::crypto::sig::{self, PublicKey, SigAlg};
+use crate::identity::Identity;
 
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");

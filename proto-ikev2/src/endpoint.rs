@@ -10,15 +10,13 @@ use cvlan_core::IpPrefix;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hmac::{Hmac, Mac};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::child_slots::SpiTable;
 use crate::config::Config;
+use crate::crypto::cookie::CookieJar;
 use crate::ike_sa::{Event, IkeSa, Phase, Role, Transmit, NAT_T_PORT};
 use crate::wire::consts::{exchange, flags, notify, payload as pt};
 use crate::wire::{Header, Message, Notify, Payload, Writer, HEADER_LEN};
@@ -124,9 +122,7 @@ pub struct Endpoint {
     /// Bytes each SA holds in fragments, and their sum.
     fragment_bytes: HashMap<SaHandle, usize>,
     fragment_total: usize,
-    cookie_secret: Zeroizing<[u8; 32]>,
-    previous_secret: Zeroizing<[u8; 32]>,
-    secret_version: u8,
+    cookies: CookieJar,
     rotate_at: Option<Instant>,
     drops: Drops,
     unix_time: Option<u64>,
@@ -152,9 +148,7 @@ impl Endpoint {
             half_open_by_source: HashMap::new(),
             fragment_bytes: HashMap::new(),
             fragment_total: 0,
-            previous_secret: secret.clone(),
-            cookie_secret: secret,
-            secret_version: 0,
+            cookies: CookieJar::new(secret),
             rotate_at: None,
             drops: Drops::default(),
             unix_time: None,
@@ -393,31 +387,6 @@ impl Endpoint {
         }
     }
 
-    /// Cookie = version | HMAC-SHA-256(secret, Ni | IPi | SPIi), truncated:
-    /// the construction RFC 7296 §2.6 suggests, keyed instead of hashed.
-    fn cookie(
-        &self,
-        secret: &[u8; 32],
-        version: u8,
-        ni: &[u8],
-        ip: IpAddr,
-        spi_i: u64,
-    ) -> [u8; 17] {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-        m.update(ni);
-        match ip {
-            IpAddr::V4(a) => m.update(&a.octets()),
-            IpAddr::V6(a) => m.update(&a.octets()),
-        }
-        m.update(&spi_i.to_be_bytes());
-        let tag = m.finalize().into_bytes();
-        let mut out = [0u8; 17];
-        out[0] = version;
-        out[1..].copy_from_slice(&tag[..16]);
-        out
-    }
-
     fn check_cookie(&self, from: SocketAddr, msg: &[u8]) -> CookieCheck {
         let Ok(m) = Message::parse(msg) else {
             return CookieCheck::Invalid;
@@ -432,18 +401,7 @@ impl Endpoint {
         let Some(Payload::Nonce(ni)) = m.find(pt::NONCE) else {
             return CookieCheck::Invalid;
         };
-        let Some(&version) = n.data.first() else {
-            return CookieCheck::Invalid;
-        };
-        let secret = if version == self.secret_version {
-            &self.cookie_secret
-        } else if version == self.secret_version.wrapping_sub(1) {
-            &self.previous_secret
-        } else {
-            return CookieCheck::Invalid;
-        };
-        let want = self.cookie(secret, version, ni, from.ip(), m.header.spi_i);
-        if n.data.len() == want.len() && bool::from(n.data.ct_eq(&want)) {
+        if self.cookies.verify(n.data, ni, from.ip(), m.header.spi_i) {
             CookieCheck::Valid
         } else {
             CookieCheck::Invalid
@@ -458,13 +416,7 @@ impl Endpoint {
             self.drops.malformed += 1;
             return;
         };
-        let cookie = self.cookie(
-            &self.cookie_secret,
-            self.secret_version,
-            ni,
-            from.ip(),
-            header.spi_i,
-        );
+        let cookie = self.cookies.make(ni, from.ip(), header.spi_i);
         let mut w = Writer::message(Header {
             spi_r: 0,
             flags: flags::RESPONSE,
@@ -497,9 +449,9 @@ impl Endpoint {
         match self.rotate_at {
             None => self.rotate_at = Some(now + self.config.cookie_rotation),
             Some(t) if now >= t => {
-                self.previous_secret = self.cookie_secret.clone();
-                self.rng.fill_bytes(&mut self.cookie_secret[..]);
-                self.secret_version = self.secret_version.wrapping_add(1);
+                let mut fresh = Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(&mut fresh[..]);
+                self.cookies.rotate(fresh);
                 self.rotate_at = Some(now + self.config.cookie_rotation);
             }
             Some(_) => {}

@@ -2,9 +2,11 @@
 //!
 //! - [`wire`]: the message format, zero-copy parsing and a writer that
 //!   fills in every length; never panics on any input.
-//! - [`crypto`]: the PRF and prf+, Diffie-Hellman groups 14/19/20/31 and
-//!   the key schedule. [`sk`]: the Encrypted payload, sealed with
-//!   proto-esp's ciphers (one file of symmetric crypto for IKE and ESP).
+//! - [`crypto`]: every primitive in one folder: PRF and prf+, DH groups
+//!   14/19/20/31, the key schedule, the Encrypted (SK) payload (sealed
+//!   with proto-esp's ciphers), PSK AUTH, signatures, cookies, NAT hashes.
+//! - [`cert`]: X.509 certificates and their checks; [`identity`]: IKE
+//!   identities (ID payloads) and how a certificate proves one.
 //! - [`proposal`]: strongSwan-style proposal strings, SA payloads, and
 //!   the choice of a suite from a peer's offer.
 //! - [`IkeSa`]: one IKE SA, initiator or responder: IKE_SA_INIT, IKE_AUTH
@@ -19,18 +21,15 @@
 //! caller supplies per SA.
 #![forbid(unsafe_code)]
 
-pub mod auth;
 pub mod cert;
 pub mod child;
 pub mod child_slots;
 pub mod config;
 pub mod crypto;
 pub mod endpoint;
+pub mod identity;
 pub mod ike_sa;
-pub mod nat;
 pub mod proposal;
-pub mod sig;
-pub mod sk;
 pub mod wire;
 
 pub use child::ChildSa;

@@ -12,7 +12,7 @@ use common::*;
 use std::sync::Arc;
 
 use proto_ikev2::cert::{Certificate, TrustStore};
-use proto_ikev2::sig::PrivateKey;
+use proto_ikev2::crypto::sig::PrivateKey;
 use proto_ikev2::{Config, Credentials, DownReason, Identity, Phase};
 
 fn pem(name: &str) -> String {

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)] // a test panics to report a failure
 
 use proto_ikev2::cert::{CertError, Certificate, TrustStore};
-use proto_ikev2::sig::{self, Hash, PrivateKey, SigAlg};
+use proto_ikev2::crypto::sig::{self, Hash, PrivateKey, SigAlg};
 use proto_ikev2::Identity;
 use rand_core::SeedableRng;
 

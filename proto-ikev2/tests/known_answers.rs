@@ -170,7 +170,7 @@ fn prf_plus_is_the_rfc_7296_construction() {
 /// the seven keys, the MACed IDs and PSK AUTH of both sides.
 #[test]
 fn key_schedule_and_psk_auth_match_strongswan() {
-    use proto_ikev2::auth::{maced_id, psk_auth};
+    use proto_ikev2::crypto::auth::{maced_id, psk_auth};
     use proto_ikev2::crypto::keys::KeyLengths;
     use proto_ikev2::crypto::IkeKeys;
     use proto_ikev2::wire::consts::{id_type, payload as pt};

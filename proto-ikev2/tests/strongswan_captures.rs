@@ -6,8 +6,8 @@
 //! payloads tshark decoded.
 #![allow(clippy::unwrap_used)] // a test panics to report a failure
 
+use proto_ikev2::crypto::sk;
 use proto_ikev2::crypto::{integ_from_transform, Encr};
-use proto_ikev2::sk;
 use proto_ikev2::wire::consts::{exchange, payload as pt, transform};
 use proto_ikev2::wire::{parse_chain, Header, Message, Payload, Writer};
 

@@ -55,7 +55,7 @@ fn answer_strongswan(lab: &Lab, mut plan: Plan) -> Outcome {
 /// Our certificate credentials from the test PKI.
 fn cert_creds(name: &str, rsa_pss: bool) -> Credentials {
     use proto_ikev2::cert::{Certificate, TrustStore};
-    use proto_ikev2::sig::PrivateKey;
+    use proto_ikev2::crypto::sig::PrivateKey;
     let read = |f: String| std::fs::read_to_string(f).unwrap();
     Credentials::Certificate {
         cert: Arc::new(Certificate::from_pem(&read(pki(&format!("{name}.pem")))).unwrap()),

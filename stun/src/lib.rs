@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod integrity;
 pub mod server;
 pub mod wire;
 
 pub use client::{BindingClient, ClientConfig, ClientError, Event, MappingBehavior};
-pub use wire::{is_stun, long_term_key, Class, Message, MessageBuilder, StunError, TransactionId};
+pub use integrity::long_term_key;
+pub use wire::{is_stun, Class, Message, MessageBuilder, StunError, TransactionId};

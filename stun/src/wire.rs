@@ -12,8 +12,9 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use hmac::{Hmac, Mac};
 use thiserror::Error;
+
+use crate::integrity::{self, MacAlg};
 
 pub const HEADER_LEN: usize = 20;
 pub const MAGIC_COOKIE: u32 = 0x2112_a442;
@@ -56,8 +57,6 @@ const KNOWN_REQUIRED: [u16; 11] = [
     ATTR_USERHASH,
     ATTR_XOR_MAPPED_ADDRESS,
 ];
-
-const FINGERPRINT_XOR: u32 = 0x5354_554e;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -342,36 +341,21 @@ impl<'a> Message<'a> {
     /// Verifies MESSAGE-INTEGRITY (HMAC-SHA1) with `key` (the password for
     /// short-term credentials, `long_term_key` for long-term ones).
     pub fn check_integrity(&self, key: &[u8]) -> Result<(), StunError> {
-        self.check_hmac::<Hmac<sha1::Sha1>>(ATTR_MESSAGE_INTEGRITY, 20, key)
+        self.check_mac(MacAlg::HmacSha1, ATTR_MESSAGE_INTEGRITY, key)
     }
 
     /// Verifies MESSAGE-INTEGRITY-SHA256.
     pub fn check_integrity_sha256(&self, key: &[u8]) -> Result<(), StunError> {
-        self.check_hmac::<Hmac<sha2::Sha256>>(ATTR_MESSAGE_INTEGRITY_SHA256, 32, key)
+        self.check_mac(MacAlg::HmacSha256, ATTR_MESSAGE_INTEGRITY_SHA256, key)
     }
 
-    fn check_hmac<M: Mac + hmac::digest::KeyInit>(
-        &self,
-        kind: u16,
-        len: usize,
-        key: &[u8],
-    ) -> Result<(), StunError> {
+    fn check_mac(&self, alg: MacAlg, kind: u16, key: &[u8]) -> Result<(), StunError> {
         let a = self.attribute(kind).ok_or(StunError::Missing(kind))?;
-        // RFC 8489 allows truncated SHA-256 MACs down to 16 bytes.
-        if a.value.len() != len
-            && !(kind == ATTR_MESSAGE_INTEGRITY_SHA256 && (16..=32).contains(&a.value.len()))
-        {
+        if !alg.valid_length(a.value.len()) {
             return Err(StunError::BadAttribute(kind));
         }
         let (length, head, rest) = self.covered(a.offset, a.value.len());
-        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
-            .map_err(|_| StunError::BadIntegrity)?;
-        mac.update(head);
-        mac.update(&length);
-        mac.update(rest);
-        let tag = mac.finalize().into_bytes();
-        let ok = subtle::ConstantTimeEq::ct_eq(&tag[..a.value.len()], a.value);
-        if bool::from(ok) {
+        if integrity::verify(alg, key, &[head, &length, rest], a.value) {
             Ok(())
         } else {
             Err(StunError::BadIntegrity)
@@ -392,7 +376,7 @@ impl<'a> Message<'a> {
         if a.value.len() != 4 || a.offset + 8 != self.bytes.len() {
             return Err(StunError::BadFingerprint);
         }
-        if crc32(&self.bytes[..a.offset]) ^ FINGERPRINT_XOR == be32(a.value, 0) {
+        if integrity::fingerprint(&self.bytes[..a.offset]) == be32(a.value, 0) {
             Ok(())
         } else {
             Err(StunError::BadFingerprint)
@@ -419,47 +403,6 @@ fn decode_address(v: &[u8], xor: Option<&[u8]>) -> Option<SocketAddr> {
         }
         _ => None,
     }
-}
-
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xedb88320), as FINGERPRINT
-/// uses it. A 256-entry table built at compile time.
-pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    !data.iter().fold(!0u32, |c, b| {
-        TABLE[((c ^ u32::from(*b)) & 0xff) as usize] ^ (c >> 8)
-    })
-}
-
-/// The long-term credential key: MD5(username ":" realm ":" password).
-/// The password must already be SASLprep'd by the caller.
-pub fn long_term_key(username: &str, realm: &str, password: &str) -> [u8; 16] {
-    use md5::Digest;
-    let mut h = md5::Md5::new();
-    for (i, part) in [username, realm, password].iter().enumerate() {
-        if i > 0 {
-            h.update(b":");
-        }
-        h.update(part.as_bytes());
-    }
-    h.finalize().into()
 }
 
 /// Writes a message into a caller buffer, attribute by attribute.
@@ -561,12 +504,8 @@ impl<'b> MessageBuilder<'b> {
         self.attribute(ATTR_UNKNOWN_ATTRIBUTES, &v[..n])
     }
 
-    fn hmac<M: Mac + hmac::digest::KeyInit>(
-        &mut self,
-        kind: u16,
-        len: usize,
-        key: &[u8],
-    ) -> Result<&mut Self, StunError> {
+    fn mac(&mut self, alg: MacAlg, kind: u16, key: &[u8]) -> Result<&mut Self, StunError> {
+        let len = alg.tag_len();
         let end = self.len + 4 + len;
         if end > self.buf.len() {
             return Err(StunError::BufferTooSmall);
@@ -574,20 +513,17 @@ impl<'b> MessageBuilder<'b> {
         // The MAC covers the header with the length already counting itself.
         let body = (end - HEADER_LEN) as u16;
         self.buf[2..4].copy_from_slice(&body.to_be_bytes());
-        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key)
-            .map_err(|_| StunError::BufferTooSmall)?;
-        mac.update(&self.buf[..self.len]);
-        let tag = mac.finalize().into_bytes();
+        let tag = integrity::tag(alg, key, &[&self.buf[..self.len]]);
         self.attribute(kind, &tag[..len])
     }
 
     /// MESSAGE-INTEGRITY over everything written so far.
     pub fn message_integrity(&mut self, key: &[u8]) -> Result<&mut Self, StunError> {
-        self.hmac::<Hmac<sha1::Sha1>>(ATTR_MESSAGE_INTEGRITY, 20, key)
+        self.mac(MacAlg::HmacSha1, ATTR_MESSAGE_INTEGRITY, key)
     }
 
     pub fn message_integrity_sha256(&mut self, key: &[u8]) -> Result<&mut Self, StunError> {
-        self.hmac::<Hmac<sha2::Sha256>>(ATTR_MESSAGE_INTEGRITY_SHA256, 32, key)
+        self.mac(MacAlg::HmacSha256, ATTR_MESSAGE_INTEGRITY_SHA256, key)
     }
 
     /// FINGERPRINT; must be the last attribute.
@@ -598,7 +534,7 @@ impl<'b> MessageBuilder<'b> {
         }
         let body = (end - HEADER_LEN) as u16;
         self.buf[2..4].copy_from_slice(&body.to_be_bytes());
-        let crc = crc32(&self.buf[..self.len]) ^ FINGERPRINT_XOR;
+        let crc = integrity::fingerprint(&self.buf[..self.len]);
         self.attribute(ATTR_FINGERPRINT, &crc.to_be_bytes())
     }
 
@@ -690,7 +626,7 @@ mod tests {
 
     #[test]
     fn crc32_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+        assert_eq!(integrity::crc32(b"123456789"), 0xcbf4_3926);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto_ikev2::cert::{Certificate, TrustStore};
-use proto_ikev2::sig::PrivateKey;
+use proto_ikev2::crypto::sig::PrivateKey;
 use proto_ikev2::wire::TrafficSelector;
 use proto_ikev2::{
     ChildBudget, ChildLimits, Config, Credentials, EndpointConfig, EspProposal, Identity,

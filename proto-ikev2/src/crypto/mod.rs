@@ -1,10 +1,27 @@
-//! Every primitive IKE uses, in one place: the PRF and prf+ (`prf.rs`),
-//! Diffie-Hellman groups (`dh.rs`), the key schedule (`keys.rs`). The SK
-//! payload's cipher is proto-esp's `Cipher`, shared with the data path.
+//! All of IKE's cryptography, in one folder:
+//!
+//! - `prf.rs`: the PRF and prf+; `keys.rs`: the key schedule (SKEYSEED,
+//!   SK_*, Child SA key material);
+//! - `dh.rs`: Diffie-Hellman groups 14, 19, 20 and 31;
+//! - `sk.rs`: the Encrypted (SK) payload, sealed with proto-esp's
+//!   `Cipher`, shared with the data path (one file of symmetric crypto
+//!   for IKE and ESP);
+//! - `auth.rs`: PSK AUTH data and its constant-time check; `sig.rs`:
+//!   signatures for certificate AUTH (ECDSA, RSA PKCS#1 v1.5 and PSS,
+//!   RFC 7427 digital signatures);
+//! - `cookie.rs`: the responder's stateless cookies;
+//! - `nat.rs`: the NAT detection hashes.
+//!
+//! `cert.rs` (outside) is X.509 parsing and path checks; it calls `sig`.
 
+pub mod auth;
+pub mod cookie;
 pub mod dh;
 pub mod keys;
+pub mod nat;
 pub mod prf;
+pub mod sig;
+pub mod sk;
 
 pub use dh::{DhError, DhGroup, KeyShare};
 pub use keys::{ChildKeys, IkeKeys};

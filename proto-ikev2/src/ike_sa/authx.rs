@@ -9,9 +9,9 @@ use crate::child::{ChildSa, DirectionKeys};
 use crate::child_slots::{ChildSlot, SpiClaim};
 use crate::config::Identity;
 use crate::crypto::keys::KeyLengths;
+use crate::crypto::sig::Hash;
 use crate::crypto::ChildKeys;
 use crate::proposal::{accept_esp_answer, choose_esp, esp_answer, ChildExchange, EspSuite};
-use crate::sig::Hash;
 use crate::wire::consts::{exchange, notify, payload as pt};
 use crate::wire::{
     Auth, CertData, Identification, Notify, Payload, SaPayload, TrafficSelector, Writer,

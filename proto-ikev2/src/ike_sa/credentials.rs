@@ -5,10 +5,10 @@
 //! that did not announce SIGNATURE_HASH_ALGORITHMS).
 
 use super::IkeSa;
-use crate::auth::{auth_matches, maced_id, psk_auth};
 use crate::cert::{CertError, Certificate};
 use crate::config::{Credentials, Identity};
-use crate::sig::{self, Hash, PrivateKey, SigAlg};
+use crate::crypto::auth::{auth_matches, maced_id, psk_auth};
+use crate::crypto::sig::{self, Hash, PrivateKey, SigAlg};
 use crate::wire::consts::auth_method;
 use crate::wire::Payload;
 

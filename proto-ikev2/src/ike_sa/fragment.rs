@@ -6,7 +6,7 @@
 use proto_esp::Cipher;
 use sha2::{Digest, Sha256};
 
-use crate::sk;
+use crate::crypto::sk;
 use crate::wire::{Header, HEADER_LEN, PAYLOAD_HEADER_LEN};
 
 /// More fragments than any certificate chain needs; bounds what a peer

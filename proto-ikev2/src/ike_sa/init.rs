@@ -13,10 +13,10 @@ use super::{authx, first_error, DownReason, IkeSa, Protection, RequestKind, Role
 use super::{Transmit, NON_ESP_MARKER};
 use crate::config::Config;
 use crate::crypto::keys::KeyLengths;
+use crate::crypto::nat::detection_hash;
+use crate::crypto::sig::{supported_hashes, Hash};
 use crate::crypto::{IkeKeys, KeyShare};
-use crate::nat::detection_hash;
 use crate::proposal::{accept_ike_answer, choose_ike, ike_answer, ike_sa_payload, IkeSuite};
-use crate::sig::{supported_hashes, Hash};
 use crate::wire::consts::{exchange, flags, notify, payload as pt};
 use crate::wire::{CertData, Header, KeyExchange, Message, Notify, Payload, Writer};
 

@@ -29,9 +29,9 @@ use sha2::{Digest, Sha256};
 use crate::child::ChildSa;
 use crate::child_slots::{ChildSlot, SpiClaim, SpiTable};
 use crate::config::{Config, Identity};
+use crate::crypto::sk;
 use crate::crypto::IkeKeys;
 use crate::proposal::IkeSuite;
-use crate::sk;
 use crate::wire::consts::{exchange, flags, notify, protocol};
 use crate::wire::{parse_chain, Delete, Header, Message, Notify, Payload, Writer};
 

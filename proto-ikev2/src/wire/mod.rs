@@ -143,7 +143,7 @@ pub struct Message<'a> {
 
 impl<'a> Message<'a> {
     /// Parses a whole message. An encrypted (SK/SKF) payload stays opaque
-    /// here; see [`crate::sk`] to open it.
+    /// here; see [`crate::crypto::sk`] to open it.
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let header = Header::parse(buf)?;
         let payloads = parse_chain(header.next_payload, &buf[HEADER_LEN..])?;

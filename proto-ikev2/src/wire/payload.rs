@@ -315,7 +315,7 @@ impl<'a> Payload<'a> {
     }
 
     /// Appends the payload's body (everything after the generic header).
-    /// SK/SKF bodies are written by [`crate::sk`], not here.
+    /// SK/SKF bodies are written by [`crate::crypto::sk`], not here.
     pub fn emit_body(&self, out: &mut Vec<u8>) {
         match self {
             Self::Sa(sa) => sa.emit(out),
