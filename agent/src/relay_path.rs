@@ -225,7 +225,7 @@ pub async fn choose_home(relays: &[RelayInfo]) -> Option<usize> {
         }
     }
     while let Some(t) = client.poll_transmit() {
-        let _ = socket.send_to(&t.payload, t.to).await;
+        let _ = socket.send_to(&t.contents, t.destination).await;
     }
     let mut buf = [0u8; 1500];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);

@@ -4,11 +4,14 @@
 use std::net::SocketAddr;
 
 /// A datagram (or, with `segment_size`, a GSO batch of them) to send.
+///
+/// `S` is what the machine knows of the source: by default
+/// `Option<SocketAddr>` (`None`: the caller's one socket), and
+/// `SocketAddr` for a machine that always must choose, such as an IKE
+/// gateway on ports 500 and 4500 (`Transmit<SocketAddr>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// Our address to send from, when the machine knows which one it
-    /// must be (a gateway on several ports); `None`: the caller's socket.
-    pub source: Option<SocketAddr>,
+pub struct Transmit<S = Option<SocketAddr>> {
+    pub source: S,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
     /// `Some(n)`: `contents` is datagrams of `n` bytes back to back (the
@@ -21,6 +24,18 @@ impl Transmit {
     pub fn to(destination: SocketAddr, contents: Vec<u8>) -> Self {
         Self {
             source: None,
+            destination,
+            contents,
+            segment_size: None,
+        }
+    }
+}
+
+impl Transmit<SocketAddr> {
+    /// One datagram from `source`.
+    pub fn from_to(source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) -> Self {
+        Self {
+            source,
             destination,
             contents,
             segment_size: None,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use vrouter::config::Settings;
+use proto_ikev2::Transmit;
 use vrouter::gateway::{Gateway, Output};
 
 fn settings(listen: &str, tunnels: &str) -> Settings {
@@ -40,11 +41,12 @@ fn pump(gws: &mut [Gateway; 2], now: Instant) {
     for _ in 0..8 {
         for i in 0..2 {
             while let Some(o) = gws[i].poll_output() {
-                if let Output::Udp {
+                if let Output::Udp(Transmit {
                     source,
                     destination,
                     contents,
-                } = o
+                    ..
+                }) = o
                 {
                     gws[1 - i].handle_udp(now, source, destination, &contents);
                 }

@@ -381,7 +381,7 @@ impl Endpoint {
                     notify: refusal.notify,
                 });
                 if let Some(t) = refusal.reply {
-                    self.transmits.push_back(t);
+                    self.transmits.push_back(*t);
                 }
             }
         }
@@ -438,11 +438,8 @@ impl Endpoint {
         } else {
             reply
         };
-        self.transmits.push_back(Transmit {
-            source: to,
-            destination: from,
-            contents,
-        });
+        self.transmits
+            .push_back(Transmit::from_to(to, from, contents));
     }
 
     fn rotate_secret(&mut self, now: Instant) {

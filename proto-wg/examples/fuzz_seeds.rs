@@ -25,7 +25,7 @@ fn main() -> std::io::Result<()> {
     let messages: Vec<Vec<u8>> = pair
         .nodes
         .iter()
-        .flat_map(|n| n.sent.iter().map(|t| t.payload.clone()))
+        .flat_map(|n| n.sent.iter().map(|t| t.contents.clone()))
         .collect();
 
     let parse_dir = root.join("wg_wire_parse");

@@ -40,14 +40,13 @@ use cvlan_core::IpPrefix;
 const MAX_QUEUED_TRANSMITS: usize = 4096;
 const MAX_QUEUED_EVENTS: usize = 1024;
 
-/// A datagram the caller must send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub kind: TransmitKind,
-    pub payload: Vec<u8>,
-}
+/// A datagram the caller must send (from its WireGuard socket): a
+/// handshake message, a cookie reply, a keepalive, or a data packet that
+/// had waited for a session. [`TransmitKind::of`] tells which.
+pub use cvlan_core::Transmit;
 
+/// Which of WireGuard's messages a datagram is, by its type byte (and,
+/// for data, whether it carries a packet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TransmitKind {
@@ -55,8 +54,23 @@ pub enum TransmitKind {
     Response,
     CookieReply,
     Keepalive,
-    /// A data packet that had waited for a session.
     Data,
+}
+
+impl TransmitKind {
+    /// The kind of a datagram with WireGuard's framing, else `None`.
+    pub fn of(datagram: &[u8]) -> Option<Self> {
+        if !crate::wire::is_wireguard(datagram) {
+            return None;
+        }
+        Some(match datagram[0] {
+            crate::wire::MSG_INITIATION => Self::Initiation,
+            crate::wire::MSG_RESPONSE => Self::Response,
+            crate::wire::MSG_COOKIE_REPLY => Self::CookieReply,
+            _ if datagram.len() == crate::wire::DATA_MIN_LEN => Self::Keepalive,
+            _ => Self::Data,
+        })
+    }
 }
 
 /// Something the caller may want to know or log.
@@ -823,11 +837,7 @@ impl Device {
             &own.mac_keys,
             &mut self.rng,
         );
-        self.push_transmit(Transmit {
-            to: from,
-            kind: TransmitKind::CookieReply,
-            payload: reply.to_vec(),
-        });
+        self.push_transmit(Transmit::to(from, reply.to_vec()));
         Err(RecvError::CookieSent)
     }
 
@@ -906,11 +916,7 @@ impl Device {
         peer.timers_any_authenticated_packet_received();
         peer.timers_session_derived(now);
         peer.timers_any_authenticated_packet_sent();
-        self.push_transmit(Transmit {
-            to: from,
-            kind: TransmitKind::Response,
-            payload: response.to_vec(),
-        });
+        self.push_transmit(Transmit::to(from, response.to_vec()));
         Ok(())
     }
 
@@ -1034,11 +1040,7 @@ impl Device {
         if let Some(peer) = self.peers.get_mut(&id) {
             peer.timers_handshake_initiated(now, jitter);
         }
-        self.push_transmit(Transmit {
-            to,
-            kind: TransmitKind::Initiation,
-            payload: msg.to_vec(),
-        });
+        self.push_transmit(Transmit::to(to, msg.to_vec()));
     }
 
     /// wireguard-go's `SendKeepalive`: an empty packet joins the staged
@@ -1086,17 +1088,10 @@ impl Device {
             peer.tx_bytes += len as u64;
             peer.timers_any_authenticated_packet_traversal(now);
             peer.timers_any_authenticated_packet_sent();
-            let kind = if packet.is_empty() {
-                TransmitKind::Keepalive
-            } else {
+            if !packet.is_empty() {
                 peer.timers_data_sent(now, jitter);
-                TransmitKind::Data
-            };
-            out.push(Transmit {
-                to,
-                kind,
-                payload: buf,
-            });
+            }
+            out.push(Transmit::to(to, buf));
         }
         for t in out {
             self.push_transmit(t);

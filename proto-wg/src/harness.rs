@@ -135,11 +135,7 @@ impl Pair {
         let out = node.device.encapsulate(now, &mut buf, packet.len())?;
         if let Encapsulated::Send { to, len } = out {
             buf.truncate(len);
-            node.sent.push(Transmit {
-                to,
-                kind: crate::TransmitKind::Data,
-                payload: buf.clone(),
-            });
+            node.sent.push(Transmit::to(to, buf.clone()));
             self.put_on_link(from, to, buf);
         }
         Ok(out)
@@ -168,7 +164,7 @@ impl Pair {
         for i in 0..2 {
             while let Some(t) = self.nodes[i].device.poll_transmit() {
                 self.nodes[i].sent.push(t.clone());
-                self.put_on_link(i, t.to, t.payload);
+                self.put_on_link(i, t.destination, t.contents);
             }
             while let Some(e) = self.nodes[i].device.poll_event() {
                 self.nodes[i].events.push(e);

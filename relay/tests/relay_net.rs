@@ -310,7 +310,7 @@ async fn the_relay_answers_stun_with_the_address_it_sees() {
         .query(now, server_addr, stun::wire::TransactionId([7; 12]))
         .unwrap();
     let t = client.poll_transmit().unwrap();
-    socket.send_to(&t.payload, t.to).await.unwrap();
+    socket.send_to(&t.contents, t.destination).await.unwrap();
     let mut buf = [0u8; 1500];
     let (n, from) = timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
         .await

@@ -40,12 +40,8 @@ impl Default for ClientConfig {
     }
 }
 
-/// A request to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub to: SocketAddr,
-    pub payload: Vec<u8>,
-}
+/// A request to send (from the caller's socket).
+pub use cvlan_core::Transmit;
 
 /// What the NAT in front of us does with mappings (RFC 4787 terms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,10 +143,8 @@ impl BindingClient {
         b.fingerprint()?;
         let n = b.finish();
         let request = buf[..n].to_vec();
-        self.transmits.push_back(Transmit {
-            to: server,
-            payload: request.clone(),
-        });
+        self.transmits
+            .push_back(Transmit::to(server, request.clone()));
         let rto = self.config.rto;
         self.transactions.push(Transaction {
             id,
@@ -275,10 +269,8 @@ impl BindingClient {
             t.sent += 1;
             t.rto *= 2;
             t.next += t.rto;
-            self.transmits.push_back(Transmit {
-                to: t.server,
-                payload: t.request.clone(),
-            });
+            self.transmits
+                .push_back(Transmit::to(t.server, t.request.clone()));
             if t.sent >= self.config.rc {
                 self.last_wait(i);
             }
@@ -323,7 +315,7 @@ mod tests {
     /// Our server's answer to `t`, as if `t` had come from `seen_as`.
     fn reply(t: &Transmit, seen_as: SocketAddr) -> Vec<u8> {
         let mut out = [0u8; 256];
-        let Answer::Reply(n) = answer(&t.payload, seen_as, &mut out) else {
+        let Answer::Reply(n) = answer(&t.contents, seen_as, &mut out) else {
             panic!("server ignored request")
         };
         out[..n].to_vec()
@@ -341,7 +333,7 @@ mod tests {
         let mut c = BindingClient::new(ClientConfig::default());
         c.query(t0, server, TransactionId([1; 12])).expect("query");
         let tx = c.poll_transmit().expect("request");
-        assert_eq!(tx.to, server);
+        assert_eq!(tx.destination, server);
         let now = t0 + Duration::from_millis(30);
         c.handle_input(now, server, &reply(&tx, addr(US)))
             .expect("response");
@@ -420,12 +412,12 @@ mod tests {
         c.handle_timeout(t0 + Duration::from_millis(500));
         c.handle_timeout(t0 + Duration::from_millis(1500));
         assert_eq!(
-            c.poll_transmit().map(|t| t.payload),
-            Some(first.payload.clone())
+            c.poll_transmit().map(|t| t.contents),
+            Some(first.contents.clone())
         );
         assert_eq!(
-            c.poll_transmit().map(|t| t.payload),
-            Some(first.payload.clone()),
+            c.poll_transmit().map(|t| t.contents),
+            Some(first.contents.clone()),
             "same id on retransmit"
         );
         let resp = reply(&first, addr(US));
@@ -446,7 +438,7 @@ mod tests {
         // Garbage and requests are errors, never panics.
         assert!(c.handle_input(t0, server, &[0u8; 7]).is_err());
         assert_eq!(
-            c.handle_input(t0, server, &first.payload),
+            c.handle_input(t0, server, &first.contents),
             Err(ClientError::Unsolicited)
         );
         // Error responses end the transaction with their code.

@@ -175,7 +175,7 @@ fn resolve(sock: &UdpSocket, servers: &[std::net::SocketAddr]) -> Vec<stun::Even
     let mut buf = [0u8; 1500];
     while client.in_flight() > 0 {
         while let Some(t) = client.poll_transmit() {
-            sock.send_to(&t.payload, t.to).expect("send");
+            sock.send_to(&t.contents, t.destination).expect("send");
         }
         let wait = client
             .poll_timeout()

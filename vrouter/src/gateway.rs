@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use proto_esp::spd::Spd;
 use proto_esp::udp_encap::{classify, Udp4500};
-use proto_ikev2::{DownReason, Endpoint, Event, SaHandle};
+use proto_ikev2::{DownReason, Endpoint, Event, SaHandle, Transmit};
 use tracing::{info, warn};
 
 use crate::config::{Settings, Tunnel};
@@ -41,11 +41,8 @@ const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 /// Something to do in the outside world.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
-    Udp {
-        source: SocketAddr,
-        destination: SocketAddr,
-        contents: Vec<u8>,
-    },
+    /// A datagram from our port 500 or 4500.
+    Udp(Transmit),
     /// A decrypted packet for a tenant's TUN device.
     Tun { tenant: usize, packet: Vec<u8> },
     /// A raw ESP packet (IP protocol 50) for a peer with no NAT between
@@ -369,11 +366,7 @@ impl Gateway {
         if let Ok(sealed) = path.seal(&mut buf, packet.len()) {
             let contents = buf[sealed].to_vec();
             self.out.push_back(if path.encap {
-                Output::Udp {
-                    source: path.local,
-                    destination: path.peer,
-                    contents,
-                }
+                Output::Udp(Transmit::from_to(path.local, path.peer, contents))
             } else {
                 Output::Esp {
                     destination: path.peer.ip(),
@@ -416,11 +409,7 @@ impl Gateway {
 
     fn drain(&mut self, now: Instant) {
         while let Some(t) = self.endpoint.poll_transmit() {
-            self.out.push_back(Output::Udp {
-                source: t.source,
-                destination: t.destination,
-                contents: t.contents,
-            });
+            self.out.push_back(Output::Udp(t));
         }
         while let Some(r) = self.endpoint.poll_refusal() {
             let tunnel = self

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use proto_ikev2::Transmit;
 use vrouter::config::Settings;
 use vrouter::gateway::{Gateway, Output};
 
@@ -142,11 +143,12 @@ impl Net {
                     moved = true;
                     match o {
                         Output::Tun { tenant, packet } => self.tun.push((i, tenant, packet)),
-                        Output::Udp {
+                        Output::Udp(Transmit {
                             source,
                             destination,
                             contents,
-                        } => {
+                            ..
+                        }) => {
                             let to = self.at(destination.ip());
                             // ESP in UDP starts with a non-zero SPI.
                             let esp = destination.port() == 4500 && contents[..4] != [0; 4];

@@ -116,7 +116,9 @@ impl Shared {
             self.send_many(
                 sender,
                 &self.socket(),
-                transmits.iter().map(|t| (t.to, t.payload.as_slice())),
+                transmits
+                    .iter()
+                    .map(|t| (t.destination, t.contents.as_slice())),
             );
             transmits.clear();
         }

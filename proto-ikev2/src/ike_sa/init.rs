@@ -40,7 +40,8 @@ pub(super) struct InitSent {
 pub struct Refusal {
     /// The notify the peer is told (NO_PROPOSAL_CHOSEN, ...).
     pub notify: Option<u16>,
-    pub reply: Option<Transmit>,
+    /// Boxed: a refusal is rare, and it keeps the `Result` small.
+    pub reply: Option<Box<Transmit>>,
     pub reason: &'static str,
 }
 
@@ -362,15 +363,15 @@ impl IkeSa {
             w.push(&notify_payload(kind, data));
             Refusal {
                 notify: Some(kind),
-                reply: Some(Transmit {
-                    source: local,
-                    destination: remote,
-                    contents: if local.port() == super::NAT_T_PORT {
+                reply: Some(Box::new(Transmit::from_to(
+                    local,
+                    remote,
+                    if local.port() == super::NAT_T_PORT {
                         [&NON_ESP_MARKER[..], &w.finish()].concat()
                     } else {
                         w.finish()
                     },
-                }),
+                ))),
                 reason,
             }
         };

@@ -46,14 +46,9 @@ const NAT_KEEPALIVE: [u8; 1] = [0xff];
 /// How long a closed SA still answers retransmissions of its last request.
 const LINGER: Duration = Duration::from_secs(10);
 
-/// A datagram to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    pub source: SocketAddr,
-    pub destination: SocketAddr,
-    /// The UDP payload (with the non-ESP marker on port 4500).
-    pub contents: Vec<u8>,
-}
+/// A datagram to send: from our port 500 or 4500 (which one matters),
+/// its contents the UDP payload (with the non-ESP marker on port 4500).
+pub type Transmit = cvlan_core::Transmit<SocketAddr>;
 
 /// Why an IKE SA ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -492,11 +487,11 @@ impl IkeSa {
         if let (State::Established, Some(at)) = (&self.state, self.keepalive_at) {
             if now >= at {
                 self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
-                self.transmits.push_back(Transmit {
-                    source: self.local,
-                    destination: self.remote,
-                    contents: NAT_KEEPALIVE.to_vec(),
-                });
+                self.transmits.push_back(Transmit::from_to(
+                    self.local,
+                    self.remote,
+                    NAT_KEEPALIVE.to_vec(),
+                ));
             }
         }
         if let (State::Established, Some(dpd), None) =
@@ -892,11 +887,8 @@ impl IkeSa {
         } else {
             message
         };
-        self.transmits.push_back(Transmit {
-            source: self.local,
-            destination: self.remote,
-            contents,
-        });
+        self.transmits
+            .push_back(Transmit::from_to(self.local, self.remote, contents));
     }
 
     /// Moves IKE (and ESP) to port 4500 (RFC 7296 §2.23).

@@ -30,6 +30,7 @@ use routes::routes_for;
 
 use crate::config::Settings;
 use crate::gateway::{Gateway, Output, IKE_PORT, NAT_T_PORT};
+use proto_ikev2::Transmit;
 
 /// Room for ESP-in-UDP around a tenant's packets on a 1500-byte path.
 const TUN_MTU: u32 = 1400;
@@ -101,11 +102,12 @@ impl Io {
     fn flush(&self, gw: &mut Gateway) {
         while let Some(o) = gw.poll_output() {
             match o {
-                Output::Udp {
+                Output::Udp(Transmit {
                     source,
                     destination,
                     contents,
-                } => {
+                    ..
+                }) => {
                     let sock = if source.port() == NAT_T_PORT {
                         &self.s4500
                     } else {
