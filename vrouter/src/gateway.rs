@@ -75,6 +75,18 @@ struct TunnelState {
     refused: u64,
 }
 
+/// One configured tunnel's running state.
+#[derive(Debug, Clone, Default)]
+struct PerTunnel {
+    state: TunnelState,
+    traffic: Arc<Traffic>,
+    /// When to initiate again after a failure.
+    retry_at: Option<Instant>,
+    /// An operator took it down: neither answered nor initiated until
+    /// taken up again.
+    admin_down: bool,
+}
+
 struct Inbound {
     tunnel: usize,
     path: Arc<InboundPath>,
@@ -112,12 +124,8 @@ pub struct Gateway {
     /// Child SAs the peer rekeyed: the policy moves to the new one when
     /// the old one is deleted.
     switch_on_delete: HashMap<u32, u32>,
-    state: Vec<TunnelState>,
-    traffic: Vec<Arc<Traffic>>,
-    retry_at: Vec<Option<Instant>>,
-    /// Tunnels an operator took down: neither answered nor initiated
-    /// until taken up again.
-    admin_down: Vec<bool>,
+    /// What is kept per configured tunnel, in `settings.tunnels` order.
+    tunnels: Vec<PerTunnel>,
     drops: Arc<DropCounters>,
     out: VecDeque<Output>,
 }
@@ -154,10 +162,8 @@ impl Gateway {
             inbound: HashMap::new(),
             outbound: HashMap::new(),
             switch_on_delete: HashMap::new(),
-            state: vec![TunnelState::default(); n],
-            traffic: (0..n).map(|_| Arc::default()).collect(),
-            retry_at: vec![None; n],
-            admin_down: vec![false; n],
+            // Not `vec![..; n]`: that would clone one `Arc<Traffic>` into every tunnel.
+            tunnels: (0..n).map(|_| PerTunnel::default()).collect(),
             drops: Arc::default(),
             out: VecDeque::new(),
         };
@@ -168,8 +174,8 @@ impl Gateway {
     /// The endpoint answers the peers of every tunnel not taken down.
     fn set_responders(&mut self) {
         self.endpoint.clear_responders();
-        for (t, down) in self.settings.tunnels.iter().zip(&self.admin_down) {
-            if !down {
+        for (t, run) in self.settings.tunnels.iter().zip(&self.tunnels) {
+            if !run.admin_down {
                 self.endpoint.add_responder(Some(t.remote), t.ike.clone());
             }
         }
@@ -187,8 +193,8 @@ impl Gateway {
     /// and it is neither answered nor initiated until `up`.
     pub fn down(&mut self, now: Instant, id: &str) -> Result<String, String> {
         let i = self.tunnel_index(id)?;
-        self.admin_down[i] = true;
-        self.retry_at[i] = None;
+        self.tunnels[i].admin_down = true;
+        self.tunnels[i].retry_at = None;
         self.set_responders();
         let config = self.settings.tunnels[i].ike.clone();
         let live: Vec<SaHandle> = self
@@ -211,7 +217,7 @@ impl Gateway {
     /// it is ours to initiate.
     pub fn up(&mut self, now: Instant, id: &str) -> Result<String, String> {
         let i = self.tunnel_index(id)?;
-        if !std::mem::replace(&mut self.admin_down[i], false) {
+        if !std::mem::replace(&mut self.tunnels[i].admin_down, false) {
             return Ok(format!("{id}: already up\n"));
         }
         self.set_responders();
@@ -226,9 +232,9 @@ impl Gateway {
     }
 
     pub fn stats(&self) -> Vec<TunnelStats> {
-        self.state
+        self.tunnels
             .iter()
-            .zip(&self.traffic)
+            .map(|run| (&run.state, &run.traffic))
             .map(|(s, t)| TunnelStats {
                 bytes_in: t.bytes_in.load(Relaxed),
                 bytes_out: t.bytes_out.load(Relaxed),
@@ -255,7 +261,7 @@ impl Gateway {
 
     fn initiate(&mut self, now: Instant, i: usize) {
         let t = &self.settings.tunnels[i];
-        let Some(peer) = t.initiate_to.filter(|_| !self.admin_down[i]) else {
+        let Some(peer) = t.initiate_to.filter(|_| !self.tunnels[i].admin_down) else {
             return;
         };
         let local = SocketAddr::new(self.settings.listen, IKE_PORT);
@@ -380,9 +386,9 @@ impl Gateway {
         self.endpoint.handle_timeout(now);
         self.inbound
             .retain(|_, i| i.retire_at.as_ref().is_none_or(|(t, _)| now < *t));
-        for i in 0..self.retry_at.len() {
-            if self.retry_at[i].is_some_and(|t| now >= t) {
-                self.retry_at[i] = None;
+        for i in 0..self.tunnels.len() {
+            if self.tunnels[i].retry_at.is_some_and(|t| now >= t) {
+                self.tunnels[i].retry_at = None;
                 self.initiate(now, i);
             }
         }
@@ -449,7 +455,7 @@ impl Gateway {
         if route {
             self.spds[tenant].push(c.policy(c.spi_in));
         }
-        let traffic = &self.traffic[tunnel];
+        let traffic = &self.tunnels[tunnel].traffic;
         let path = InboundPath::new(
             inb,
             tenant,
@@ -474,7 +480,7 @@ impl Gateway {
                 path: Arc::new(path),
             },
         );
-        self.state[tunnel].child_sas += 1;
+        self.tunnels[tunnel].state.child_sas += 1;
     }
 
     fn event(&mut self, now: Instant, h: SaHandle, tunnel: usize, e: Event) {
@@ -486,7 +492,7 @@ impl Gateway {
                 nat_local,
                 nat_remote,
             } => {
-                self.state[tunnel].up = true;
+                self.tunnels[tunnel].state.up = true;
                 info!(tunnel = %id, %remote_id, ?suite, nat_local, nat_remote, "tunnel up");
                 self.replace_older(now, h, tunnel, &remote_id);
                 self.sa_peer.insert(h, (remote_id, now));
@@ -496,7 +502,7 @@ impl Gateway {
                 notify,
                 reason,
             } => {
-                self.state[tunnel].refused += 1;
+                self.tunnels[tunnel].state.refused += 1;
                 let peer = self.endpoint.sa(h).map(|sa| sa.remote());
                 let key = (tunnel, what, notify);
                 let last = self.refusal_log.get(&key).copied();
@@ -533,8 +539,8 @@ impl Gateway {
                     Some(()) if send_now => {
                         self.spds[tenant].remove_sa(&old_spi_in);
                         if self.outbound.remove(&old_spi_in).is_some() {
-                            self.state[tunnel].child_sas =
-                                self.state[tunnel].child_sas.saturating_sub(1);
+                            self.tunnels[tunnel].state.child_sas =
+                                self.tunnels[tunnel].state.child_sas.saturating_sub(1);
                         }
                         self.install(h, tunnel, new, true);
                     }
@@ -559,7 +565,8 @@ impl Gateway {
                     }
                 }
                 if self.outbound.remove(&spi_in).is_some() {
-                    self.state[tunnel].child_sas = self.state[tunnel].child_sas.saturating_sub(1);
+                    self.tunnels[tunnel].state.child_sas =
+                        self.tunnels[tunnel].state.child_sas.saturating_sub(1);
                 }
                 match self.switch_on_delete.remove(&spi_in) {
                     Some(next) => self.spds[tenant].replace_sa(&spi_in, next),
@@ -571,7 +578,7 @@ impl Gateway {
                 warn!(tunnel = %id, peer = ?peer, notify, "the Child SA was refused (14 NO_PROPOSAL_CHOSEN, 35 NO_ADDITIONAL_SAS, 38 TS_UNACCEPTABLE)");
             }
             Event::IkeSaRekeyed { .. } => {
-                self.state[tunnel].ike_rekeys += 1;
+                self.tunnels[tunnel].state.ike_rekeys += 1;
                 info!(tunnel = %id, "IKE SA rekeyed");
             }
             Event::IkeSaDown(reason) => {
@@ -584,7 +591,7 @@ impl Gateway {
                             && phase(sa.phase())
                     })
                 };
-                self.state[tunnel].up = others(|p| p == proto_ikev2::Phase::Established);
+                self.tunnels[tunnel].state.up = others(|p| p == proto_ikev2::Phase::Established);
                 let live = others(|p| p != proto_ikev2::Phase::Closed);
                 match &reason {
                     DownReason::AuthenticationFailed(why) => {
@@ -595,10 +602,10 @@ impl Gateway {
                 self.sa_tunnel.remove(&h);
                 self.sa_peer.remove(&h);
                 if self.settings.tunnels[tunnel].initiate_to.is_some()
-                    && !self.admin_down[tunnel]
+                    && !self.tunnels[tunnel].admin_down
                     && !live
                 {
-                    self.retry_at[tunnel] = Some(now + RETRY);
+                    self.tunnels[tunnel].retry_at = Some(now + RETRY);
                 }
             }
             _ => {}
@@ -722,17 +729,12 @@ impl Gateway {
             .iter()
             .filter_map(|(h, t)| kept[*t].map(|n| (*h, n)))
             .collect();
-        let mut state = vec![TunnelState::default(); new.tunnels.len()];
-        let mut traffic: Vec<Arc<Traffic>> =
-            (0..new.tunnels.len()).map(|_| Arc::default()).collect();
-        let mut retry_at = vec![None; new.tunnels.len()];
-        let mut admin_down = vec![false; new.tunnels.len()];
+        let mut tunnels: Vec<PerTunnel> = (0..new.tunnels.len())
+            .map(|_| PerTunnel::default())
+            .collect();
         for (old, to) in kept.iter().enumerate() {
             if let Some(n) = to {
-                admin_down[*n] = self.admin_down[old];
-                state[*n] = self.state[old];
-                traffic[*n] = self.traffic[old].clone();
-                retry_at[*n] = self.retry_at[old];
+                tunnels[*n] = self.tunnels[old].clone();
             }
         }
         let added: Vec<usize> = (0..new.tunnels.len())
@@ -745,10 +747,7 @@ impl Gateway {
             added.len()
         );
         self.endpoint.set_limits(new.endpoint);
-        self.state = state;
-        self.admin_down = admin_down;
-        self.traffic = traffic;
-        self.retry_at = retry_at;
+        self.tunnels = tunnels;
         self.settings = new;
         self.set_responders();
         for n in added {
@@ -766,7 +765,12 @@ impl Gateway {
             .values()
             .filter_map(|i| i.retire_at.as_ref().map(|(t, _)| *t))
             .min();
-        let retry = self.retry_at.iter().flatten().chain(&retire).min().copied();
+        let retry = self
+            .tunnels
+            .iter()
+            .filter_map(|t| t.retry_at)
+            .chain(retire)
+            .min();
         match (self.endpoint.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -776,7 +780,7 @@ impl Gateway {
     /// `cvlan-vrouter status`: tunnels, SAs, traffic.
     pub fn status(&self) -> String {
         let mut s = String::new();
-        let tunnels = self.settings.tunnels.iter().zip(&self.admin_down);
+        let tunnels = (self.settings.tunnels.iter()).zip(self.tunnels.iter().map(|t| t.admin_down));
         for ((t, down), st) in tunnels.zip(self.stats()) {
             let tenant = &self.settings.tenants[t.tenant].name;
             let state = match (down, st.up, st.child_sas) {
@@ -854,7 +858,7 @@ impl Gateway {
             .sas()
             .filter(|(_, sa)| sa.phase() == proto_ikev2::Phase::Established)
             .count();
-        let rekeys: u64 = self.state.iter().map(|s| s.ike_rekeys).sum();
+        let rekeys: u64 = self.tunnels.iter().map(|t| t.state.ike_rekeys).sum();
         m += &format!(
             "# TYPE cvlan_vrouter_ike_sa_active gauge\ncvlan_vrouter_ike_sa_active {ike}\n"
         );
@@ -864,10 +868,10 @@ impl Gateway {
         );
         m += &format!("# TYPE cvlan_vrouter_ike_rekeys_total counter\ncvlan_vrouter_ike_rekeys_total {rekeys}\n");
         m += "# TYPE cvlan_vrouter_peer_requests_refused_total counter\n";
-        for (t, st) in self.settings.tunnels.iter().zip(&self.state) {
+        for (t, run) in self.settings.tunnels.iter().zip(&self.tunnels) {
             m += &format!(
                 "cvlan_vrouter_peer_requests_refused_total{{tunnel=\"{}\"}} {}\n",
-                t.id, st.refused
+                t.id, run.state.refused
             );
         }
         let d = self.drops();

@@ -248,10 +248,9 @@ impl IkeSa {
             self.close(now, DownReason::AuthenticationFailed(why));
             return;
         }
-        self.established(now);
-        if ex.nat_local && self.encap {
-            self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
-        }
+        let keepalive_at =
+            (ex.nat_local && self.encap).then(|| now + self.config.timers.nat_keepalive);
+        self.established(now, keepalive_at);
         let Some(suite) = self.suite() else { return };
         self.events.push_back(Event::IkeSaUp {
             remote_id: peer,
@@ -367,10 +366,9 @@ impl IkeSa {
             return Writer::chain();
         };
         let cert = self.our_cert();
-        self.established(now);
-        if ex.nat_local && self.encap {
-            self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
-        }
+        let keepalive_at =
+            (ex.nat_local && self.encap).then(|| now + self.config.timers.nat_keepalive);
+        self.established(now, keepalive_at);
         if let Some(suite) = self.suite() {
             self.events.push_back(Event::IkeSaUp {
                 remote_id: peer,

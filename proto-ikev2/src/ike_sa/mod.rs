@@ -148,9 +148,18 @@ enum State {
     AuthSent(Box<authx::AuthSent>),
     /// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
     AwaitingAuth(Box<authx::AwaitingAuth>),
-    Established,
+    Established(EstablishedTimers),
     Deleting,
     Closed,
+}
+
+/// Timers only an established IKE SA has (they cannot be set in any
+/// other state).
+#[derive(Debug, Default)]
+struct EstablishedTimers {
+    ike_rekey_at: Option<Instant>,
+    /// When the next NAT keepalive is due (only while we are behind a NAT).
+    keepalive_at: Option<Instant>,
 }
 
 /// What our outstanding request was for.
@@ -244,9 +253,6 @@ pub struct IkeSa {
     successor: Option<rekey::Successor>,
     /// We answered the old IKE SA's delete: move to the successor.
     switch_after_answer: bool,
-    ike_rekey_at: Option<Instant>,
-    /// When the next NAT keepalive is due (only while we are behind a NAT).
-    keepalive_at: Option<Instant>,
     last_heard: Instant,
     /// Responder: half-open deadline; closed SAs: when to forget them.
     deadline: Option<Instant>,
@@ -317,8 +323,6 @@ impl IkeSa {
             pending: None,
             successor: None,
             switch_after_answer: false,
-            ike_rekey_at: None,
-            keepalive_at: None,
             last_heard: now,
             deadline: None,
             down_reported: false,
@@ -394,7 +398,7 @@ impl IkeSa {
     pub fn phase(&self) -> Phase {
         match self.state {
             State::InitSent(_) | State::AuthSent(_) | State::AwaitingAuth(_) => Phase::Connecting,
-            State::Established => Phase::Established,
+            State::Established(_) => Phase::Established,
             State::Deleting => Phase::Deleting,
             State::Closed => Phase::Closed,
         }
@@ -432,16 +436,16 @@ impl IkeSa {
         if let Some(o) = &self.outstanding {
             consider(o.next_retry);
         }
-        if let (State::Established, Some(dpd), None) =
+        if let (State::Established(_), Some(dpd), None) =
             (&self.state, self.config.timers.dpd, &self.outstanding)
         {
             consider(self.last_heard + dpd);
         }
-        if let State::Established = self.state {
-            if let Some(at) = self.ike_rekey_at {
-                consider(at);
-            }
-            if let Some(at) = self.keepalive_at {
+        if let State::Established(timers) = &self.state {
+            for at in [timers.ike_rekey_at, timers.keepalive_at]
+                .into_iter()
+                .flatten()
+            {
                 consider(at);
             }
             for c in self.children.iter().filter(|c| !c.busy) {
@@ -484,9 +488,15 @@ impl IkeSa {
         }
         self.schedule_rekeys(now);
         self.kick(now);
-        if let (State::Established, Some(at)) = (&self.state, self.keepalive_at) {
-            if now >= at {
-                self.keepalive_at = Some(now + self.config.timers.nat_keepalive);
+        let keepalive_due = match &mut self.state {
+            State::Established(t) if t.keepalive_at.is_some_and(|at| now >= at) => {
+                t.keepalive_at = Some(now + self.config.timers.nat_keepalive);
+                true
+            }
+            _ => false,
+        };
+        {
+            if keepalive_due {
                 self.transmits.push_back(Transmit::from_to(
                     self.local,
                     self.remote,
@@ -494,7 +504,7 @@ impl IkeSa {
                 ));
             }
         }
-        if let (State::Established, Some(dpd), None) =
+        if let (State::Established(_), Some(dpd), None) =
             (&self.state, self.config.timers.dpd, &self.outstanding)
         {
             if now >= self.last_heard + dpd {
@@ -505,7 +515,7 @@ impl IkeSa {
 
     /// Starts deleting the IKE SA (and with it every Child SA).
     pub fn delete(&mut self, now: Instant) {
-        if !matches!(self.state, State::Established) {
+        if !matches!(self.state, State::Established(_)) {
             self.close(now, DownReason::Deleted);
             return;
         }
@@ -525,7 +535,7 @@ impl IkeSa {
     /// is told once (it most likely forgot this SA already, so no answer
     /// is awaited) and the SA closes at once, with its Child SAs.
     pub fn replaced(&mut self, now: Instant) {
-        if matches!(self.state, State::Established) {
+        if matches!(self.state, State::Established(_)) {
             let mut inner = Writer::chain();
             inner.push(&Payload::Delete(Delete {
                 protocol: protocol::IKE,
@@ -679,10 +689,12 @@ impl IkeSa {
                 };
                 self.auth_request(now, *s, &payloads)
             }
-            (State::Established | State::Deleting, exchange::INFORMATIONAL) => {
+            (State::Established(_) | State::Deleting, exchange::INFORMATIONAL) => {
                 self.informational_request(now, &payloads)
             }
-            (State::Established, exchange::CREATE_CHILD_SA) => self.create_request(now, &payloads),
+            (State::Established(_), exchange::CREATE_CHILD_SA) => {
+                self.create_request(now, &payloads)
+            }
             _ => return,
         };
         self.answer(header, digest, answer);

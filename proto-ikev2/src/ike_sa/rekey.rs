@@ -10,8 +10,8 @@ use rand_core::RngCore;
 use super::authx::{narrow, ts_list, within};
 use super::init::{key_lengths, protection};
 use super::{
-    find, first_error, nonzero_spi, ChildInfo, Event, IkeSa, Protection, RequestKind, Role, State,
-    Work,
+    find, first_error, nonzero_spi, ChildInfo, EstablishedTimers, Event, IkeSa, Protection,
+    RequestKind, Role, State, Work,
 };
 use crate::child::ChildSa;
 use crate::child_slots::{ChildSlot, SpiClaim};
@@ -117,10 +117,21 @@ impl IkeSa {
         self.kick(now);
     }
 
-    pub(super) fn established(&mut self, now: Instant) {
-        self.state = State::Established;
+    /// Enters Established: the IKE rekey timer starts, and the NAT
+    /// keepalive timer with `keepalive_at` (behind a NAT).
+    pub(super) fn established(&mut self, now: Instant, keepalive_at: Option<Instant>) {
+        self.state = State::Established(EstablishedTimers {
+            ike_rekey_at: self.config.timers.ike_rekey.map(|d| now + d),
+            keepalive_at,
+        });
         self.deadline = None;
-        self.ike_rekey_at = self.config.timers.ike_rekey.map(|d| now + d);
+    }
+
+    /// Sets the IKE rekey timer (an established SA has one).
+    fn set_ike_rekey_at(&mut self, at: Option<Instant>) {
+        if let State::Established(t) = &mut self.state {
+            t.ike_rekey_at = at;
+        }
     }
 
     pub(super) fn add_child(&mut self, now: Instant, c: &ChildSa, slot: ChildSlot) {
@@ -137,7 +148,7 @@ impl IkeSa {
 
     /// Queues the rekeys whose time has come.
     pub(super) fn schedule_rekeys(&mut self, now: Instant) {
-        if !matches!(self.state, State::Established) {
+        if !matches!(self.state, State::Established(_)) {
             return;
         }
         for c in &mut self.children {
@@ -147,15 +158,21 @@ impl IkeSa {
                 self.work.push_back(Work::RekeyChild(c.spi_in));
             }
         }
-        if self.ike_rekey_at.is_some_and(|t| now >= t) {
-            self.ike_rekey_at = None;
+        let rekey_due = match &mut self.state {
+            State::Established(t) if t.ike_rekey_at.is_some_and(|at| now >= at) => {
+                t.ike_rekey_at = None;
+                true
+            }
+            _ => false,
+        };
+        if rekey_due {
             self.rekey_ike(now);
         }
     }
 
     /// Sends the next queued request if the window is free.
     pub(super) fn kick(&mut self, now: Instant) {
-        while matches!(self.state, State::Established)
+        while matches!(self.state, State::Established(_))
             && self.outstanding.is_none()
             && self.successor.is_none()
         {
@@ -791,11 +808,12 @@ impl IkeSa {
                 self.send_request(now, RequestKind::DeleteOldIke, exchange::INFORMATIONAL, w);
             }
             Err(notify::TEMPORARY_FAILURE) => {
-                self.ike_rekey_at = Some(now + self.jitter());
+                let at = now + self.jitter();
+                self.set_ike_rekey_at(Some(at));
             }
             Err(_) => {
                 // Keep the current IKE SA; try again much later.
-                self.ike_rekey_at = self.config.timers.ike_rekey.map(|d| now + d / 2);
+                self.set_ike_rekey_at(self.config.timers.ike_rekey.map(|d| now + d / 2));
             }
         }
     }
@@ -831,7 +849,11 @@ impl IkeSa {
         self.outstanding = None;
         self.pending = None;
         self.last_heard = now;
-        self.established(now);
+        let keepalive_at = match &self.state {
+            State::Established(t) => t.keepalive_at,
+            _ => None,
+        };
+        self.established(now, keepalive_at);
         self.events.push_back(Event::IkeSaRekeyed {
             spi_i: self.spi_i,
             spi_r: self.spi_r,

@@ -1,0 +1,197 @@
+//! The local API: `cvlan-agent up`, `down`, `status`, `peers`, `routes`
+//! and key rotation.
+
+use super::*;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+use zeroize::Zeroizing;
+
+use crate::control_client::controller_address;
+use crate::lifecycle::Input;
+use crate::local_api::{Reply, Request};
+use crate::mesh::Change;
+use proto_path::Path;
+
+impl Daemon {
+    pub(super) fn on_request(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
+        let answer = match req.command.as_str() {
+            "up" => match self.up(&req) {
+                Ok(()) => {
+                    self.waiting.push(reply);
+                    return;
+                }
+                Err(e) => Reply::error(e),
+            },
+            "rotate-key" => match self.rotate_key() {
+                Ok(()) => {
+                    self.waiting.push(reply);
+                    return;
+                }
+                Err(e) => Reply::error(e),
+            },
+            "down" => self.down(),
+            "status" => Reply::ok(self.status()),
+            "peers" => Reply::ok(crate::report::peers(
+                &self.mesh,
+                &self.device.peers(),
+                |k| match self.paths.path(k) {
+                    Some(Path::Relay) => "relay".to_string(),
+                    Some(Path::Direct(_)) => "direct".to_string(),
+                    Some(Path::Unproven(_)) => "direct?".to_string(),
+                    _ => "-".to_string(),
+                },
+            )),
+            "routes" => Reply::ok(crate::report::routes(
+                &self.mesh,
+                self.address,
+                &self.opts.interface,
+            )),
+            other => Reply::error(format!("unknown command {other:?}")),
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// A new WireGuard key: stored first (so a crash keeps the new one),
+    /// then given to the device, then announced on a fresh connection; the
+    /// controller pushes it to every peer in the next delta.
+    pub(super) fn rotate_key(&mut self) -> Result<(), String> {
+        if !self.saved.up {
+            return Err("the node is down: `cvlan-agent up` first".into());
+        }
+        let mut fresh = Zeroizing::new([0u8; 32]);
+        cvlan_core::seed::fill(&mut fresh[..]).map_err(|e| e.to_string())?;
+        self.state.store_node_key(&fresh)?;
+        self.device.set_private_key(&fresh);
+        self.node_public = *proto_wg::PrivateKey::from_bytes(*fresh)
+            .public_key()
+            .as_bytes();
+        // Probes and the relay prove the node key: both start over with it.
+        self.paths = new_path_manager(&fresh, self.node_public)?;
+        self.node_key = fresh.clone();
+        self.relay = None;
+        let relays = std::mem::take(&mut self.relays);
+        let peers: Vec<Change> = self.mesh.peers.values().cloned().map(Change::Add).collect();
+        self.apply_changes(&peers);
+        self.on_relays(&relays);
+        info!(public_key = %hex::encode(self.node_public), "node key rotated");
+        let now = std::time::Instant::now();
+        self.lifecycle.handle(now, Input::Down);
+        self.lifecycle.handle(now, Input::Up);
+        Ok(())
+    }
+
+    pub(super) fn up(&mut self, req: &Request) -> Result<(), String> {
+        let mut next = self.saved.clone();
+        let pick = |given: Option<&str>, saved: &Option<String>, default: &Option<String>| {
+            given
+                .map(str::to_string)
+                .or_else(|| saved.clone())
+                .or_else(|| default.clone())
+        };
+        next.controller = pick(
+            req.param("controller"),
+            &self.saved.controller,
+            &self.opts.defaults.controller,
+        );
+        next.controller_key = pick(
+            req.param("controller_key"),
+            &self.saved.controller_key,
+            &self.opts.defaults.controller_key,
+        );
+        next.hostname = pick(
+            req.param("hostname"),
+            &self.saved.hostname,
+            &self.opts.defaults.hostname,
+        );
+        let Some(controller) = &next.controller else {
+            return Err(
+                "no controller: cvlan-agent up --controller URL --controller-key KEY".into(),
+            );
+        };
+        controller_address(controller)?;
+        let Some(key) = &next.controller_key else {
+            return Err(
+                "no controller key: pass --controller-key (`cvlan-controller key` prints it)"
+                    .into(),
+            );
+        };
+        hex_key(key)?;
+        if let Some(k) = req.param("auth_key") {
+            self.auth_key = Some(Zeroizing::new(k.to_string()));
+        }
+        let changed = next.controller != self.saved.controller
+            || next.controller_key != self.saved.controller_key
+            || next.hostname != self.saved.hostname;
+        next.up = true;
+        self.state.save(&next)?;
+        self.saved = next;
+        let now = std::time::Instant::now();
+        if changed || req.param("auth_key").is_some() {
+            // New settings take effect on a fresh connection.
+            self.lifecycle.handle(now, Input::Down);
+        }
+        self.lifecycle.handle(now, Input::Up);
+        Ok(())
+    }
+
+    pub(super) fn down(&mut self) -> Reply {
+        self.lifecycle
+            .handle(std::time::Instant::now(), Input::Down);
+        let removals: Vec<Change> = self
+            .mesh
+            .peers
+            .values()
+            .cloned()
+            .map(Change::Remove)
+            .collect();
+        self.apply_changes(&removals);
+        // Keep the registration and cache: `up` brings the same node back.
+        self.mesh.peers.clear();
+        self.mesh.version = 0;
+        if let Err(e) = self.device.tun().set_up(false) {
+            warn!(error = %e, "could not set the interface down");
+        }
+        self.address = None;
+        self.saved.up = false;
+        if let Err(e) = self.state.save(&self.saved) {
+            return Reply::error(e);
+        }
+        Reply::ok("down\n")
+    }
+
+    pub(super) fn status(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "state:       {}", self.lifecycle.phase().as_str());
+        if let (Some(me), Some((a, len))) = (&self.mesh.me, self.address) {
+            let _ = writeln!(
+                out,
+                "node:        {} (id {}), {a}/{len}",
+                me.name, me.node_id
+            );
+        }
+        let _ = writeln!(
+            out,
+            "controller:  {}",
+            self.saved.controller.as_deref().unwrap_or("-")
+        );
+        let _ = writeln!(
+            out,
+            "interface:   {} (UDP port {})",
+            self.opts.interface,
+            self.device.listen_port().unwrap_or(0)
+        );
+        let _ = writeln!(out, "map version: {}", self.mesh.version);
+        let _ = writeln!(out, "peers:       {}", self.mesh.peers.len());
+        if let Some(e) = self.lifecycle.last_error() {
+            let _ = writeln!(out, "last error:  {e}");
+        }
+        if let Some(at) = self.lifecycle.retry_at() {
+            let secs = at
+                .saturating_duration_since(std::time::Instant::now())
+                .as_secs_f32();
+            let _ = writeln!(out, "retry in:    {secs:.1}s");
+        }
+        out
+    }
+}

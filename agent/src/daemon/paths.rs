@@ -1,0 +1,158 @@
+//! Paths to peers: the path machine's probes and choices carried out on
+//! the device, the relay and its proxies, our own endpoints.
+
+use super::*;
+use std::net::{IpAddr, SocketAddr};
+
+use proto_control::messages::{ClientBody, Endpoint, RelayInfo, UpdateEndpoints};
+use tracing::{debug, info};
+
+use crate::control_client::controller_address;
+use crate::lifecycle::Phase;
+use crate::mesh::Change;
+use crate::relay_path::{choose_home, RelayLink};
+use proto_path::Event as PathEvent;
+
+impl Daemon {
+    pub(super) fn forget_path(&mut self, key: &[u8; 32]) {
+        self.paths.remove_peer(key);
+        if let Some(r) = &self.relay {
+            r.remove_peer(key);
+        }
+    }
+
+    /// Carries out the path manager's decisions on the device.
+    pub(super) fn path_actions(&mut self) {
+        while let Some(t) = self.paths.poll_transmit() {
+            if let Err(e) = self.device.send_datagram(t.destination, &t.contents) {
+                debug!(to = %t.destination, error = %e, "probe not sent");
+            }
+        }
+        while let Some(event) = self.paths.poll_event() {
+            let PathEvent::UseEndpoint { peer, endpoint } = event else {
+                continue;
+            };
+            // Only for a peer the device still has (a `public_key` line
+            // would otherwise create it).
+            if !self.mesh.peers.values().any(|p| p.node_key == peer) {
+                continue;
+            }
+            if self.device.set_endpoint(&peer, endpoint) {
+                info!(peer = %hex::encode(&peer[..4]), %endpoint, "path changed");
+            }
+        }
+    }
+
+    /// The controller named the network's relays: pick the home relay
+    /// (lowest STUN round trip) without holding up anything else.
+    pub(super) fn on_relays(&mut self, relays: &[RelayInfo]) {
+        if relays == self.relays.as_slice() {
+            return;
+        }
+        self.relays = relays.to_vec();
+        if relays.is_empty() {
+            self.relay = None;
+            return;
+        }
+        let (relays, tx) = (relays.to_vec(), self.relay_choice.clone());
+        tokio::spawn(async move {
+            let home = choose_home(&relays).await.unwrap_or(0);
+            let _ = tx.send((relays, home)).await;
+        });
+    }
+
+    pub(super) fn start_relay(&mut self, relays: &[RelayInfo], home: usize) {
+        if relays != self.relays.as_slice() {
+            return; // superseded
+        }
+        let Some(info) = relays.get(home) else { return };
+        if self
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.address == info.address)
+        {
+            return;
+        }
+        let port = self.device.listen_port().unwrap_or(self.opts.listen_port);
+        self.relay = RelayLink::start(
+            info,
+            self.node_key.clone(),
+            port,
+            self.opts.relay_tls.clone(),
+            self.hello_clock.clone(),
+        );
+        info!(relay = %info.address, "home relay");
+        // Every peer gets its relay path (and starts on it if not direct).
+        let peers: Vec<Change> = self.mesh.peers.values().cloned().map(Change::Add).collect();
+        self.apply_changes(&peers);
+    }
+
+    /// Local addresses and the listening port: the route toward the
+    /// controller first, then every other address that is up.
+    pub(super) fn local_endpoints(&self) -> Vec<SocketAddr> {
+        let port = self.device.listen_port().unwrap_or(self.opts.listen_port);
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let controller_ip = self
+            .saved
+            .controller
+            .as_deref()
+            .and_then(|c| controller_address(c).ok())
+            .and_then(|a| a.host_port.parse::<SocketAddr>().ok());
+        if let Some(c) = controller_ip {
+            let any: SocketAddr = if c.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            if let Ok(s) = std::net::UdpSocket::bind(any) {
+                if s.connect(c).is_ok() {
+                    if let Ok(local) = s.local_addr() {
+                        if !local.ip().is_loopback() {
+                            ips.push(local.ip());
+                        }
+                    }
+                }
+            }
+        }
+        let overlay = self.address;
+        for a in netstack::ifaddrs::local_addresses().unwrap_or_default() {
+            let in_overlay = match (a.ip, overlay) {
+                (IpAddr::V4(ip), Some((net, len))) => {
+                    len > 0 && (u32::from(ip) ^ u32::from(net)) >> (32 - u32::from(len)) == 0
+                }
+                _ => false,
+            };
+            let link_local = matches!(a.ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+            if a.loopback
+                || link_local
+                || in_overlay
+                || a.interface == self.opts.interface
+                || ips.contains(&a.ip)
+            {
+                continue;
+            }
+            ips.push(a.ip);
+        }
+        ips.truncate(proto_control::messages::MAX_ENDPOINTS);
+        ips.into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect()
+    }
+
+    pub(super) fn refresh_endpoints(&mut self) {
+        if self.lifecycle.phase() != Phase::Running {
+            return;
+        }
+        let now = self.local_endpoints();
+        if now != self.endpoints {
+            info!(endpoints = ?now, "local addresses changed");
+            self.endpoints = now.clone();
+            if let Some(c) = &self.conn {
+                let body = ClientBody::Endpoints(UpdateEndpoints {
+                    endpoints: now.into_iter().map(Endpoint::from).collect(),
+                });
+                let _ = c.outgoing.try_send(body);
+            }
+        }
+    }
+}
