@@ -18,4 +18,4 @@ pub use channel::{
 pub use hello_times::HelloTimes;
 
 #[cfg(test)]
-mod tests;
+mod channel_tests;

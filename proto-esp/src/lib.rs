@@ -15,4 +15,4 @@ pub use cipher::{Cipher, Integ};
 pub use sa::{EspError, InboundSa, Opened, OutboundSa};
 
 #[cfg(test)]
-mod tests;
+mod sa_tests;

@@ -24,6 +24,7 @@ pub mod wire;
 
 #[cfg(test)]
 mod device_tests;
+#[cfg(any(test, feature = "harness"))]
 pub mod harness;
 
 pub use allowed_ips::AllowedIps;

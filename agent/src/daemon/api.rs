@@ -138,14 +138,7 @@ impl Daemon {
     pub(super) fn down(&mut self) -> Reply {
         self.lifecycle
             .handle(std::time::Instant::now(), Input::Down);
-        let removals: Vec<Change> = self
-            .mesh
-            .peers
-            .values()
-            .cloned()
-            .map(Change::Remove)
-            .collect();
-        self.apply_changes(&removals);
+        self.remove_all_peers();
         // Keep the registration and cache: `up` brings the same node back.
         self.mesh.peers.clear();
         self.mesh.version = 0;

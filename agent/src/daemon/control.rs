@@ -140,14 +140,7 @@ impl Daemon {
 
     /// Drops every peer and the cached map (the node was removed).
     pub(super) fn forget_network(&mut self) {
-        let removals: Vec<Change> = self
-            .mesh
-            .peers
-            .values()
-            .cloned()
-            .map(Change::Remove)
-            .collect();
-        self.apply_changes(&removals);
+        self.remove_all_peers();
         self.mesh = Mesh::default();
         self.state.forget_map();
     }

@@ -100,4 +100,16 @@ impl Daemon {
             self.apply_changes(&changes);
         }
     }
+
+    /// Takes every peer of the map off the device (and the path machine).
+    pub(super) fn remove_all_peers(&mut self) {
+        let removals: Vec<Change> = self
+            .mesh
+            .peers
+            .values()
+            .cloned()
+            .map(Change::Remove)
+            .collect();
+        self.apply_changes(&removals);
+    }
 }
