@@ -19,6 +19,55 @@ use tokio::time::{timeout, Instant};
 use transport::{DialLimits, Io};
 use zeroize::Zeroizing;
 
+/// Why a control connection could not be made or ended. The daemon
+/// reports it as one line (`Display`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error(transparent)]
+    Address(#[from] BadControllerUrl),
+    #[error(transparent)]
+    Dial(#[from] transport::DialError),
+    #[error(transparent)]
+    Http(#[from] transport::HttpError),
+    #[error(transparent)]
+    Seed(#[from] cvlan_core::seed::SeedError),
+    #[error("reading from the controller: {0}")]
+    Read(std::io::Error),
+    #[error("writing to the controller: {0}")]
+    Write(std::io::Error),
+    #[error("the controller is not reading")]
+    NotReading,
+    #[error(
+        "the controller closed the connection during the Noise handshake (wrong controller key?)"
+    )]
+    ClosedInHandshake,
+    #[error("handshake with the controller failed: wrong controller key?")]
+    Handshake,
+    #[error("control channel: {0}")]
+    Channel(proto_control::ChannelError),
+    #[error("from the controller: {0}")]
+    Decode(#[from] proto_control::messages::DecodeError),
+    #[error("controller speaks protocol {0}, we speak {PROTOCOL_VERSION}")]
+    Version(u32),
+    #[error("controller silent for {} s", SILENCE_LIMIT.as_secs())]
+    Silent,
+}
+
+/// A controller URL we cannot dial.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("controller {0:?}: expected https://HOST[:PORT], http://HOST[:PORT] or HOST[:PORT]")]
+pub struct BadControllerUrl(pub String);
+
+impl From<proto_control::ChannelError> for ControlError {
+    fn from(e: proto_control::ChannelError) -> Self {
+        match e {
+            proto_control::ChannelError::Handshake => Self::Handshake,
+            e => Self::Channel(e),
+        }
+    }
+}
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -68,16 +117,14 @@ pub struct ControllerAddr {
 
 /// `https://HOST[:PORT]` (443 by default), `http://HOST[:PORT]` or
 /// `HOST[:PORT]` (7443).
-pub fn controller_address(url: &str) -> Result<ControllerAddr, String> {
+pub fn controller_address(url: &str) -> Result<ControllerAddr, BadControllerUrl> {
     let (rest, tls) = match url.strip_prefix("https://") {
         Some(rest) => (rest, true),
         None => (url.strip_prefix("http://").unwrap_or(url), false),
     };
     let rest = rest.trim_end_matches('/');
     if rest.is_empty() || rest.contains('/') || rest.contains("://") {
-        return Err(format!(
-            "controller {url:?}: expected https://HOST[:PORT], http://HOST[:PORT] or HOST[:PORT]"
-        ));
+        return Err(BadControllerUrl(url.into()));
     }
     let default_port = if tls { HTTPS_PORT } else { DEFAULT_PORT };
     let has_port = match rest.rsplit_once(':') {
@@ -98,12 +145,6 @@ pub fn controller_address(url: &str) -> Result<ControllerAddr, String> {
     Ok(ControllerAddr { host_port, tls })
 }
 
-fn seed() -> Result<[u8; 32], String> {
-    let mut s = [0u8; 32];
-    cvlan_core::seed::fill(&mut s).map_err(|e| e.to_string())?;
-    Ok(s)
-}
-
 /// Runs one connection until it ends; every outcome is sent on `events`.
 /// `outgoing` carries messages from the daemon (endpoint updates).
 pub async fn run(
@@ -120,7 +161,7 @@ pub async fn run(
     };
     let reason = match session(&params, &mut outgoing, &send).await {
         Ok(()) => "connection closed by the controller".to_string(),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     send(ControlEvent::Lost(reason)).await;
 }
@@ -129,22 +170,19 @@ async fn session<F, Fut>(
     params: &ConnectParams,
     outgoing: &mut mpsc::Receiver<ClientBody>,
     report: F,
-) -> Result<(), String>
+) -> Result<(), ControlError>
 where
     F: Fn(ControlEvent) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let target = controller_address(&params.controller)?;
     let addr = target.host_port.clone();
-    let tls =
-        transport::tls_for(&addr, target.tls, params.tls.as_ref()).map_err(|e| e.to_string())?;
+    let tls = transport::tls_for(&addr, target.tls, params.tls.as_ref())?;
     let limits = DialLimits {
         connect: CONNECT_TIMEOUT,
         tls: HANDSHAKE_TIMEOUT,
     };
-    let mut stream = transport::dial(&addr, tls, limits)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = transport::dial(&addr, tls, limits).await?;
     let early = transport::http::upgrade(
         &mut stream,
         &addr,
@@ -152,18 +190,16 @@ where
         http::UPGRADE_TOKEN,
         HANDSHAKE_TIMEOUT,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let hello = params.hello.encode_to_vec();
     let mut ch = Channel::client(
         &params.machine_key,
         &params.controller_key,
-        seed()?,
+        cvlan_core::os_seed()?,
         params.timestamp,
         &hello,
-    )
-    .map_err(|e| e.to_string())?;
-    ch.handle_input(&early).map_err(|e| e.to_string())?;
+    )?;
+    ch.handle_input(&early)?;
     flush(&mut stream, &mut ch).await?;
     let mut assembler = MapAssembler::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -173,33 +209,31 @@ where
     loop {
         tokio::select! {
             read = stream.read(&mut buf) => {
-                let n = read.map_err(|e| format!("reading from controller: {e}"))?;
+                let n = read.map_err(ControlError::Read)?;
                 if n == 0 && !ch.is_open() {
                     // The controller drops a handshake it cannot decrypt.
-                    return Err("the controller closed the connection during the Noise handshake (wrong controller key?)".into());
+                    return Err(ControlError::ClosedInHandshake);
                 }
                 if n == 0 {
                     return Ok(());
                 }
                 last_heard = Instant::now();
-                ch.handle_input(&buf[..n]).map_err(|e| match e {
-                    proto_control::ChannelError::Handshake => "handshake with the controller failed: wrong controller key?".to_string(),
-                    e => e.to_string(),
-                })?;
+                ch.handle_input(&buf[..n])?;
                 while let Some(event) = ch.poll_event() {
                     match event {
                         // Only a responder is asked about a hello.
                         ChannelEvent::Hello { .. } => {}
                         ChannelEvent::Connected { hello, .. } => {
-                            let server = ServerHello::decode(hello.as_slice()).map_err(|e| e.to_string())?;
+                            let server = ServerHello::decode(hello.as_slice())
+                                .map_err(proto_control::messages::DecodeError::from)?;
                             if server.protocol_version != PROTOCOL_VERSION {
-                                return Err(format!("controller speaks protocol {}, we speak {PROTOCOL_VERSION}", server.protocol_version));
+                                return Err(ControlError::Version(server.protocol_version));
                             }
                         }
-                        ChannelEvent::Message(m) => match decode_server(&m).map_err(|e| format!("from controller: {e}"))? {
+                        ChannelEvent::Message(m) => match decode_server(&m)? {
                             ServerBody::Registered(r) => report(ControlEvent::Registered(r)).await,
                             ServerBody::Map(part) => {
-                                if let Some(map) = assembler.push(part).map_err(|e| e.to_string())? {
+                                if let Some(map) = assembler.push(part)? {
                                     report(ControlEvent::Map(map)).await;
                                 }
                             }
@@ -216,17 +250,17 @@ where
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
-                    return Err("controller silent for 40 s".into());
+                    return Err(ControlError::Silent);
                 }
                 if ch.is_open() {
                     nonce += 1;
-                    ch.send(&encode_client(ClientBody::Ping(Ping { nonce }))).map_err(|e| e.to_string())?;
+                    ch.send(&encode_client(ClientBody::Ping(Ping { nonce })))?;
                     flush(&mut stream, &mut ch).await?;
                 }
             }
             Some(body) = outgoing.recv() => {
                 if ch.is_open() {
-                    ch.send(&encode_client(body)).map_err(|e| e.to_string())?;
+                    ch.send(&encode_client(body))?;
                     flush(&mut stream, &mut ch).await?;
                 }
             }
@@ -234,12 +268,12 @@ where
     }
 }
 
-async fn flush(stream: &mut (impl Io + ?Sized), ch: &mut Channel) -> Result<(), String> {
+async fn flush(stream: &mut (impl Io + ?Sized), ch: &mut Channel) -> Result<(), ControlError> {
     while let Some(bytes) = ch.poll_transmit() {
         timeout(WRITE_TIMEOUT, stream.write_all(&bytes))
             .await
-            .map_err(|_| "controller not reading".to_string())?
-            .map_err(|e| format!("writing to controller: {e}"))?;
+            .map_err(|_| ControlError::NotReading)?
+            .map_err(ControlError::Write)?;
     }
     Ok(())
 }

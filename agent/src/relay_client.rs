@@ -18,6 +18,29 @@ use proto_relay::server::Role;
 use proto_relay::{RELAY_PATH, UPGRADE_TOKEN};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a relay connection could not be made or ended (reported as one
+/// line).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayConnError {
+    #[error("relay: {0}")]
+    Dial(#[from] transport::DialError),
+    #[error(transparent)]
+    Http(#[from] transport::HttpError),
+    #[error(transparent)]
+    Seed(#[from] cvlan_core::seed::SeedError),
+    #[error(transparent)]
+    Protocol(#[from] proto_relay::client::ClientError),
+    #[error("reading from the relay: {0}")]
+    Read(std::io::Error),
+    #[error("writing to the relay: {0}")]
+    Write(std::io::Error),
+    #[error("relay not reading")]
+    NotReading,
+    #[error("the relay closed the connection during the handshake (wrong relay key, or a relay that serves only registered nodes?)")]
+    ClosedInHandshake,
+}
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one relay connection. `ClientEvent::Connected` is sent once the
@@ -34,7 +57,7 @@ pub async fn run(
 ) -> String {
     match session(addr, tls, relay_key, node_key, timestamp, outgoing, events).await {
         Ok(()) => "relay closed the connection".into(),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     }
 }
 
@@ -46,16 +69,14 @@ async fn session(
     timestamp: u64,
     outgoing: &mut mpsc::Receiver<(Key, Vec<u8>)>,
     events: &mpsc::Sender<ClientEvent>,
-) -> Result<(), String> {
+) -> Result<(), RelayConnError> {
     let (host_port, wants_tls) = cvlan_core::relay_addr::split_scheme(addr);
     let limits = transport::DialLimits {
         connect: HANDSHAKE_TIMEOUT,
         tls: HANDSHAKE_TIMEOUT,
     };
-    let tls = transport::tls_for(addr, wants_tls, tls).map_err(|e| format!("relay: {e}"))?;
-    let mut stream = transport::dial(host_port, tls, limits)
-        .await
-        .map_err(|e| format!("relay: {e}"))?;
+    let tls = transport::tls_for(addr, wants_tls, tls)?;
+    let mut stream = transport::dial(host_port, tls, limits).await?;
     let early = transport::http::upgrade(
         &mut stream,
         host_port,
@@ -63,9 +84,8 @@ async fn session(
         UPGRADE_TOKEN,
         HANDSHAKE_TIMEOUT,
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    let seed = cvlan_core::os_seed().map_err(|e| e.to_string())?;
+    .await?;
+    let seed = cvlan_core::os_seed()?;
     let mut client = RelayClient::new(
         Instant::now(),
         Role::Client,
@@ -73,11 +93,8 @@ async fn session(
         &relay_key,
         seed,
         timestamp,
-    )
-    .map_err(|e| e.to_string())?;
-    client
-        .handle_input(Instant::now(), &early)
-        .map_err(|e| e.to_string())?;
+    )?;
+    client.handle_input(Instant::now(), &early)?;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let client = Mutex::new(client);
     let lock = || client.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,20 +106,16 @@ async fn session(
         let mut buf = vec![0u8; 64 * 1024];
         let mut pending = Vec::new();
         loop {
-            let n = rd.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let n = rd.read(&mut buf).await.map_err(RelayConnError::Read)?;
             if n == 0 {
                 if !lock().is_connected() {
-                    return Err(
-                        "the relay closed the connection during the handshake (wrong relay key, or a relay that serves only registered nodes?)"
-                            .to_string(),
-                    );
+                    return Err(RelayConnError::ClosedInHandshake);
                 }
                 return Ok(());
             }
             {
                 let mut c = lock();
-                c.handle_input(Instant::now(), &buf[..n])
-                    .map_err(|e| e.to_string())?;
+                c.handle_input(Instant::now(), &buf[..n])?;
                 while let Some(ev) = c.poll_event() {
                     pending.push(ev);
                 }
@@ -130,15 +143,15 @@ async fn session(
                     let Some((dst, packet)) = next else { return Ok(()) };
                     let now = Instant::now();
                     let mut c = lock();
-                    c.send_packet(now, &dst, &packet).map_err(|e| e.to_string())?;
+                    c.send_packet(now, &dst, &packet)?;
                     // Whatever else is waiting goes out in the same write.
                     while let Ok((dst, packet)) = outgoing.try_recv() {
-                        c.send_packet(now, &dst, &packet).map_err(|e| e.to_string())?;
+                        c.send_packet(now, &dst, &packet)?;
                     }
                 }
                 () = flush_now.notified() => {}
                 () = sleep_until(keepalive), if connected => {
-                    lock().handle_timeout(Instant::now()).map_err(|e| e.to_string())?;
+                    lock().handle_timeout(Instant::now())?;
                 }
             }
             {
@@ -150,8 +163,8 @@ async fn session(
             if !out.is_empty() {
                 timeout(WRITE_TIMEOUT, wr.write_all(&out))
                     .await
-                    .map_err(|_| "relay not reading".to_string())?
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| RelayConnError::NotReading)?
+                    .map_err(RelayConnError::Write)?;
                 out.clear();
             }
         }

@@ -6,6 +6,7 @@
 //! on disk so a restarted relay serves the nodes it knew while the
 //! controller is away; keys the controller removes are disconnected.
 
+use crate::error::ConnError;
 use std::collections::HashSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -108,13 +109,13 @@ struct Pending {
     removed: Vec<Key>,
 }
 
-fn key_list(raw: Vec<Vec<u8>>) -> Result<Vec<Key>, String> {
+fn key_list(raw: Vec<Vec<u8>>) -> Result<Vec<Key>, ConnError> {
     raw.into_iter()
-        .map(|k| <[u8; 32]>::try_from(k.as_slice()).map_err(|_| "a key is not 32 bytes".into()))
+        .map(|k| <[u8; 32]>::try_from(k.as_slice()).map_err(|_| ConnError::BadKey))
         .collect()
 }
 
-async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> {
+async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), ConnError> {
     let addr = feed
         .controller
         .strip_prefix("http://")
@@ -125,9 +126,7 @@ async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> 
         connect: CONNECT_TIMEOUT,
         ..transport::DialLimits::default()
     };
-    let mut stream = transport::dial(&addr, None, limits)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut stream = transport::dial(&addr, None, limits).await?;
     let early = transport::http::upgrade(
         &mut stream,
         &addr,
@@ -135,24 +134,22 @@ async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> 
         proto_control::http::UPGRADE_TOKEN,
         CONNECT_TIMEOUT,
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let hello = ClientHello {
         protocol_version: PROTOCOL_VERSION,
         relay_feed: true,
         ..ClientHello::default()
     }
     .encode_to_vec();
-    let seed = cvlan_core::os_seed().map_err(|e| e.to_string())?;
+    let seed = cvlan_core::os_seed()?;
     let mut ch = Channel::client(
         &feed.relay_key,
         &feed.controller_key,
         seed,
         hello_timestamp(node.hello_clock()),
         &hello,
-    )
-    .map_err(|e| e.to_string())?;
-    ch.handle_input(&early).map_err(|e| e.to_string())?;
+    )?;
+    ch.handle_input(&early)?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut pending = Pending::default();
     let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -160,22 +157,22 @@ async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> 
     let mut nonce = 0u64;
     loop {
         while let Some(bytes) = ch.poll_transmit() {
-            stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+            stream.write_all(&bytes).await?;
         }
         tokio::select! {
             read = stream.read(&mut buf) => {
-                let n = read.map_err(|e| e.to_string())?;
+                let n = read?;
                 if n == 0 {
-                    return Err("the controller closed the connection".into());
+                    return Err(ConnError::ControllerClosed);
                 }
                 last_heard = tokio::time::Instant::now();
-                ch.handle_input(&buf[..n]).map_err(|e| e.to_string())?;
+                ch.handle_input(&buf[..n])?;
                 while let Some(ev) = ch.poll_event() {
                     let ChannelEvent::Message(m) = ev else { continue };
-                    match decode_server(&m).map_err(|e| e.to_string())? {
+                    match decode_server(&m)? {
                         ServerBody::RelayKeys(part) => apply(feed, node, &mut pending, part)?,
                         ServerBody::Refused(r) => {
-                            return Err(format!("refused by the controller: {}", r.message));
+                            return Err(ConnError::Refused(r.message));
                         }
                         _ => {}
                     }
@@ -183,12 +180,11 @@ async fn session(feed: &ControllerFeed, node: &RelayNode) -> Result<(), String> 
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_LIMIT {
-                    return Err("the controller is silent".into());
+                    return Err(ConnError::ControllerSilent);
                 }
                 if ch.is_open() {
                     nonce += 1;
-                    ch.send(&encode_client(ClientBody::Ping(Ping { nonce })))
-                        .map_err(|e| e.to_string())?;
+                    ch.send(&encode_client(ClientBody::Ping(Ping { nonce })))?;
                 }
             }
         }
@@ -200,12 +196,12 @@ fn apply(
     node: &RelayNode,
     pending: &mut Pending,
     part: RelayKeys,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     pending.full |= part.full;
     pending.added.extend(key_list(part.added)?);
     pending.removed.extend(key_list(part.removed)?);
     if pending.added.len() + pending.removed.len() > MAX_KEYS {
-        return Err("the controller sent too many keys".into());
+        return Err(ConnError::TooManyKeys);
     }
     if part.more {
         return Ok(());

@@ -5,5 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod error;
 pub mod node;
 pub mod tls;

@@ -4,6 +4,7 @@
 //! core ([`RelayServer`]) sits behind one mutex held only for a frame's
 //! bookkeeping, never across IO.
 
+use crate::error::ConnError;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -19,9 +20,9 @@ use tokio::time::timeout;
 use tracing::{debug, info, warn};
 use zeroize::Zeroizing;
 
-use proto_relay::client::{ClientError, ClientEvent, RelayClient};
+use proto_relay::client::{ClientEvent, RelayClient};
 use proto_relay::frame::Key;
-use proto_relay::link::{LinkError, ServerLink};
+use proto_relay::link::ServerLink;
 use proto_relay::server::{ConnId, Limits, RelayServer, Role};
 use proto_relay::{RELAY_PATH, UPGRADE_TOKEN};
 
@@ -107,8 +108,8 @@ pub fn hello_timestamp(last: &AtomicU64) -> u64 {
     }
 }
 
-fn seed() -> Result<[u8; 32], String> {
-    cvlan_core::os_seed().map_err(|e| e.to_string())
+fn seed() -> Result<[u8; 32], ConnError> {
+    Ok(cvlan_core::os_seed()?)
 }
 
 /// One connection's place among those of its source address.
@@ -144,8 +145,8 @@ trait Sealer: Send {
         bytes: &[u8],
         frames: &mut Vec<Vec<u8>>,
         fresh: &dyn Fn(&Key, u64) -> bool,
-    ) -> Result<Option<(Key, Role, Option<u64>)>, String>;
-    fn send(&mut self, frame: &[u8]) -> Result<(), String>;
+    ) -> Result<Option<(Key, Role, Option<u64>)>, ConnError>;
+    fn send(&mut self, frame: &[u8]) -> Result<(), ConnError>;
     fn transmit(&mut self) -> Option<Vec<u8>>;
 }
 
@@ -155,14 +156,12 @@ impl Sealer for ServerLink {
         bytes: &[u8],
         frames: &mut Vec<Vec<u8>>,
         fresh: &dyn Fn(&Key, u64) -> bool,
-    ) -> Result<Option<(Key, Role, Option<u64>)>, String> {
-        let auth = self
-            .handle_input(bytes, frames, fresh)
-            .map_err(|e: LinkError| e.to_string())?;
+    ) -> Result<Option<(Key, Role, Option<u64>)>, ConnError> {
+        let auth = self.handle_input(bytes, frames, fresh)?;
         Ok(auth.map(|a| (a.key, a.role, Some(a.timestamp))))
     }
-    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
-        ServerLink::send(self, frame).map_err(|e| e.to_string())
+    fn send(&mut self, frame: &[u8]) -> Result<(), ConnError> {
+        Ok(ServerLink::send(self, frame)?)
     }
     fn transmit(&mut self) -> Option<Vec<u8>> {
         self.poll_transmit()
@@ -181,10 +180,8 @@ impl Sealer for MeshDialer {
         bytes: &[u8],
         frames: &mut Vec<Vec<u8>>,
         _fresh: &dyn Fn(&Key, u64) -> bool,
-    ) -> Result<Option<(Key, Role, Option<u64>)>, String> {
-        self.client
-            .handle_input(Instant::now(), bytes)
-            .map_err(|e: ClientError| e.to_string())?;
+    ) -> Result<Option<(Key, Role, Option<u64>)>, ConnError> {
+        self.client.handle_input(Instant::now(), bytes)?;
         let mut connected = None;
         while let Some(ev) = self.client.poll_event() {
             match ev {
@@ -195,10 +192,8 @@ impl Sealer for MeshDialer {
         }
         Ok(connected)
     }
-    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
-        self.client
-            .send_raw(Instant::now(), frame)
-            .map_err(|e| e.to_string())
+    fn send(&mut self, frame: &[u8]) -> Result<(), ConnError> {
+        Ok(self.client.send_raw(Instant::now(), frame)?)
     }
     fn transmit(&mut self) -> Option<Vec<u8>> {
         self.client.poll_transmit()
@@ -455,16 +450,14 @@ pub use transport::Io;
 pub async fn connect(
     addr: &str,
     tls: Option<&tokio_rustls::TlsConnector>,
-) -> Result<Box<dyn Io>, String> {
+) -> Result<Box<dyn Io>, ConnError> {
     let (host_port, wants_tls) = cvlan_core::relay_addr::split_scheme(addr);
-    let tls = transport::tls_for(addr, wants_tls, tls).map_err(|e| e.to_string())?;
+    let tls = transport::tls_for(addr, wants_tls, tls)?;
     let limits = transport::DialLimits {
         connect: HANDSHAKE_TIMEOUT,
         tls: HANDSHAKE_TIMEOUT,
     };
-    transport::dial(host_port, tls, limits)
-        .await
-        .map_err(|e| e.to_string())
+    Ok(transport::dial(host_port, tls, limits).await?)
 }
 
 /// Accepts TCP connections (inside TLS when `tls` is given) until the
@@ -499,7 +492,7 @@ pub async fn serve_tcp(
                         node.counters
                             .rejected_handshake
                             .fetch_add(1, Ordering::Relaxed);
-                        Err(e.to_string())
+                        Err(e.into())
                     }
                 };
             if let Err(e) = result {
@@ -510,10 +503,8 @@ pub async fn serve_tcp(
     }
 }
 
-async fn accept(mut stream: impl Io, peer: &str, node: &Arc<RelayNode>) -> Result<(), String> {
-    let request = transport::http::read_head(&mut stream, peer, HANDSHAKE_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
+async fn accept(mut stream: impl Io, peer: &str, node: &Arc<RelayNode>) -> Result<(), ConnError> {
+    let request = transport::http::read_head(&mut stream, peer, HANDSHAKE_TIMEOUT).await?;
     let head = http::parse_head(&request.head);
     let reply = match head {
         Some(h)
@@ -523,9 +514,8 @@ async fn accept(mut stream: impl Io, peer: &str, node: &Arc<RelayNode>) -> Resul
         {
             stream
                 .write_all(http::upgrade_response_for(UPGRADE_TOKEN).as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let link = ServerLink::new(&node.key, seed()?).map_err(|e| e.to_string())?;
+                .await?;
+            let link = ServerLink::new(&node.key, seed()?)?;
             return run_link(stream, link, request.rest, node).await;
         }
         Some(h) if h.method == "GET" && h.path == "/metrics" => {
@@ -540,27 +530,23 @@ async fn accept(mut stream: impl Io, peer: &str, node: &Arc<RelayNode>) -> Resul
         Some(_) => http::simple_response("404 Not Found", "not found\n"),
         None => http::simple_response("400 Bad Request", "bad request\n"),
     };
-    stream
-        .write_all(reply.as_bytes())
-        .await
-        .map_err(|e| e.to_string())
+    Ok(stream.write_all(reply.as_bytes()).await?)
 }
 
 /// Writes everything sealed so far, in one write.
 async fn flush(
     stream: &mut (impl AsyncWrite + Unpin + ?Sized),
     sealer: &mut impl Sealer,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     let Some(mut out) = sealer.transmit() else {
         return Ok(());
     };
     while let Some(b) = sealer.transmit() {
         out.extend_from_slice(&b);
     }
-    timeout(WRITE_TIMEOUT, stream.write_all(&out))
+    Ok(timeout(WRITE_TIMEOUT, stream.write_all(&out))
         .await
-        .map_err(|_| "peer not reading".to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|_| ConnError::NotReading)??)
 }
 
 /// Runs one authenticated link: handshake, registration with the core,
@@ -570,7 +556,7 @@ async fn run_link(
     mut sealer: impl Sealer,
     early: Vec<u8>,
     node: &Arc<RelayNode>,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     let mut frames = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut input = early;
@@ -590,12 +576,12 @@ async fn run_link(
         loop {
             if let Some(peer) = sealer.input(&input, &mut frames, &fresh)? {
                 flush(&mut stream, &mut sealer).await?;
-                return Ok::<_, String>(peer);
+                return Ok::<_, ConnError>(peer);
             }
             flush(&mut stream, &mut sealer).await?;
-            let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+            let n = stream.read(&mut buf).await?;
             if n == 0 {
-                return Err("closed during the handshake".into());
+                return Err(ConnError::ClosedInHandshake);
             }
             input = buf[..n].to_vec();
         }
@@ -617,7 +603,7 @@ async fn run_link(
             node.counters
                 .rejected_handshake
                 .fetch_add(1, Ordering::Relaxed);
-            return Err("handshake timed out".into());
+            return Err(ConnError::HandshakeTimeout);
         }
     };
     if role == Role::Client && !node.admits(&key) {
@@ -625,14 +611,14 @@ async fn run_link(
             .rejected_unknown_key
             .fetch_add(1, Ordering::Relaxed);
         debug!(key = %hex::encode(key), "a node the controller has not registered");
-        return Err("node key not registered".into());
+        return Err(ConnError::NotRegistered);
     }
     if role == Role::Mesh && !node.mesh_keys.contains(&key) {
         node.counters
             .rejected_mesh_key
             .fetch_add(1, Ordering::Relaxed);
         warn!(key = %hex::encode(key), "a relay not on our mesh list tried to link");
-        return Err("mesh key not allowed".into());
+        return Err(ConnError::MeshKeyNotAllowed);
     }
     let conn = ConnId(node.next_conn.fetch_add(1, Ordering::Relaxed));
     let handle = Arc::new(ConnHandle::default());
@@ -665,7 +651,11 @@ async fn run_link(
 }
 
 /// Hands decrypted frames to the core; an error closes the link.
-fn handle_frames(node: &RelayNode, conn: ConnId, frames: &mut Vec<Vec<u8>>) -> Result<(), String> {
+fn handle_frames(
+    node: &RelayNode,
+    conn: ConnId,
+    frames: &mut Vec<Vec<u8>>,
+) -> Result<(), ConnError> {
     if frames.is_empty() {
         return Ok(());
     }
@@ -676,7 +666,7 @@ fn handle_frames(node: &RelayNode, conn: ConnId, frames: &mut Vec<Vec<u8>>) -> R
             node.counters
                 .closed_protocol
                 .fetch_add(1, Ordering::Relaxed);
-            return Err(format!("protocol violation: {e}"));
+            return Err(ConnError::Violation(e));
         }
     }
     node.wake(&mut core);
@@ -698,7 +688,7 @@ async fn pump(
     handle: &ConnHandle,
     mut frames: Vec<Vec<u8>>,
     node: &RelayNode,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     handle_frames(node, conn, &mut frames)?;
     let (mut rd, mut wr) = tokio::io::split(stream);
     let sealer = Mutex::new(sealer);
@@ -707,10 +697,9 @@ async fn pump(
         loop {
             let n = timeout(RelayServer::IDLE_TIMEOUT, rd.read(&mut buf))
                 .await
-                .map_err(|_| "idle".to_string())?
-                .map_err(|e| e.to_string())?;
+                .map_err(|_| ConnError::Idle)??;
             if n == 0 {
-                return Ok::<(), String>(());
+                return Ok::<(), ConnError>(());
             }
             // Authenticated already: no first message can come again.
             lock_sealer(&sealer).input(&buf[..n], &mut frames, &|_, _| false)?;
@@ -727,12 +716,10 @@ async fn pump(
                 () = idle => true,
             };
             if handle.closed.load(Ordering::Relaxed) {
-                return Err("replaced by a newer connection".to_string());
+                return Err(ConnError::Replaced);
             }
             if keepalive {
-                let ka = proto_relay::frame::Frame::KeepAlive
-                    .to_vec()
-                    .map_err(|e| e.to_string())?;
+                let ka = proto_relay::frame::Frame::KeepAlive.to_vec()?;
                 batch.push(ka);
             }
             loop {
@@ -761,7 +748,7 @@ async fn pump(
                 out.clear();
                 if !matches!(written, Ok(Ok(()))) {
                     node.counters.closed_slow.fetch_add(1, Ordering::Relaxed);
-                    return Err("peer not reading".to_string());
+                    return Err(ConnError::NotReading);
                 }
             }
         }
@@ -796,7 +783,7 @@ async fn dial_mesh(
     peer: Key,
     node: &Arc<RelayNode>,
     tls: Option<&tokio_rustls::TlsConnector>,
-) -> Result<(), String> {
+) -> Result<(), ConnError> {
     let mut stream = connect(addr, tls).await?;
     let early = upgrade(&mut stream, cvlan_core::relay_addr::split_scheme(addr).0).await?;
     let client = RelayClient::new(
@@ -806,8 +793,7 @@ async fn dial_mesh(
         &peer,
         seed()?,
         hello_timestamp(&node.last_hello),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     info!(relay = %addr, "mesh link connecting");
     let mut dialer = MeshDialer { client, peer };
     // The first handshake message goes out before anything comes in.
@@ -817,10 +803,11 @@ async fn dial_mesh(
 
 /// The client side of the HTTP upgrade to the relay protocol; returns
 /// bytes after the head.
-pub async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, String> {
-    transport::http::upgrade(stream, host, RELAY_PATH, UPGRADE_TOKEN, HANDSHAKE_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())
+pub async fn upgrade(stream: &mut (impl Io + ?Sized), host: &str) -> Result<Vec<u8>, ConnError> {
+    Ok(
+        transport::http::upgrade(stream, host, RELAY_PATH, UPGRADE_TOKEN, HANDSHAKE_TIMEOUT)
+            .await?,
+    )
 }
 
 /// Answers STUN Binding requests on `socket` (never more bytes than asked).

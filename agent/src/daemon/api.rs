@@ -109,7 +109,7 @@ impl Daemon {
                 "no controller: cvlan-agent up --controller URL --controller-key KEY".into(),
             );
         };
-        controller_address(controller)?;
+        controller_address(controller).map_err(|e| e.to_string())?;
         let Some(key) = &next.controller_key else {
             return Err(
                 "no controller key: pass --controller-key (`cvlan-controller key` prints it)"
