@@ -4,10 +4,11 @@
 # Usage: scripts/wg-pair.sh IMPL_A IMPL_B   (each "cvlan" or "wireguard-go")
 # Env: SECS (iperf3 seconds, default 5); BIDIR=1 sends both ways at once
 # and reports the sum. Prints "tunnel-Mbps=N" last.
+# CVLAN_WG: the cvlan-wg binary (default target/release/cvlan-wg).
 # Needs root and the packages in .ci/install-deps. Cleans up on any exit.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
-cvlan="$here/target/release/cvlan-wg"
+cvlan="${CVLAN_WG:-$here/target/release/cvlan-wg}"
 impl_cmd() { case "$1" in cvlan) echo "$cvlan -f";; wireguard-go) echo "wireguard-go -f";; *) echo "unknown impl $1" >&2; exit 2;; esac; }
 A_IMPL=${1:-cvlan}; B_IMPL=${2:-$A_IMPL}; SECS=${SECS:-5}
 tag=$$; A=cvd${tag}a; B=cvd${tag}b; IA=cvd${tag}wa; IB=cvd${tag}wb
