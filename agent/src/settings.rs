@@ -12,7 +12,7 @@
 //!   1970 after each boot).
 
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -141,16 +141,7 @@ impl HelloClock {
 
 /// Writes `bytes` to `path` whole (temp file, fsync, rename), mode 0600.
 fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    cvlan_core::keyfile::write_private(path, bytes)
 }
 
 fn random_key() -> io::Result<[u8; 32]> {

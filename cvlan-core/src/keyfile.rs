@@ -119,19 +119,22 @@ pub fn store(path: &Path, key: &[u8; 32]) -> io::Result<()> {
         text[2 * i + 1] = HEX[usize::from(b & 15)];
     }
     text[64] = b'\n';
+    write_private(path, &text[..])
+}
+
+/// Writes `bytes` to `path` whole or not at all (a temporary file, fsync,
+/// rename), readable by its owner only (0600) from the first byte.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text[..])?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

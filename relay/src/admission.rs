@@ -8,8 +8,6 @@
 
 use crate::error::ConnError;
 use std::collections::HashSet;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,20 +69,10 @@ pub fn load_cache(path: &Path) -> Option<HashSet<Key>> {
 }
 
 fn save_cache(path: &Path, keys: &HashSet<Key>) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
     let mut sorted: Vec<&Key> = keys.iter().collect();
     sorted.sort();
-    for k in sorted {
-        f.write_all(k)?;
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let bytes: Vec<u8> = sorted.into_iter().flatten().copied().collect();
+    cvlan_core::keyfile::write_private(path, &bytes)
 }
 
 /// Follows the controller for as long as the relay runs, reconnecting
