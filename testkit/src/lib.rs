@@ -4,7 +4,8 @@
 //! - [`host`]: root and tool checks that fail loudly, commands that must succeed;
 //! - [`wg_lab`]: two namespaces on a veth pair, each side cvlan-wg or wireguard-go;
 //! - [`strongswan`]: charon in a namespace of its own, configured per test;
-//! - [`transfer`]: TCP between namespaces, every byte checked on arrival.
+//! - [`transfer`]: TCP between namespaces, every byte checked on arrival;
+//! - [`vrouter_config`]: cvlan-vrouter configurations built as values.
 //!
 //! A lab panics when something it needs fails: that is how a test fails.
 #![forbid(unsafe_code)]
@@ -13,4 +14,5 @@
 pub mod host;
 pub mod strongswan;
 pub mod transfer;
+pub mod vrouter_config;
 pub mod wg_lab;

@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 use testkit::strongswan::*;
+use testkit::vrouter_config::{tenant, tunnel, VrouterConfig};
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
@@ -51,34 +52,23 @@ fn side_toml(ours: bool, status_socket: &std::path::Path) -> String {
     } else {
         (THEM, "gw-s", US, "gw-o", "10.88.1.0/24", "10.88.2.0/24")
     };
-    format!(
-        r#"
-[vrouter]
-listen = "{listen}"
-local_id = "{id}.interop"
-status_socket = "{socket}"
-# One generator (one address) keeps 32 setups in flight: allow it, as
-# charon's block_threshold is lifted for it.
-max_half_open_per_source = 64
-
-[[tenant]]
-name = "load"
-tun = "vr-load"
-
-[[tunnel]]
-id = "load"
-tenant = "load"
-remote = "{remote}"
-remote_id = "{remote_id}.interop"
-auth = {{ method = "psk", psk = "{PSK}" }}
-local_subnets = ["{local_net}"]
-remote_subnets = ["{remote_net}"]
-proposals = ["aes256gcm16-prfsha256-ecp256"]
-esp_proposals = ["aes256gcm16"]
-max_child_sas = 1024
-"#,
-        socket = status_socket.display()
-    )
+    VrouterConfig::new(listen)
+        .set("local_id", format!("{id}.interop"))
+        .set("status_socket", status_socket.display())
+        // One generator (one address) keeps 32 setups in flight: allow it,
+        // as charon's block_threshold is lifted for it.
+        .raw("max_half_open_per_source", 64)
+        .tenant(tenant("load", "vr-load"))
+        .tunnel(
+            tunnel("load", "load", remote)
+                .set("remote_id", format!("{remote_id}.interop"))
+                .psk(PSK)
+                .subnets(&[local_net], &[remote_net])
+                .list("proposals", &["aes256gcm16-prfsha256-ecp256"])
+                .list("esp_proposals", &["aes256gcm16"])
+                .raw("max_child_sas", 1024),
+        )
+        .to_toml()
 }
 
 /// The generator's side of the tunnel, as the vrouter's own config reader

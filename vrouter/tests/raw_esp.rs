@@ -9,9 +9,11 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::vrouter_config::{tenant, tunnel, VrouterConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cvlan-vrouter");
 const PSK: &str = "raw-esp-test-psk-41c7";
@@ -83,39 +85,20 @@ impl Pair {
     fn start(&mut self, i: usize) {
         let j = 1 - i;
         let socket = self.dir.join(format!("v{i}.sock"));
-        let config = format!(
-            r#"
-[vrouter]
-listen = "{listen}"
-local_id = "side-{i}.raw"
-status_socket = "{socket}"
-
-[[tenant]]
-name = "t"
-tun = "vr-raw{i}"
-address = "{host}/24"
-
-[[tunnel]]
-id = "to-{j}"
-tenant = "t"
-remote = "{remote}"
-remote_id = "side-{j}.raw"
-auth = {{ method = "psk", psk = "{PSK}" }}
-local_subnets = ["{net}"]
-remote_subnets = ["{remote_net}"]
-encap = false
-initiate = {initiate}
-"#,
-            listen = OUTER[i],
-            host = HOST[i],
-            remote = OUTER[j],
-            net = NET[i],
-            remote_net = NET[j],
-            socket = socket.display(),
-            initiate = i == 0,
-        );
+        let config = VrouterConfig::new(OUTER[i])
+            .set("local_id", format!("side-{i}.raw"))
+            .set("status_socket", socket.display())
+            .tenant(tenant("t", &format!("vr-raw{i}")).set("address", format!("{}/24", HOST[i])))
+            .tunnel(
+                tunnel(&format!("to-{j}"), "t", OUTER[j])
+                    .set("remote_id", format!("side-{j}.raw"))
+                    .psk(PSK)
+                    .subnets(&[NET[i]], &[NET[j]])
+                    .raw("encap", false)
+                    .raw("initiate", i == 0),
+            );
         let path = self.dir.join(format!("v{i}.toml"));
-        std::fs::write(&path, config).unwrap();
+        config.write(&path);
         let log = std::fs::File::create(self.dir.join(format!("v{i}.log"))).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns[i], BIN, "run", "--config"])

@@ -8,6 +8,7 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 use testkit::strongswan::*;
+use testkit::vrouter_config::{tenant, tunnel, VrouterConfig};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,34 +78,20 @@ impl Vrouter {
     /// `extra`: more lines of the [[tunnel]] table (proposals, timers).
     fn start_full(lab: &Lab, initiate: bool, auth: &str, extra: &str) -> Self {
         let socket = lab.dir.join("vrouter.sock");
-        let config = format!(
-            r#"
-[vrouter]
-listen = "{listen}"
-local_id = "gw-o.interop"
-status_socket = "{socket}"
-metrics = "127.0.0.1:9101"
-
-[[tenant]]
-name = "acme"
-tun = "vr-acme"
-address = "{OUR_HOST}/24"
-
-[[tunnel]]
-id = "to-strongswan"
-tenant = "acme"
-remote = "{THEM}"
-remote_id = "gw-s.interop"
-auth = {auth}
-local_subnets = ["10.88.2.0/24"]
-remote_subnets = ["10.88.1.0/24"]
-initiate = {initiate}
-{extra}
-"#,
-            socket = socket.display(),
-            listen = lab.our_address,
-        );
-        std::fs::write(lab.dir.join("vrouter.toml"), config).unwrap();
+        let config = VrouterConfig::new(lab.our_address)
+            .set("local_id", "gw-o.interop")
+            .set("status_socket", socket.display())
+            .set("metrics", "127.0.0.1:9101")
+            .tenant(tenant("acme", "vr-acme").set("address", format!("{OUR_HOST}/24")))
+            .tunnel(
+                tunnel("to-strongswan", "acme", THEM)
+                    .set("remote_id", "gw-s.interop")
+                    .raw("auth", auth)
+                    .subnets(&["10.88.2.0/24"], &["10.88.1.0/24"])
+                    .raw("initiate", initiate)
+                    .lines(extra),
+            );
+        config.write(&lab.dir.join("vrouter.toml"));
         Self::restart(lab)
     }
 
@@ -519,11 +506,21 @@ fn two_identities(acme_by_certificate_second: bool) {
     let v = Vrouter::start_with(&lab, false, &auth);
     drop(v);
     let path = lab.dir.join("vrouter.toml");
+    let globex_tenant = tenant("globex", "vr-globex")
+        .set("address", "10.88.5.1/24")
+        .raw("table", 200);
+    let globex_tunnel = tunnel("second", "globex", THEM)
+        .set("remote_id", "gw-s2.interop")
+        .psk(&format!("{PSK}-2"))
+        .subnets(&["10.88.5.0/24"], &["10.88.4.0/24"])
+        .list("proposals", &["aes256gcm16-prfsha256-ecp256"])
+        .list("esp_proposals", &["aes256gcm16"]);
     let globex = format!(
-        "\n[[tenant]]\nname = \"globex\"\ntun = \"vr-globex\"\naddress = \"10.88.5.1/24\"\ntable = 200\n\n\
-         [[tunnel]]\nid = \"second\"\ntenant = \"globex\"\nremote = \"{THEM}\"\nremote_id = \"gw-s2.interop\"\n\
-         auth = {{ method = \"psk\", psk = \"{PSK}-2\" }}\nlocal_subnets = [\"10.88.5.0/24\"]\n\
-         remote_subnets = [\"10.88.4.0/24\"]\nproposals = [\"aes256gcm16-prfsha256-ecp256\"]\nesp_proposals = [\"aes256gcm16\"]\n"
+        "\n{}",
+        VrouterConfig::default()
+            .tenant(globex_tenant)
+            .tunnel(globex_tunnel)
+            .to_toml()
     );
     let acme = std::fs::read_to_string(&path).unwrap();
     let both = if acme_by_certificate_second {
