@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod lifecycle;
 pub mod local_api;
 pub mod mesh;
+pub mod path_view;
 pub mod relay_client;
 pub mod relay_path;
 pub mod report;

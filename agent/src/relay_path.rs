@@ -120,6 +120,11 @@ impl RelayLink {
         self.counters.connected.load(Ordering::Relaxed)
     }
 
+    /// The proxy address for `peer`, if it has one.
+    pub fn proxy_of(&self, peer: &Key) -> Option<SocketAddr> {
+        lock(&self.proxies).get(peer)?.socket.local_addr().ok()
+    }
+
     /// The proxy address for `peer` (created on first use).
     pub fn proxy_for(&self, peer: Key) -> std::io::Result<SocketAddr> {
         let mut proxies = lock(&self.proxies);

@@ -450,6 +450,18 @@ fn output(mut cmd: Command) -> Result<String, String> {
     }
 }
 
+/// Polls `f` until it gives a value, at most `limit`.
+fn wait_for_value<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !f() {
@@ -815,6 +827,116 @@ fn blocked_direct_udp_falls_back_to_the_relay_and_returns_when_unblocked() {
         "alpha -> beta through the relay again",
         || mesh.ping("alpha", beta),
     );
+}
+
+/// The relay's count of packets it delivered to a node (its /metrics,
+/// read from `from`'s namespace).
+fn relay_forwarded(mesh: &Mesh, from: &str) -> u64 {
+    let mut get = Command::new("ip");
+    get.args(["netns", "exec", &mesh.agent(from).ns, "bash", "-c"])
+        .arg(format!(
+            "exec 3<>/dev/tcp/{RELAY_IP}/8443; printf 'GET /metrics HTTP/1.1\\r\\n\\r\\n' >&3; timeout 2 cat <&3"
+        ));
+    let text = output(get).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("cvlan_relay_packets_forwarded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no forwarded counter in the relay's metrics: {text}"))
+}
+
+/// Pings `to` from `from` every 20 ms for `count` packets, in the background.
+fn ping_flood(mesh: &Mesh, from: &str, to: Ipv4Addr, count: u32) -> Child {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &mesh.agent(from).ns,
+            "ping",
+            "-q",
+            "-i",
+            "0.02",
+            "-W",
+            "1",
+        ])
+        .args(["-c", &count.to_string(), &to.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping")
+}
+
+/// `wg` in `name`'s namespace, on its interface.
+fn wg(mesh: &Mesh, name: &str, args: &[&str]) -> String {
+    let a = mesh.agent(name);
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &a.ns, "wg"])
+        .args(args.iter().map(|x| x.replace("IFACE", &a.iface)));
+    output(cmd).unwrap_or_else(|e| panic!("wg {args:?}: {e}"))
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, veth, bridge, TUN (CI runs it)"]
+fn a_direct_path_the_device_left_for_the_relay_is_put_back() {
+    let mut mesh = Mesh::with_relay();
+    mesh.add_agent("alpha");
+    mesh.add_agent("beta");
+    for n in ["alpha", "beta"] {
+        mesh.up(n)
+            .unwrap_or_else(|e| panic!("{n} up: {e}\n{}", mesh.log(n)));
+    }
+    let (alpha, beta) = (mesh.overlay("alpha"), mesh.overlay("beta"));
+    // Beta's relay proxy on alpha's loopback (the only UDP socket bound
+    // there): the endpoint alpha's device uses for beta on the relay.
+    let proxy = wait_for_value(Duration::from_secs(10), "beta's proxy on alpha", || {
+        let mut ss = Command::new("ip");
+        ss.args(["netns", "exec", &mesh.agent("alpha").ns, "ss", "-Hnua"]);
+        let out = output(ss).unwrap_or_default();
+        out.split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .map(str::to_string)
+    });
+    let beta_key = wg(&mesh, "alpha", &["show", "IFACE", "peers"])
+        .trim()
+        .to_string();
+    wait_for(Duration::from_secs(10), "alpha direct", || {
+        path_to(&mesh, "alpha", "beta") == "direct"
+    });
+    wait_for(Duration::from_secs(10), "beta direct", || {
+        path_to(&mesh, "beta", "alpha") == "direct"
+    });
+    // What roaming does when a packet that was on the relay arrives after
+    // the switch: the device follows it back to the proxy. Its next
+    // packets then go through the relay, and make beta follow too.
+    wg(
+        &mesh,
+        "alpha",
+        &["set", "IFACE", "peer", &beta_key, "endpoint", &proxy],
+    );
+    for _ in 0..3 {
+        assert!(mesh.ping("alpha", beta));
+    }
+    // Within a probe interval or two both are back on the direct path:
+    // the relay delivers (nearly) none of 400 packets now.
+    std::thread::sleep(Duration::from_secs(5));
+    let before = relay_forwarded(&mesh, "alpha");
+    let floods = [
+        ping_flood(&mesh, "alpha", beta, 100),
+        ping_flood(&mesh, "beta", alpha, 100),
+    ];
+    for mut f in floods {
+        assert!(f.wait().expect("ping").success(), "pings lost");
+    }
+    let relayed = relay_forwarded(&mesh, "alpha") - before;
+    let peers = mesh.cli("alpha", &["peers"]).unwrap_or_default();
+    assert!(
+        relayed < 10,
+        "{relayed} of 400 packets went through the relay after both paths were proven direct:\n{peers}"
+    );
+    assert!(
+        peers.contains("10.150.0.11:"),
+        "alpha sends to beta's own address: {peers}"
+    );
+    assert_eq!(path_to(&mesh, "alpha", "beta"), "direct", "{peers}");
 }
 
 #[test]

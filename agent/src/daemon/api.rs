@@ -11,7 +11,6 @@ use crate::control_client::controller_address;
 use crate::lifecycle::Input;
 use crate::local_api::{Reply, Request};
 use crate::mesh::Change;
-use proto_path::Path;
 
 impl Daemon {
     pub(super) fn on_request(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
@@ -32,16 +31,17 @@ impl Daemon {
             },
             "down" => self.down(),
             "status" => Reply::ok(self.status()),
-            "peers" => Reply::ok(crate::report::peers(
-                &self.mesh,
-                &self.device.peers(),
-                |k| match self.paths.path(k) {
-                    Some(Path::Relay) => "relay".to_string(),
-                    Some(Path::Direct(_)) => "direct".to_string(),
-                    Some(Path::Unproven(_)) => "direct?".to_string(),
-                    _ => "-".to_string(),
-                },
-            )),
+            "peers" => {
+                let device = self.device.peers();
+                Reply::ok(crate::report::peers(&self.mesh, &device, |k| {
+                    let endpoint = device
+                        .iter()
+                        .find(|p| p.public_key.0 == *k)
+                        .and_then(|p| p.endpoint);
+                    let proxy = self.relay.as_ref().and_then(|r| r.proxy_of(k));
+                    crate::path_view::label(self.paths.path(k), endpoint, proxy).to_string()
+                }))
+            }
             "routes" => Reply::ok(crate::report::routes(
                 &self.mesh,
                 self.address,

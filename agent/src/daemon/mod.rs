@@ -258,6 +258,7 @@ impl Daemon {
                 }
                 _ = async { tokio::time::sleep_until(probe_due.unwrap_or_else(tokio::time::Instant::now)).await }, if probe_due.is_some() => {
                     self.paths.handle_timeout(std::time::Instant::now());
+                    self.reassert_direct_paths();
                 }
                 Some((relays, home)) = relay_chosen.recv() => self.start_relay(&relays, home),
                 Some((generation, event)) = events.recv() => {

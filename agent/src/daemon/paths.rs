@@ -21,6 +21,21 @@ impl Daemon {
         }
     }
 
+    /// Puts back every direct path the device left for the relay proxy
+    /// by following a relayed packet (see `path_view`).
+    pub(super) fn reassert_direct_paths(&mut self) {
+        for peer in self.device.peers() {
+            let key = peer.public_key.0;
+            let proxy = self.relay.as_ref().and_then(|r| r.proxy_of(&key));
+            let chosen = self.paths.path(&key);
+            if let Some(direct) = crate::path_view::to_reassert(chosen, peer.endpoint, proxy) {
+                if self.device.set_endpoint(&key, direct) {
+                    info!(peer = %hex::encode(&key[..4]), endpoint = %direct, "direct path put back (the device had followed a relayed packet)");
+                }
+            }
+        }
+    }
+
     /// Carries out the path manager's decisions on the device.
     pub(super) fn path_actions(&mut self) {
         while let Some(t) = self.paths.poll_transmit() {
