@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod local_api;
 pub mod mesh;
 pub mod path_view;
+pub mod reflexive;
 pub mod relay_client;
 pub mod relay_path;
 pub mod report;

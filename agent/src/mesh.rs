@@ -145,6 +145,9 @@ fn configure_peer(p: &MeshPeer, endpoint: Option<SocketAddr>) -> PeerChange {
         // right away instead of waiting for the peers' rekey timeout.
         persistent_keepalive: PERSISTENT_KEEPALIVE,
         preshared_key: None,
+        // The path machine alone moves it: a relayed packet that arrives
+        // after the move to a direct path must not take us back.
+        endpoint_pinned: true,
     })
 }
 
@@ -246,6 +249,7 @@ mod tests {
                     endpoint: Some("10.0.0.1:41641".parse().unwrap()),
                     persistent_keepalive: 25,
                     preshared_key: None,
+                    endpoint_pinned: true,
                 }),
                 PeerChange::Remove([2; 32]),
             ]

@@ -9,8 +9,13 @@ use wg_device::PeerInfo;
 
 use crate::mesh::Mesh;
 
-/// `path` names the path each peer's traffic takes (relay or direct).
-pub fn peers(mesh: &Mesh, device: &[PeerInfo], path: impl Fn(&[u8; 32]) -> String) -> String {
+/// `path` names the path each peer's traffic takes (relay or direct) and
+/// where the direct endpoint in use was learnt (`-` on the relay).
+pub fn peers(
+    mesh: &Mesh,
+    device: &[PeerInfo],
+    path: impl Fn(&[u8; 32]) -> (String, String),
+) -> String {
     let stats: HashMap<[u8; 32], &PeerInfo> = device.iter().map(|p| (p.public_key.0, p)).collect();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -18,7 +23,7 @@ pub fn peers(mesh: &Mesh, device: &[PeerInfo], path: impl Fn(&[u8; 32]) -> Strin
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}",
+        "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}  LEARNT FROM",
         "NAME", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"
     );
     for p in mesh.peers.values() {
@@ -30,16 +35,18 @@ pub fn peers(mesh: &Mesh, device: &[PeerInfo], path: impl Fn(&[u8; 32]) -> Strin
             None => "never".to_string(),
             Some(t) => format!("{}s ago", now.saturating_sub(t.as_secs())),
         };
+        let (path, learnt) = path(&p.node_key);
         let _ = writeln!(
             out,
-            "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}",
+            "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}  {}",
             p.name,
             p.address,
-            path(&p.node_key),
+            path,
             endpoint,
             handshake,
             s.map_or(0, |s| s.rx_bytes),
-            s.map_or(0, |s| s.tx_bytes)
+            s.map_or(0, |s| s.tx_bytes),
+            learnt
         );
     }
     out
@@ -85,9 +92,9 @@ mod tests {
         let view: Vec<PeerInfo> = device.peers().collect();
         let text = peers(&mesh, &view, |k| {
             if k[0] == 1 {
-                "direct".into()
+                ("direct".into(), "peer-reflexive".into())
             } else {
-                "relay".into()
+                ("relay".into(), "-".into())
             }
         });
         let rows: Vec<Vec<&str>> = text
@@ -104,12 +111,13 @@ mod tests {
                 "10.0.0.1:5",
                 "never",
                 "0",
-                "0"
+                "0",
+                "peer-reflexive"
             ]
         );
         assert_eq!(
             rows[2],
-            ["node-2", "100.64.0.2", "relay", "-", "never", "0", "0"]
+            ["node-2", "100.64.0.2", "relay", "-", "never", "0", "0", "-"]
         );
     }
 }

@@ -44,6 +44,10 @@ pub struct ConfigFile {
     /// PEM CA certificates trusted for an `https://` controller (default:
     /// the system's CAs).
     pub controller_ca_file: Option<PathBuf>,
+    /// STUN servers (`IP:PORT`) asked from the WireGuard socket besides
+    /// the relays' own.
+    #[serde(default)]
+    pub stun_servers: Vec<String>,
 }
 
 impl ConfigFile {
@@ -51,6 +55,17 @@ impl ConfigFile {
         let text =
             std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    }
+
+    /// The configured STUN servers, each an `IP:PORT`.
+    pub fn stun_servers(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        self.stun_servers
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("stun_servers: {s:?} is not IP:PORT"))
+            })
+            .collect()
     }
 
     /// The auth key, inline or from its file.

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proto_path::wire::{Kind, PROBE_LEN};
+use proto_path::wire::{Message, MAX_PROBE_LEN, PROBE_LEN};
 use proto_path::{crypto, PathManager};
 use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
@@ -44,14 +44,25 @@ fuzz_target!(|data: &[u8]| {
             1 => {
                 let shared =
                     crypto::shared_key(&Zeroizing::new(secret), &public(&ours)).expect("shared");
-                let kind = if a & 1 == 0 { Kind::Ping } else { Kind::Pong };
                 let tx = u64::from_le_bytes(
                     bytes
                         .get(..8)
                         .and_then(|b| b.try_into().ok())
                         .unwrap_or_default(),
                 );
-                let sealed = crypto::seal(&shared, &public(&secret), [*b; 12], kind, tx);
+                // A call names endpoints from the rest of the bytes.
+                let candidates = bytes
+                    .get(8..)
+                    .unwrap_or_default()
+                    .chunks_exact(3)
+                    .map(|c| SocketAddr::from(([192, 0, 2, c[0]], u16::from_be_bytes([c[1], c[2]]))))
+                    .collect();
+                let message = match a % 3 {
+                    0 => Message::Ping { tx },
+                    1 => Message::Pong { tx },
+                    _ => Message::Call { tx, candidates },
+                };
+                let sealed = crypto::seal(&shared, &public(&secret), [*b; 12], &message);
                 m.handle_input(now, from, &sealed);
             }
             // The map changes the peer's endpoints.
@@ -65,7 +76,15 @@ fuzz_target!(|data: &[u8]| {
                     .collect();
                 m.set_peer(now, public(&secret), eps, (a & 1 == 0).then_some(relay));
             }
-            3 => m.remove_peer(&public(&secret)),
+            3 if a & 1 == 0 => m.remove_peer(&public(&secret)),
+            // Our own endpoints change.
+            3 => m.set_local_candidates(
+                now,
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| SocketAddr::from(([198, 51, 100, c[0]], u16::from(c[1]))))
+                    .collect(),
+            ),
             _ => {
                 now += Duration::from_millis(u64::from(*a) * 100);
                 m.handle_timeout(now);
@@ -74,11 +93,13 @@ fuzz_target!(|data: &[u8]| {
         let mut actions = 0;
         while let Some(t) = m.poll_transmit() {
             actions += 1;
-            assert_eq!(t.contents.len(), PROBE_LEN);
+            assert!((PROBE_LEN..=MAX_PROBE_LEN).contains(&t.contents.len()));
         }
         while m.poll_event().is_some() {
             actions += 1;
         }
-        assert!(actions <= 3 * 16 + 8, "{actions} actions in one step");
+        // Every candidate of every peer (map, call, peer-reflexive), a
+        // call and a pong each, and the endpoint changes.
+        assert!(actions <= 3 * (16 + 16 + 4 + 2) + 8, "{actions} actions in one step");
     }
 });

@@ -2,6 +2,7 @@
 //! system. This is the only crate with `unsafe`: each block is a single
 //! syscall on memory we own, with a `// SAFETY:` line saying why it is sound.
 
+pub mod addr_watch;
 pub mod ifaddrs;
 pub mod netns;
 pub mod offload;

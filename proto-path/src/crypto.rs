@@ -13,7 +13,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce};
 use zeroize::Zeroizing;
 
-use crate::wire::{self, Key, Kind, BODY, HEADER, PROBE_LEN};
+use crate::wire::{self, Key, Message, HEADER, TAG};
 
 const LABEL: &[u8] = b"cvlan probe v1";
 
@@ -36,16 +36,15 @@ pub fn seal(
     key: &Zeroizing<[u8; 32]>,
     sender: &Key,
     nonce: [u8; 12],
-    kind: Kind,
-    tx: u64,
+    message: &Message,
 ) -> Vec<u8> {
     let header = wire::header(sender, &nonce);
-    let mut body = wire::encode_body(kind, tx);
+    let mut body = wire::encode_body(message);
     let cipher = ChaCha20Poly1305::new(AeadKey::from_slice(&key[..]));
     let tag = cipher
         .encrypt_in_place_detached(Nonce::from_slice(&nonce), &header, &mut body)
-        .unwrap_or_else(|_| unreachable!("9 bytes always seal"));
-    let mut out = Vec::with_capacity(PROBE_LEN);
+        .unwrap_or_else(|_| unreachable!("a body of at most MAX_BODY bytes always seals"));
+    let mut out = Vec::with_capacity(HEADER + body.len() + TAG);
     out.extend_from_slice(&header);
     out.extend_from_slice(&body);
     out.extend_from_slice(&tag);
@@ -53,11 +52,11 @@ pub fn seal(
 }
 
 /// Opens a probe from the holder of `key`'s other half.
-pub fn open(key: &Zeroizing<[u8; 32]>, datagram: &[u8]) -> Option<(Kind, u64)> {
+pub fn open(key: &Zeroizing<[u8; 32]>, datagram: &[u8]) -> Option<Message> {
     let nonce = wire::nonce(datagram)?;
     let (header, rest) = datagram.split_at(HEADER);
-    let (body, tag) = rest.split_at(BODY);
-    let mut body: [u8; BODY] = body.try_into().ok()?;
+    let (body, tag) = rest.split_at(rest.len() - TAG);
+    let mut body = body.to_vec();
     let cipher = ChaCha20Poly1305::new(AeadKey::from_slice(&key[..]));
     cipher
         .decrypt_in_place_detached(Nonce::from_slice(&nonce), header, &mut body, tag.into())
@@ -84,10 +83,10 @@ mod tests {
         let ab = shared_key(&a, &public(&b)).unwrap();
         let ba = shared_key(&b, &public(&a)).unwrap();
         assert_eq!(*ab, *ba);
-        let p = seal(&ab, &public(&a), [9; 12], Kind::Ping, 77);
-        assert_eq!(p.len(), PROBE_LEN);
+        let p = seal(&ab, &public(&a), [9; 12], &Message::Ping { tx: 77 });
+        assert_eq!(p.len(), crate::wire::PROBE_LEN);
         assert_eq!(sender(&p), Some(public(&a)));
-        assert_eq!(open(&ba, &p), Some((Kind::Ping, 77)));
+        assert_eq!(open(&ba, &p), Some(Message::Ping { tx: 77 }));
         let cb = shared_key(&c, &public(&b)).unwrap();
         assert_eq!(open(&cb, &p), None, "a third node cannot read it");
         let mut tampered = p.clone();

@@ -4,13 +4,14 @@
 //!
 //! - [`wire`]: the probe format and how a device tells probes from WireGuard;
 //! - [`crypto`]: all of the probes' cryptography (key agreement, AEAD);
-//! - [`paths`]: the per-peer path machine (candidates, backoff, relay
-//!   fallback, timers) behind the driver surface every protocol crate has:
+//! - [`paths`]: the per-peer path machine (candidates from the map, the
+//!   peer's calls and its pings; bursts, backoff, relay fallback, timers) behind the driver surface every protocol crate has:
 //!   `handle_input`, `handle_timeout`, `poll_transmit`, `poll_event`,
 //!   `poll_timeout`;
 //! - `harness` (feature `harness`, and in tests): two nodes in fake time.
 #![forbid(unsafe_code)]
 
+mod candidate;
 pub mod crypto;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
@@ -18,7 +19,9 @@ pub mod paths;
 pub mod wire;
 
 #[cfg(test)]
+mod nat_tests;
+#[cfg(test)]
 mod paths_tests;
 
-pub use paths::{Event, Path, PathManager};
+pub use paths::{Counters, Event, Path, PathManager, Source, Winner};
 pub use wire::Key;

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 use crate::crypto;
 use crate::harness::{public, Pair, A_ADDR, B_ADDR, RELAY};
 use crate::paths::*;
-use crate::wire::Kind;
+use crate::wire::Message;
 
 #[test]
 fn traffic_moves_direct_when_probes_answer_and_back_to_the_relay_when_they_stop() {
@@ -88,7 +88,12 @@ fn an_endpoint_that_never_answers_is_probed_ever_less_often() {
     m.handle_timeout(now);
     while m.poll_transmit().is_some() {}
     let theirs = crypto::shared_key(&Zeroizing::new([2; 32]), &public(&[1; 32])).unwrap();
-    let ping = crypto::seal(&theirs, &public(&[2; 32]), [7; 12], Kind::Ping, 99);
+    let ping = crypto::seal(
+        &theirs,
+        &public(&[2; 32]),
+        [7; 12],
+        &Message::Ping { tx: 99 },
+    );
     m.handle_input(now, victims[0], &ping);
     let _ = m.poll_transmit(); // our pong
     m.handle_timeout(now);
@@ -105,13 +110,23 @@ fn strangers_forged_and_unsolicited_probes_change_nothing() {
     let mut pair = Pair::new(now);
     let stranger_key = Zeroizing::new([9u8; 32]);
     let shared = crypto::shared_key(&stranger_key, &public(&[1; 32])).unwrap();
-    let ping = crypto::seal(&shared, &public(&[9; 32]), [0; 12], Kind::Ping, 1);
+    let ping = crypto::seal(
+        &shared,
+        &public(&[9; 32]),
+        [0; 12],
+        &Message::Ping { tx: 1 },
+    );
     pair.a
         .handle_input(now, "10.9.9.9:1".parse().unwrap(), &ping);
     assert!(pair.a.poll_transmit().is_none(), "strangers get no answer");
     // A pong nobody asked for, from B's real key but an unprobed address.
     let ab = crypto::shared_key(&Zeroizing::new([2u8; 32]), &public(&[1; 32])).unwrap();
-    let pong = crypto::seal(&ab, &public(&[2; 32]), [0; 12], Kind::Pong, 12345);
+    let pong = crypto::seal(
+        &ab,
+        &public(&[2; 32]),
+        [0; 12],
+        &Message::Pong { tx: 12345 },
+    );
     pair.a
         .handle_input(now, "10.6.6.6:1".parse().unwrap(), &pong);
     assert!(pair.a.poll_transmit().is_none());

@@ -327,6 +327,62 @@ fn roaming_follows_authenticated_packets_only() {
 }
 
 #[test]
+fn a_pinned_endpoint_does_not_follow_the_peers_packets() {
+    let mut p = established(101);
+    let (peer_of_a, old) = (p.nodes[B].peer, p.nodes[A].addr);
+    p.nodes[B].device.set_endpoint_pinned(peer_of_a, true);
+    // A's packets now come from elsewhere (through a relay, say): B takes
+    // them, and still sends where its owner said.
+    p.nodes[A].addr = "198.51.100.7:40000".parse().expect("addr");
+    p.send(A, b"via the relay").expect("send");
+    p.pump();
+    assert_eq!(
+        payloads(&p, B).last().expect("delivered"),
+        &b"via the relay".to_vec()
+    );
+    assert_eq!(
+        p.count_events(B, |e| matches!(e, Event::EndpointChanged { .. })),
+        0
+    );
+    let Ok(Encapsulated::Send { to, .. }) = p.send(B, b"reply") else {
+        panic!("send")
+    };
+    assert_eq!(to, old, "the pinned endpoint");
+    // Unpinned, it roams again.
+    p.nodes[B].device.set_endpoint_pinned(peer_of_a, false);
+    p.send(A, b"again").expect("send");
+    p.pump();
+    let info = p.nodes[B].device.peer_info(peer_of_a).expect("peer");
+    assert_eq!(info.endpoint, Some(p.nodes[A].addr));
+}
+
+#[test]
+fn a_handshake_sent_to_a_dead_endpoint_is_sent_again_when_the_endpoint_moves() {
+    let mut p = Pair::new(102);
+    let (peer_of_b, b_addr) = (p.nodes[A].peer, p.nodes[B].addr);
+    let nowhere: SocketAddr = "192.0.2.99:9".parse().expect("addr");
+    p.nodes[A].device.set_endpoint(peer_of_b, nowhere);
+    assert_eq!(p.send(A, b"first"), Ok(Encapsulated::Queued));
+    p.pump();
+    assert!(
+        p.nodes[B].delivered.is_empty(),
+        "the initiation went nowhere"
+    );
+    // The owner moves the peer (its path machine found a path): the
+    // handshake goes again at once, not 5 s later.
+    let now = p.now;
+    p.nodes[A].device.move_endpoint(now, peer_of_b, b_addr);
+    p.pump();
+    assert_eq!(payloads(&p, B), vec![b"first".to_vec()]);
+    assert_eq!(p.now, now, "no time passed");
+    // With a session, a move sends nothing by itself.
+    let sent = p.nodes[A].sent.len();
+    p.nodes[A].device.move_endpoint(now, peer_of_b, nowhere);
+    p.pump();
+    assert_eq!(p.nodes[A].sent.len(), sent);
+}
+
+#[test]
 fn wrong_peer_key_never_completes_and_gives_up() {
     let mut p = Pair::new(110);
     // B expects some other key for A.

@@ -37,6 +37,10 @@ pub(crate) struct Peer {
     pub(crate) public_key: PublicKey,
     pub(crate) psk: PresharedKey,
     pub(crate) endpoint: Option<SocketAddr>,
+    /// The owner decides the endpoint: authenticated packets from
+    /// elsewhere do not move it (no roaming). For an in-process owner
+    /// that chooses paths itself (the agent's path machine).
+    pub(crate) endpoint_pinned: bool,
     pub(crate) persistent_keepalive: u16,
 
     // Precomputed from the two static keys.
@@ -77,11 +81,23 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// An authenticated packet came from `from`: the endpoint follows it
+    /// (roaming) unless the owner pinned it. Whether it moved.
+    pub(crate) fn roams_to(&mut self, from: SocketAddr) -> bool {
+        if self.endpoint_pinned && self.endpoint.is_some() {
+            return false;
+        }
+        let moved = self.endpoint != Some(from);
+        self.endpoint = Some(from);
+        moved
+    }
+
     pub(crate) fn new(public_key: PublicKey, local: Option<&PrivateKey>) -> Self {
         let mut peer = Self {
             public_key,
             psk: PresharedKey::default(),
             endpoint: None,
+            endpoint_pinned: false,
             persistent_keepalive: 0,
             mac_keys: MacKeys::new(&public_key),
             initial_hash: initial_hash(&public_key),

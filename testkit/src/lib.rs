@@ -2,6 +2,8 @@
 //! namespaces (root; CI runs them with `--include-ignored`):
 //!
 //! - [`host`]: root and tool checks that fail loudly, commands that must succeed;
+//! - [`nat_lab`]: a small internet in namespaces, two sites behind NAT routers of chosen types;
+//! - [`daemons`]: the controller, the relay and agents started in a lab's namespaces;
 //! - [`wg_lab`]: two namespaces on a veth pair, each side cvlan-wg or wireguard-go;
 //! - [`strongswan`]: charon in a namespace of its own, configured per test;
 //! - [`transfer`]: TCP between namespaces, every byte checked on arrival;
@@ -11,7 +13,9 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used)]
 
+pub mod daemons;
 pub mod host;
+pub mod nat_lab;
 pub mod strongswan;
 pub mod transfer;
 pub mod vrouter_config;

@@ -21,6 +21,10 @@ pub struct PeerConfig {
     pub persistent_keepalive: u16,
     /// `None` keeps the preshared key the peer has (none, for a new one).
     pub preshared_key: Option<Zeroizing<[u8; 32]>>,
+    /// The owner alone moves the endpoint: the device does not roam to
+    /// wherever the peer's last packet came from (for an owner that
+    /// chooses paths itself; the UAPI's peers roam, as WireGuard's do).
+    pub endpoint_pinned: bool,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -30,6 +34,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("allowed_ips", &self.allowed_ips)
             .field("endpoint", &self.endpoint)
             .field("persistent_keepalive", &self.persistent_keepalive)
+            .field("endpoint_pinned", &self.endpoint_pinned)
             .field(
                 "preshared_key",
                 &self.preshared_key.as_ref().map(|_| "<redacted>"),
@@ -87,8 +92,9 @@ fn upsert(device: &mut Device, now: Instant, peer: &PeerConfig) -> Result<(), Co
         device.add_allowed_ip(id, *net);
     }
     if let Some(endpoint) = peer.endpoint {
-        device.set_endpoint(id, endpoint);
+        device.move_endpoint(now, id, endpoint);
     }
+    device.set_endpoint_pinned(id, peer.endpoint_pinned);
     if let Some(psk) = &peer.preshared_key {
         device.set_preshared_key(id, PresharedKey::from_bytes(**psk));
     }
@@ -97,10 +103,15 @@ fn upsert(device: &mut Device, now: Instant, peer: &PeerConfig) -> Result<(), Co
 }
 
 /// Points a peer the device has at `endpoint`; false if it has no such peer.
-pub fn set_endpoint(device: &mut Device, peer: &[u8; 32], endpoint: SocketAddr) -> bool {
+pub fn set_endpoint(
+    device: &mut Device,
+    now: Instant,
+    peer: &[u8; 32],
+    endpoint: SocketAddr,
+) -> bool {
     match device.peer_id(&PublicKey(*peer)) {
         Some(id) => {
-            device.set_endpoint(id, endpoint);
+            device.move_endpoint(now, id, endpoint);
             true
         }
         None => false,
@@ -125,6 +136,7 @@ mod tests {
             endpoint: Some(SocketAddr::from(([192, 0, 2, key], 51820))),
             persistent_keepalive: 25,
             preshared_key: None,
+            endpoint_pinned: false,
         }
     }
 
@@ -159,9 +171,9 @@ mod tests {
         .unwrap();
         assert_eq!(d.peers().count(), 1);
         let moved = SocketAddr::from(([198, 51, 100, 1], 4));
-        assert!(set_endpoint(&mut d, &[1; 32], moved));
+        assert!(set_endpoint(&mut d, now, &[1; 32], moved));
         assert!(
-            !set_endpoint(&mut d, &[2; 32], moved),
+            !set_endpoint(&mut d, now, &[2; 32], moved),
             "a removed peer is not recreated"
         );
         assert_eq!(d.peers().count(), 1);

@@ -568,7 +568,7 @@ impl DeviceHandle {
 
     /// Points a peer the device has at `endpoint`; false if it has none.
     pub fn set_endpoint(&self, peer: &[u8; 32], endpoint: SocketAddr) -> bool {
-        self.with_device(|device| config::set_endpoint(device, peer, endpoint))
+        self.with_device(|device| config::set_endpoint(device, Instant::now(), peer, endpoint))
     }
 
     /// Every peer's configuration and counters.

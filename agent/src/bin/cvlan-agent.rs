@@ -57,8 +57,14 @@ enum Cmd {
     /// Replaces the node's WireGuard key; peers learn the new one at once.
     RotateKey,
     Status,
+    /// Each peer: its path (direct or relay), the endpoint in use, and
+    /// where that endpoint was learnt.
     Peers,
     Routes,
+    /// What STUN from the WireGuard socket says about our NAT: UDP, the
+    /// reflexive addresses, whether the mapping varies by destination,
+    /// each STUN server's round trip, the home relay.
+    Netcheck,
     /// Runs the daemon in the foreground.
     Daemon {
         /// UDP port for WireGuard (0: any).
@@ -184,6 +190,7 @@ fn run(cli: &Cli) -> Result<String, String> {
                     None => None,
                 },
                 controller_ca: r.config.controller_ca_file.clone(),
+                stun_servers: r.config.stun_servers()?,
                 defaults,
                 state_dir: r.state_dir,
                 socket: r.socket,
@@ -224,6 +231,7 @@ fn run(cli: &Cli) -> Result<String, String> {
         Cmd::RotateKey => ask(&r.socket, "rotate-key", &[]),
         Cmd::Status => ask(&r.socket, "status", &[]),
         Cmd::Peers => ask(&r.socket, "peers", &[]),
+        Cmd::Netcheck => ask(&r.socket, "netcheck", &[]),
         Cmd::Routes => ask(&r.socket, "routes", &[]),
     }
 }

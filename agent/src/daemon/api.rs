@@ -39,9 +39,17 @@ impl Daemon {
                         .find(|p| p.public_key.0 == *k)
                         .and_then(|p| p.endpoint);
                     let proxy = self.relay.as_ref().and_then(|r| r.proxy_of(k));
-                    crate::path_view::label(self.paths.path(k), endpoint, proxy).to_string()
+                    let label = crate::path_view::label(self.paths.path(k), endpoint, proxy);
+                    let learnt = match self.paths.winner(k) {
+                        Some(w) if label == "direct" && endpoint == Some(w.addr) => {
+                            w.source.as_str().to_string()
+                        }
+                        _ => "-".to_string(),
+                    };
+                    (label.to_string(), learnt)
                 }))
             }
+            "netcheck" => Reply::ok(self.netcheck()),
             "routes" => Reply::ok(crate::report::routes(
                 &self.mesh,
                 self.address,
@@ -151,6 +159,74 @@ impl Daemon {
             return Reply::error(e);
         }
         Reply::ok("down\n")
+    }
+
+    /// What `cvlan-agent netcheck` prints: what STUN on the WireGuard
+    /// socket found, like `tailscale netcheck`.
+    pub(super) fn netcheck(&self) -> String {
+        let r = self.reflexive.report();
+        let mut out = String::new();
+        let yes_no = |b: Option<bool>| match b {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown (needs two STUN servers)",
+        };
+        let _ = writeln!(
+            out,
+            "UDP:                 {}",
+            if r.udp { "yes" } else { "no answer" }
+        );
+        let reflexive: Vec<String> = r.addresses.iter().map(|a| a.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "reflexive addresses: {}",
+            if reflexive.is_empty() {
+                "-".into()
+            } else {
+                reflexive.join(", ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "mapping varies by destination: {}",
+            yes_no(r.mapping_varies)
+        );
+        let _ = writeln!(
+            out,
+            "port preserved:      {}",
+            match r.port_preserved {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            }
+        );
+        let _ = writeln!(out, "NAT:                 {}", r.nat_kind());
+        let home = self
+            .relay
+            .as_ref()
+            .map(|r| r.address.as_str())
+            .unwrap_or("-");
+        let _ = writeln!(out, "home relay:          {home}");
+        let _ = writeln!(
+            out,
+            "port mapping:        none found (UPnP/NAT-PMP/PCP not yet asked)"
+        );
+        for (server, answer) in &r.servers {
+            match answer {
+                Some(a) => {
+                    let _ = writeln!(
+                        out,
+                        "  stun {server}: {:.1} ms, sees {}",
+                        a.rtt.as_secs_f64() * 1000.0,
+                        a.reflexive
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "  stun {server}: no answer");
+                }
+            }
+        }
+        out
     }
 
     pub(super) fn status(&self) -> String {

@@ -33,7 +33,9 @@ impl Daemon {
             );
             return;
         };
-        self.endpoints = self.local_endpoints();
+        self.endpoints = self.all_endpoints();
+        self.paths
+            .set_local_candidates(std::time::Instant::now(), self.endpoints.clone());
         let same_network = self.mesh_controller == Some(controller_key);
         let hello = ClientHello {
             protocol_version: PROTOCOL_VERSION,

@@ -24,6 +24,7 @@ use crate::control_client::ControlEvent;
 use crate::lifecycle::{Action, Input, Lifecycle, Phase};
 use crate::local_api::{self, Reply};
 use crate::mesh::Mesh;
+use crate::reflexive::Reflexive;
 use crate::relay_path::RelayLink;
 use crate::settings::{HelloClock, Saved, StateDir};
 use proto_path::PathManager;
@@ -47,6 +48,9 @@ pub struct DaemonOptions {
     pub relay_tls: Option<tokio_rustls::TlsConnector>,
     /// CA certificates for an `https://` controller (else the system's).
     pub controller_ca: Option<PathBuf>,
+    /// STUN servers asked besides the relays' (two at different addresses
+    /// tell a symmetric NAT from a cone).
+    pub stun_servers: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for DaemonOptions {
@@ -62,8 +66,13 @@ impl std::fmt::Debug for DaemonOptions {
     }
 }
 
-/// How often local addresses are re-read (a changed address is reported).
+/// How often local addresses are re-read besides the kernel's
+/// notifications (a changed address is reported).
 const ENDPOINT_CHECK: Duration = Duration::from_secs(30);
+
+/// What the relays' task found: the relays, the home one's index, and
+/// their STUN servers' addresses.
+type RelayChoice = (Vec<RelayInfo>, usize, Vec<SocketAddr>);
 
 struct Connection {
     task: JoinHandle<()>,
@@ -85,7 +94,10 @@ struct Daemon {
     /// The controller key the mesh belongs to.
     mesh_controller: Option<[u8; 32]>,
     address: Option<(Ipv4Addr, u8)>,
+    /// What we last reported: `local` and the reflexive addresses.
     endpoints: Vec<SocketAddr>,
+    /// Our local addresses (with the listening port) last read.
+    local: Vec<SocketAddr>,
     generation: u64,
     conn: Option<Connection>,
     events_tx: mpsc::Sender<(u64, ControlEvent)>,
@@ -96,7 +108,11 @@ struct Daemon {
     relay: Option<RelayLink>,
     /// The relays the controller announced, and the home relay chosen.
     relays: Vec<RelayInfo>,
-    relay_choice: mpsc::Sender<(Vec<RelayInfo>, usize)>,
+    relay_choice: mpsc::Sender<RelayChoice>,
+    /// Our reflexive addresses, from STUN on the WireGuard socket.
+    reflexive: Reflexive,
+    /// The relays' STUN servers (with `opts.stun_servers`, what is asked).
+    relay_stun: Vec<SocketAddr>,
 }
 
 fn hex_key(text: &str) -> Result<[u8; 32], String> {
@@ -155,6 +171,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let (relay_choice, relay_chosen) = mpsc::channel(4);
     let jitter_seed = u64::from_le_bytes(os_seed()?[..8].try_into().unwrap_or_default());
     let paths = new_path_manager(&node_key, node_public)?;
+    let listen_port = device.listen_port().unwrap_or(opts.listen_port);
+    let mut reflexive = Reflexive::new(std::time::Instant::now(), listen_port);
+    reflexive.set_servers(std::time::Instant::now(), opts.stun_servers.clone());
     let mut daemon = Daemon {
         auth_key: opts.auth_key.clone(),
         opts,
@@ -170,6 +189,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         mesh_controller: None,
         address: None,
         endpoints: Vec::new(),
+        local: Vec::new(),
         generation: 0,
         conn: None,
         events_tx,
@@ -179,8 +199,39 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         relay: None,
         relays: Vec::new(),
         relay_choice,
+        reflexive,
+        relay_stun: Vec::new(),
     };
     runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen))
+}
+
+/// A STUN transaction id: 96 bits from the OS.
+fn transaction_id() -> Option<[u8; 12]> {
+    let mut id = [0u8; 12];
+    cvlan_core::seed::fill(&mut id).ok().map(|()| id)
+}
+
+/// Wakes the loop whenever the kernel reports an address or link change
+/// (rtnetlink), so a readdressed host reports its endpoints at once.
+fn watch_addresses() -> mpsc::Receiver<()> {
+    let (tx, rx) = mpsc::channel(1);
+    match netstack::addr_watch::AddressWatch::open() {
+        Ok(mut watch) => {
+            let _ = std::thread::Builder::new()
+                .name("addresses".into())
+                .spawn(move || {
+                    while watch.wait().is_ok() {
+                        // Several changes at once need one look.
+                        let _ = tx.try_send(());
+                        if tx.is_closed() {
+                            return;
+                        }
+                    }
+                });
+        }
+        Err(e) => tracing::warn!(error = %e, "no address notifications: polling only"),
+    }
+    rx
 }
 
 /// 32 bytes from the OS's CSPRNG; without them the daemon does not run.
@@ -202,7 +253,7 @@ impl Daemon {
         &mut self,
         mut events: mpsc::Receiver<(u64, ControlEvent)>,
         mut probes: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
-        mut relay_chosen: mpsc::Receiver<(Vec<RelayInfo>, usize)>,
+        mut relay_chosen: mpsc::Receiver<RelayChoice>,
     ) -> Result<(), String> {
         let socket = &self.opts.socket.clone();
         if local_api::call(socket, "status", &[])
@@ -235,6 +286,7 @@ impl Daemon {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| e.to_string())?;
         let mut endpoint_check = tokio::time::interval(ENDPOINT_CHECK);
+        let mut address_changes = watch_addresses();
 
         self.restore_from_cache();
         if self.saved.up {
@@ -248,19 +300,21 @@ impl Daemon {
                 .lifecycle
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
-            let probe_due = self
-                .paths
-                .poll_timeout()
+            let probe_due = [self.paths.poll_timeout(), self.reflexive.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(tokio::time::Instant::from_std);
             tokio::select! {
-                Some((from, datagram)) = probes.recv() => {
-                    self.paths.handle_input(std::time::Instant::now(), from, &datagram);
-                }
+                Some((from, datagram)) = probes.recv() => self.on_datagram(from, &datagram),
                 _ = async { tokio::time::sleep_until(probe_due.unwrap_or_else(tokio::time::Instant::now)).await }, if probe_due.is_some() => {
-                    self.paths.handle_timeout(std::time::Instant::now());
+                    let now = std::time::Instant::now();
+                    self.paths.handle_timeout(now);
+                    self.reflexive.handle_timeout(now, &mut transaction_id);
                     self.reassert_direct_paths();
                 }
-                Some((relays, home)) = relay_chosen.recv() => self.start_relay(&relays, home),
+                Some(()) = address_changes.recv() => self.refresh_endpoints(),
+                Some((relays, home, stun)) = relay_chosen.recv() => self.start_relay(&relays, home, stun),
                 Some((generation, event)) = events.recv() => {
                     if generation == self.generation {
                         self.on_control(event);

@@ -36,11 +36,32 @@ impl Daemon {
         }
     }
 
-    /// Carries out the path manager's decisions on the device.
+    /// A datagram on the WireGuard socket that is not WireGuard's: a STUN
+    /// answer (by its magic cookie) or a path probe (anything else is
+    /// dropped by the path machine).
+    pub(super) fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let now = std::time::Instant::now();
+        if stun::wire::is_stun(datagram) {
+            if self.reflexive.handle_input(now, from, datagram) {
+                info!(reflexive = ?self.reflexive.report().addresses, "reflexive addresses changed");
+                self.refresh_endpoints();
+            }
+        } else {
+            self.paths.handle_input(now, from, datagram);
+        }
+    }
+
+    /// Carries out the path manager's decisions on the device, and sends
+    /// the STUN queries (both from the WireGuard socket).
     pub(super) fn path_actions(&mut self) {
         while let Some(t) = self.paths.poll_transmit() {
             if let Err(e) = self.device.send_datagram(t.destination, &t.contents) {
                 debug!(to = %t.destination, error = %e, "probe not sent");
+            }
+        }
+        while let Some(t) = self.reflexive.poll_transmit() {
+            if let Err(e) = self.device.send_datagram(t.destination, &t.contents) {
+                debug!(to = %t.destination, error = %e, "STUN query not sent");
             }
         }
         while let Some(event) = self.paths.poll_event() {
@@ -67,19 +88,37 @@ impl Daemon {
         self.relays = relays.to_vec();
         if relays.is_empty() {
             self.relay = None;
+            self.set_relay_stun(Vec::new());
             return;
         }
         let (relays, tx) = (relays.to_vec(), self.relay_choice.clone());
         tokio::spawn(async move {
             let home = choose_home(&relays).await.unwrap_or(0);
-            let _ = tx.send((relays, home)).await;
+            let mut stun = Vec::new();
+            for r in &relays {
+                if let Ok(Some(a)) = tokio::net::lookup_host(&r.stun).await.map(|mut a| a.next()) {
+                    stun.push(a);
+                }
+            }
+            let _ = tx.send((relays, home, stun)).await;
         });
     }
 
-    pub(super) fn start_relay(&mut self, relays: &[RelayInfo], home: usize) {
+    /// The STUN servers our reflexive addresses come from: the relays'
+    /// and the configured ones.
+    fn set_relay_stun(&mut self, stun: Vec<SocketAddr>) {
+        self.relay_stun = stun;
+        let mut servers = self.relay_stun.clone();
+        servers.extend(self.opts.stun_servers.iter().copied());
+        self.reflexive
+            .set_servers(std::time::Instant::now(), servers);
+    }
+
+    pub(super) fn start_relay(&mut self, relays: &[RelayInfo], home: usize, stun: Vec<SocketAddr>) {
         if relays != self.relays.as_slice() {
             return; // superseded
         }
+        self.set_relay_stun(stun);
         let Some(info) = relays.get(home) else { return };
         if self
             .relay
@@ -154,13 +193,34 @@ impl Daemon {
             .collect()
     }
 
+    /// Our endpoints: the local ones, then the reflexive ones STUN learnt
+    /// on the WireGuard socket.
+    pub(super) fn all_endpoints(&mut self) -> Vec<SocketAddr> {
+        let local = self.local_endpoints();
+        if local != self.local {
+            // Moved: the NAT in front may be another one now.
+            self.local = local.clone();
+            self.reflexive.refresh(std::time::Instant::now());
+        }
+        let mut all = local;
+        for r in self.reflexive.report().addresses {
+            if !all.contains(&r) {
+                all.push(r);
+            }
+        }
+        all.truncate(proto_control::messages::MAX_ENDPOINTS);
+        all
+    }
+
     pub(super) fn refresh_endpoints(&mut self) {
+        let now = self.all_endpoints();
+        self.paths
+            .set_local_candidates(std::time::Instant::now(), now.clone());
         if self.lifecycle.phase() != Phase::Running {
             return;
         }
-        let now = self.local_endpoints();
         if now != self.endpoints {
-            info!(endpoints = ?now, "local addresses changed");
+            info!(endpoints = ?now, "endpoints changed");
             self.endpoints = now.clone();
             if let Some(c) = &self.conn {
                 let body = ClientBody::Endpoints(UpdateEndpoints {

@@ -110,6 +110,33 @@ impl Device {
         }
     }
 
+    /// Moves the peer to `endpoint` (its owner chose another path). A
+    /// handshake still waiting for its answer went to the old endpoint,
+    /// where nothing may answer: it is sent again at once, to the new one,
+    /// rather than after `REKEY_TIMEOUT`. Endpoint moves are the owner's
+    /// (never the network's), so this adds no initiations anyone else
+    /// can cause.
+    pub fn move_endpoint(&mut self, now: Instant, id: PeerId, endpoint: SocketAddr) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let moved = p.endpoint != Some(endpoint);
+        p.endpoint = Some(endpoint);
+        if moved && p.pending.is_some() && p.current.is_none() {
+            p.last_initiation_sent = None;
+            self.send_initiation(now, id, true);
+        }
+    }
+
+    /// Pinned, the endpoint moves only by [`set_endpoint`](Self::set_endpoint):
+    /// the device does not follow the peer's packets (WireGuard's roaming).
+    /// A peer without an endpoint still learns one from its first packet.
+    pub fn set_endpoint_pinned(&mut self, id: PeerId, pinned: bool) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.endpoint_pinned = pinned;
+        }
+    }
+
     /// Sets the persistent keepalive interval (0 = off). Turning it on sends
     /// a keepalive now, which starts a handshake if there is no session.
     pub fn set_persistent_keepalive(&mut self, now: Instant, id: PeerId, secs: u16) {

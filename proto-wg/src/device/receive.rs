@@ -40,8 +40,7 @@ impl Device {
         peer.rx_bytes += wire_len;
         peer.timers_any_authenticated_packet_traversal(now);
         peer.timers_any_authenticated_packet_received();
-        let roamed = peer.endpoint != Some(from);
-        peer.endpoint = Some(from);
+        let roamed = peer.roams_to(from);
         if padded > 0 {
             peer.timers_data_received(now);
         }
@@ -207,7 +206,7 @@ impl Device {
         peer.cookies.sent(mac1);
         let session = Session::new(local_index, init.remote_index, &keys, now, false);
         peer.install_responder_session(session, &mut self.by_index);
-        peer.endpoint = Some(from);
+        peer.roams_to(from);
         peer.tx_bytes += response.len() as u64;
         peer.rx_bytes += wire::INITIATION_LEN as u64;
         peer.timers_any_authenticated_packet_traversal(now);
@@ -248,8 +247,7 @@ impl Device {
         peer.timers_handshake_complete(self.clock.unix(now));
         peer.timers_any_authenticated_packet_traversal(now);
         peer.timers_any_authenticated_packet_received();
-        let roamed = peer.endpoint != Some(from);
-        peer.endpoint = Some(from);
+        let roamed = peer.roams_to(from);
         if roamed {
             self.push_event(Event::EndpointChanged {
                 peer: id,

@@ -1,0 +1,351 @@
+//! NAT traversal end to end, in the NAT lab (testkit::nat_lab): the
+//! controller and the relay (with STUN) on the lab's public side, coturn
+//! as a second STUN server on the STUN host, one agent behind each site
+//! router. What is asserted is what happens: pings delivered, the
+//! relay's own count of packets it forwarded, the device's endpoint.
+//!
+//! Needs root, iproute2, nftables, conntrack and coturn; `#[ignore]`d
+//! with that reason and run by CI with `--include-ignored`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::daemons::{relay_forwarded, start_relay, wait_for, Agent, Controller, Daemon};
+use testkit::nat_lab::{NatLab, NatType, Site, RELAY_IP, STUN_IP1};
+
+fn agent_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cvlan-agent")
+}
+
+/// Another daemon of the workspace, built next to `cvlan-agent`.
+fn sibling_bin(name: &str, package: &str) -> PathBuf {
+    let bin = Path::new(agent_bin()).with_file_name(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// The lab with its servers and the two agents, both up.
+struct Nat {
+    lab: NatLab,
+    _relay: Daemon,
+    _coturn: Daemon,
+    _controller: Controller,
+    a: Agent,
+    b: Agent,
+    /// When b's `up` returned (both nodes joined).
+    joined: Instant,
+}
+
+impl Nat {
+    fn new(ta: NatType, tb: NatType) -> Self {
+        testkit::host::require(&["ip", "nft", "conntrack", "turnserver", "ping"]);
+        let lab = NatLab::new(ta, tb);
+        let dir = lab.dir().to_path_buf();
+        let (relay, relay_arg) = start_relay(
+            &sibling_bin("cvlan-relay", "relay"),
+            &lab.ns("relay"),
+            &dir,
+            RELAY_IP,
+        );
+        // A STUN server nobody here wrote, at another address than the
+        // relay's: two servers tell a symmetric NAT from a cone.
+        let coturn = spawn(
+            &lab.ns("stun"),
+            "turnserver",
+            &[
+                "-n",
+                "--no-cli",
+                "--stun-only",
+                "--no-tls",
+                "--no-dtls",
+                "--log-file",
+                "stdout",
+                "-L",
+                &STUN_IP1.to_string(),
+                "--listening-port",
+                "3478",
+            ],
+            dir.join("coturn.log"),
+        );
+        let controller = Controller::start(
+            &sibling_bin("cvlan-controller", "controller"),
+            &lab.ns("ctl"),
+            &dir,
+            testkit::nat_lab::CTL_IP,
+            Some(&relay_arg),
+        );
+        let config = format!("stun_servers = [\"{STUN_IP1}:3478\"]\n");
+        let agent = |name: &str, node: &str| {
+            // Unique per lab: the UAPI socket under /var/run/wireguard is
+            // named after the interface and shared by every namespace.
+            let iface: String = format!("{}{node}", lab.ns("")).chars().take(15).collect();
+            Agent::start(
+                Path::new(agent_bin()),
+                name,
+                &lab.ns(node),
+                &dir,
+                &iface,
+                &config,
+            )
+        };
+        let (a, b) = (agent("alpha", "a"), agent("beta", "b"));
+        a.up(&controller)
+            .unwrap_or_else(|e| panic!("alpha up: {e}\n{}", a.log()));
+        b.up(&controller)
+            .unwrap_or_else(|e| panic!("beta up: {e}\n{}", b.log()));
+        let joined = Instant::now();
+        Self {
+            lab,
+            _relay: relay,
+            _coturn: coturn,
+            _controller: controller,
+            a,
+            b,
+            joined,
+        }
+    }
+
+    fn both_direct(&self) -> bool {
+        self.a.path_to("beta") == "direct" && self.b.path_to("alpha") == "direct"
+    }
+
+    fn forwarded(&self) -> u64 {
+        relay_forwarded(&self.lab.ns("ctl"), RELAY_IP)
+    }
+
+    fn peers(&self) -> String {
+        format!(
+            "alpha:\n{}\nbeta:\n{}",
+            self.a.cli(&["peers"]).unwrap_or_default(),
+            self.b.cli(&["peers"]).unwrap_or_default()
+        )
+    }
+}
+
+fn spawn(ns: &str, bin: &str, args: &[&str], log: PathBuf) -> Daemon {
+    let file = std::fs::File::create(&log).expect("log");
+    let child = Command::new("ip")
+        .args(["netns", "exec", ns, bin])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    Daemon { child, log }
+}
+
+/// Pings `to` from `from` every 50 ms (20/s) for `count` packets, in the
+/// background; `-O` is not needed: the summary counts what came back.
+fn ping_flood(from: &Agent, to: Ipv4Addr, count: u32) -> Child {
+    Command::new("ip")
+        .args([
+            "netns", "exec", &from.ns, "ping", "-q", "-i", "0.05", "-W", "1",
+        ])
+        .args(["-c", &count.to_string(), &to.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ping")
+}
+
+/// How many of a flood's pings got no answer.
+fn lost(flood: Child) -> u32 {
+    let out = flood.wait_with_output().expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let nums: Vec<u32> = line
+        .split(',')
+        .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+        .collect();
+    nums[0] - nums[1]
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn port_restricted_nats_on_both_sides_go_direct_within_five_seconds() {
+    let nat = Nat::new(NatType::Prc, NatType::Prc);
+    let (a_ip, b_ip) = (nat.a.overlay(), nat.b.overlay());
+    // Traffic works from the first second, through the relay if need be.
+    let first = wait_for(Duration::from_secs(3), "alpha -> beta", || nat.a.ping(b_ip));
+    eprintln!("first ping answered {first:?} after the join");
+    let direct = wait_for(Duration::from_secs(5), "both direct", || nat.both_direct());
+    let since_join = nat.joined.elapsed().min(direct + first);
+    eprintln!("prc+prc: direct {:?} after the join", nat.joined.elapsed());
+    assert!(since_join < Duration::from_secs(5));
+    // Direct is what happens: the relay forwards nothing for the pair.
+    let before = nat.forwarded();
+    let floods = [ping_flood(&nat.a, b_ip, 60), ping_flood(&nat.b, a_ip, 60)];
+    let lost: u32 = floods.into_iter().map(lost).sum();
+    let relayed = nat.forwarded() - before;
+    let peers = nat.peers();
+    assert_eq!(lost, 0, "{peers}");
+    assert_eq!(
+        relayed, 0,
+        "{relayed} packets went through the relay:\n{peers}"
+    );
+    // Each side sends to the other's router (its reflexive address).
+    assert_eq!(
+        nat.a.endpoint_of("beta").map(|e| e.ip()),
+        Some(testkit::nat_lab::R2_WAN.into()),
+        "{peers}"
+    );
+    // netcheck: both STUN servers saw one mapping, the port kept.
+    let check = nat.a.cli(&["netcheck"]).expect("netcheck");
+    assert!(check.contains("UDP:                 yes"), "{check}");
+    assert!(
+        check.contains("mapping varies by destination: no"),
+        "{check}"
+    );
+    assert!(
+        check.contains(&format!("{}:", testkit::nat_lab::R1_WAN)),
+        "{check}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn a_symmetric_nat_is_named_by_netcheck_and_met_through_a_peer_reflexive_address() {
+    // A full cone facing a symmetric NAT: the full-cone side reaches the
+    // other only where its probes came from.
+    let nat = Nat::new(NatType::Full, NatType::Sym);
+    wait_for(Duration::from_secs(10), "both direct", || nat.both_direct());
+    let row = nat.a.peer_row("beta");
+    assert_eq!(
+        row.last().map(String::as_str),
+        Some("peer-reflexive"),
+        "{}",
+        nat.peers()
+    );
+    let check = nat.b.cli(&["netcheck"]).expect("netcheck");
+    assert!(
+        check.contains("mapping varies by destination: yes"),
+        "{check}"
+    );
+    assert!(check.contains("NAT:                 symmetric"), "{check}");
+}
+
+/// The shared lab's own matrix (`nat-lab.sh matrix`, its Python client
+/// punching with peer-reflexive candidates): these pairs stay relayed.
+fn lab_punches_directly(a: NatType, b: NatType) -> bool {
+    use NatType::*;
+    !matches!(
+        (a, b),
+        (Sym, Sym) | (Prc, Sym) | (Sym, Prc) | (Sym, Fw) | (Fw, Sym)
+    )
+}
+
+/// Every pair with site A behind `ta`: direct where the lab punches
+/// directly, relay where it does not, pings from the start in both.
+fn matrix_row(ta: NatType) {
+    let mut failures = Vec::new();
+    for tb in NatType::ALL {
+        let nat = Nat::new(ta, tb);
+        let b_ip = nat.b.overlay();
+        let pair = format!("{}+{}", ta.name(), tb.name());
+        if !wait_for_ok(Duration::from_secs(3), || nat.a.ping(b_ip)) {
+            failures.push(format!("{pair}: no ping within 3 s\n{}", nat.peers()));
+            continue;
+        }
+        let want_direct = lab_punches_directly(ta, tb);
+        let went_direct = wait_for_ok(Duration::from_secs(8), || nat.both_direct());
+        let took = nat.joined.elapsed();
+        eprintln!(
+            "{pair}: {} ({took:?} after the join), lab: {}",
+            if went_direct { "direct" } else { "relay" },
+            if want_direct { "direct" } else { "relay" }
+        );
+        if went_direct != want_direct {
+            failures.push(format!(
+                "{pair}: direct={went_direct}, want {want_direct}\n{}",
+                nat.peers()
+            ));
+            continue;
+        }
+        // Whatever the path, traffic flows; on a direct pair the relay
+        // carries none of it.
+        let before = nat.forwarded();
+        let ok = nat.a.ping(b_ip) && nat.b.ping(nat.a.overlay());
+        let relayed = nat.forwarded() - before;
+        if !ok || (want_direct && relayed > 0) {
+            failures.push(format!(
+                "{pair}: pings ok={ok}, relayed={relayed}\n{}",
+                nat.peers()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn wait_for_ok(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn matrix_from_behind_full_cone() {
+    matrix_row(NatType::Full);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn matrix_from_behind_restricted_cone() {
+    matrix_row(NatType::Arc);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn matrix_from_behind_port_restricted_cone() {
+    matrix_row(NatType::Prc);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn matrix_from_behind_symmetric() {
+    matrix_row(NatType::Sym);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn matrix_from_a_public_address() {
+    matrix_row(NatType::None);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn matrix_from_behind_a_stateful_firewall() {
+    matrix_row(NatType::Fw);
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn mappings_flushed_on_both_routers_come_back_direct_within_ten_seconds() {
+    let nat = Nat::new(NatType::Prc, NatType::Prc);
+    wait_for(Duration::from_secs(5), "both direct", || nat.both_direct());
+    nat.lab.flush_conntrack(Site::A);
+    nat.lab.flush_conntrack(Site::B);
+    let b_ip = nat.b.overlay();
+    let back = wait_for(Duration::from_secs(10), "direct pings again", || {
+        nat.both_direct() && nat.a.ping(b_ip)
+    });
+    eprintln!("after conntrack -F: direct and answering within {back:?}");
+    let before = nat.forwarded();
+    assert!(nat.a.ping(b_ip));
+    assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
+}
