@@ -8,10 +8,11 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use testkit::daemons::{output, wait_for, wait_for_value, Agent, Controller, Daemon, Tls};
 use testkit::host::{require, run};
 use testkit::transfer::transfer;
 
@@ -21,30 +22,8 @@ fn agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cvlan-agent")
 }
 
-/// Another daemon of the workspace, built next to `cvlan-agent`.
 fn sibling_bin(name: &str, package: &str) -> PathBuf {
-    let bin = Path::new(agent_bin()).with_file_name(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
-fn controller_bin() -> PathBuf {
-    sibling_bin("cvlan-controller", "controller")
-}
-
-fn relay_bin() -> PathBuf {
-    sibling_bin("cvlan-relay", "relay")
-}
-
-struct Agent {
-    ns: String,
-    dir: PathBuf,
-    iface: String,
-    child: Option<Child>,
+    testkit::daemons::sibling_bin(agent_bin(), name, package)
 }
 
 /// A bridge, a controller and agents, all torn down on drop.
@@ -52,13 +31,11 @@ struct Mesh {
     tag: String,
     dir: PathBuf,
     namespaces: Vec<String>,
-    controller: Option<Child>,
-    agents: Vec<(String, Agent)>,
+    controller: Option<Controller>,
+    agents: Vec<Agent>,
     controller_key: String,
     auth_key: String,
-    /// `--relay` for the controller, when the mesh has a relay.
-    relay_arg: Option<String>,
-    relay: Option<Child>,
+    relay: Option<Daemon>,
     /// The controller serves inside TLS (the test certificate).
     tls: bool,
 }
@@ -71,8 +48,8 @@ fn tls_data(file: &str) -> PathBuf {
         .join(file)
 }
 
-const CONTROLLER_IP: &str = "10.150.0.1";
-const RELAY_IP: &str = "10.150.0.2";
+const CONTROLLER_IP: Ipv4Addr = Ipv4Addr::new(10, 150, 0, 1);
+const RELAY_IP: Ipv4Addr = Ipv4Addr::new(10, 150, 0, 2);
 
 impl Mesh {
     fn new() -> Self {
@@ -103,7 +80,6 @@ impl Mesh {
             agents: Vec::new(),
             controller_key: String::new(),
             auth_key: String::new(),
-            relay_arg: None,
             relay: None,
             tls,
             tag,
@@ -111,17 +87,33 @@ impl Mesh {
         let br = mesh.add_ns("br");
         run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
         run(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-        mesh.attach("ctl", CONTROLLER_IP);
-        if with_relay {
-            mesh.start_relay();
-        }
-        mesh.start_controller();
-        mesh.controller_key = mesh.ctl(&["key"]).expect("key").trim().to_string();
-        mesh.auth_key = mesh
-            .ctl(&["keys", "create", "--reusable", "--expires", "1h"])
-            .expect("auth key")
-            .trim()
-            .to_string();
+        let ctl_ns = mesh.attach("ctl", CONTROLLER_IP);
+        let relay_arg = with_relay.then(|| {
+            let ns = mesh.attach("rly", RELAY_IP);
+            let (relay, arg) = testkit::daemons::start_relay(
+                &sibling_bin("cvlan-relay", "relay"),
+                &ns,
+                &mesh.dir,
+                RELAY_IP,
+            );
+            mesh.relay = Some(relay);
+            arg
+        });
+        let certificate = tls.then(|| Tls {
+            cert: tls_data("relay.pem"),
+            key: tls_data("relay.key"),
+        });
+        let controller = Controller::start_with(
+            &sibling_bin("cvlan-controller", "controller"),
+            &ctl_ns,
+            &mesh.dir,
+            CONTROLLER_IP,
+            relay_arg.as_deref(),
+            certificate,
+        );
+        mesh.controller_key = controller.key.clone();
+        mesh.auth_key = controller.auth_key.clone();
+        mesh.controller = Some(controller);
         mesh
     }
 
@@ -135,7 +127,7 @@ impl Mesh {
     }
 
     /// A namespace for `role` with a veth into the bridge at `ip`/24.
-    fn attach(&mut self, role: &str, ip: &str) -> String {
+    fn attach(&mut self, role: &str, ip: Ipv4Addr) -> String {
         let ns = self.add_ns(role);
         let br = &self.namespaces[0];
         let outer = format!("cvm{}{role}", self.tag);
@@ -159,190 +151,83 @@ impl Mesh {
         ns
     }
 
+    fn controller(&mut self) -> &mut Controller {
+        self.controller.as_mut().expect("controller")
+    }
+
     fn ctl_dir(&self) -> PathBuf {
-        self.dir.join("controller")
-    }
-
-    fn start_relay(&mut self) {
-        let ns = self.attach("rly", RELAY_IP);
-        let key_file = self.dir.join("relay.key");
-        let out = Command::new(relay_bin())
-            .arg("--key")
-            .arg(&key_file)
-            .arg("--print-key")
-            .output()
-            .expect("relay key");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let log = std::fs::File::create(self.dir.join("relay.log")).expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns])
-            .arg(relay_bin())
-            .arg("--key")
-            .arg(&key_file)
-            .args([
-                "--listen",
-                &format!("{RELAY_IP}:8443"),
-                "--stun",
-                &format!("{RELAY_IP}:3478"),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn relay");
-        self.relay = Some(child);
-        self.relay_arg = Some(format!("{RELAY_IP}:8443#{key}#{RELAY_IP}:3478"));
-    }
-
-    fn start_controller(&mut self) {
-        // A killed controller leaves its socket file behind.
-        let _ = std::fs::remove_file(self.ctl_dir().join("admin.sock"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("controller.log"))
-            .expect("log");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.namespaces[1]])
-            .arg(controller_bin())
-            .arg("--state-dir")
-            .arg(self.ctl_dir())
-            .args(["serve", "--listen", &format!("{CONTROLLER_IP}:7443")])
-            .args(self.relay_arg.iter().flat_map(|r| ["--relay", r.as_str()]))
-            .args(if self.tls {
-                vec![
-                    "--tls-cert".into(),
-                    tls_data("relay.pem"),
-                    "--tls-key".into(),
-                    tls_data("relay.key"),
-                ]
-            } else {
-                vec![]
-            })
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn controller");
-        self.controller = Some(child);
-        // Serving once the controller answers admin commands.
-        wait_for(Duration::from_secs(10), "controller up", || {
-            self.ctl_dir().join("admin.sock").exists() && self.ctl(&["nodes", "list"]).is_ok()
-        });
+        self.controller
+            .as_ref()
+            .expect("controller")
+            .state_dir()
+            .to_path_buf()
     }
 
     fn kill_controller(&mut self) {
-        if let Some(mut c) = self.controller.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.controller().kill();
+    }
+
+    fn start_controller(&mut self) {
+        self.controller().restart();
     }
 
     fn ctl(&self, args: &[&str]) -> Result<String, String> {
-        let mut cmd = Command::new(controller_bin());
-        cmd.arg("--state-dir").arg(self.ctl_dir()).args(args);
-        output(cmd)
+        self.controller.as_ref().expect("controller").admin(args)
     }
 
     fn agent(&self, name: &str) -> &Agent {
-        &self
-            .agents
-            .iter()
-            .find(|(n, _)| n == name)
-            .expect("agent")
-            .1
+        self.agents.iter().find(|a| a.name == name).expect("agent")
     }
 
     fn agent_mut(&mut self, name: &str) -> &mut Agent {
-        &mut self
-            .agents
+        self.agents
             .iter_mut()
-            .find(|(n, _)| n == name)
+            .find(|a| a.name == name)
             .expect("agent")
-            .1
     }
 
     /// A namespace and a running daemon for `name` (not joined yet).
     fn add_agent(&mut self, name: &str) {
-        let ip = format!("10.150.0.{}", 10 + self.agents.len());
-        let ns = self.attach(name, &ip);
-        let agent = Agent {
-            ns,
-            dir: self.dir.join(name),
-            iface: format!("cvm{}{name}", self.tag).chars().take(15).collect(),
-            child: None,
-        };
-        self.agents.push((name.to_string(), agent));
-        self.start_daemon(name);
+        let ip = Ipv4Addr::new(10, 150, 0, 10 + self.agents.len() as u8);
+        let ns = self.attach(name, ip);
+        let iface: String = format!("cvm{}{name}", self.tag).chars().take(15).collect();
+        let config = self.default_config();
+        let agent = Agent::start(
+            Path::new(agent_bin()),
+            name,
+            &ns,
+            &self.dir,
+            &iface,
+            &config,
+        );
+        self.agents.push(agent);
     }
 
-    fn start_daemon(&mut self, name: &str) {
-        // Agents of a TLS mesh trust the test CA (not the system's CAs).
-        let config = if self.tls {
+    /// Agents of a TLS mesh trust the test CA (not the system's CAs).
+    fn default_config(&self) -> String {
+        if self.tls {
             format!("controller_ca_file = {:?}\n", tls_data("ca.pem"))
         } else {
             String::new()
-        };
+        }
+    }
+
+    fn start_daemon(&mut self, name: &str) {
+        let config = self.default_config();
         self.start_daemon_with_config(name, &config);
     }
 
     fn start_daemon_with_config(&mut self, name: &str, config_text: &str) {
-        let a = self.agent(name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{name}.log")))
-            .expect("log");
-        let config = self.dir.join(format!("{name}.toml"));
-        std::fs::write(&config, config_text).expect("agent config");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &a.ns, agent_bin()])
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(&a.dir)
-            .arg("--socket")
-            .arg(a.dir.join("agent.sock"))
-            .args(["--interface", &a.iface, "daemon"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn agent");
-        self.agent_mut(name).child = Some(child);
-        wait_for(Duration::from_secs(10), "agent daemon up", || {
-            self.cli(name, &["status"]).is_ok()
-        });
+        self.agent_mut(name).restart(config_text);
     }
 
     /// Stops an agent the way a service manager does (SIGTERM).
     fn stop_daemon(&mut self, name: &str) {
-        if let Some(mut c) = self.agent_mut(name).child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .output();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.agent_mut(name).stop();
     }
 
     fn cli(&self, name: &str, args: &[&str]) -> Result<String, String> {
-        let a = self.agent(name);
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &a.ns, agent_bin()])
-            .arg("--socket")
-            .arg(a.dir.join("agent.sock"))
-            .args(args);
-        output(cmd)
+        self.agent(name).cli(args)
     }
 
     fn up(&self, name: &str) -> Result<String, String> {
@@ -366,69 +251,31 @@ impl Mesh {
         controller_key: &str,
         auth_key: &str,
     ) -> Result<String, String> {
-        self.cli(
-            name,
-            &[
-                "up",
-                "--controller",
-                controller,
-                "--controller-key",
-                controller_key,
-                "--auth-key",
-                auth_key,
-                "--hostname",
-                name,
-            ],
-        )
+        self.agent(name)
+            .up_url(controller, controller_key, auth_key)
     }
 
     /// The overlay address `name` reports.
     fn overlay(&self, name: &str) -> Ipv4Addr {
-        let status = self.cli(name, &["status"]).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("node:"))
-            .and_then(|l| l.rsplit(", ").next())
-            .and_then(|a| a.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in status of {name}:\n{status}"))
+        self.agent(name).overlay()
     }
 
     fn ping(&self, from: &str, to: Ipv4Addr) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.agent(from).ns,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                &to.to_string(),
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success())
+        self.agent(from).ping(to)
     }
 
     fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+        self.agent(name).log()
     }
 }
 
 impl Drop for Mesh {
     fn drop(&mut self) {
-        for (_, a) in &mut self.agents {
-            if let Some(mut c) = a.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        self.kill_controller();
-        if let Some(mut r) = self.relay.take() {
-            let _ = r.kill();
-            let _ = r.wait();
-        }
+        // The processes first: a namespace outlives its deletion while
+        // anything still runs in it.
+        self.agents.clear();
+        self.controller = None;
+        self.relay = None;
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
@@ -438,40 +285,6 @@ impl Drop for Mesh {
             eprintln!("mesh logs kept in {}", self.dir.display());
         }
     }
-}
-
-/// stdout if the command succeeds, stderr if it fails.
-fn output(mut cmd: Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// Polls `f` until it gives a value, at most `limit`.
-fn wait_for_value<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
 }
 
 #[test]
@@ -718,13 +531,7 @@ fn bad_keys_get_clear_errors_and_disturb_nobody() {
 
 /// `name`'s path to `peer` as `cvlan-agent peers` reports it.
 fn path_to(mesh: &Mesh, name: &str, peer: &str) -> String {
-    let peers = mesh.cli(name, &["peers"]).unwrap_or_default();
-    peers
-        .lines()
-        .find(|l| l.starts_with(peer))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("-")
-        .to_string()
+    mesh.agent(name).path_to(peer)
 }
 
 #[test]
@@ -829,49 +636,21 @@ fn blocked_direct_udp_falls_back_to_the_relay_and_returns_when_unblocked() {
     );
 }
 
-/// The relay's count of packets it delivered to a node (its /metrics,
-/// read from `from`'s namespace).
+/// The relay's count of packets it delivered (its /metrics, read from
+/// `from`'s namespace).
 fn relay_forwarded(mesh: &Mesh, from: &str) -> u64 {
-    let mut get = Command::new("ip");
-    get.args(["netns", "exec", &mesh.agent(from).ns, "bash", "-c"])
-        .arg(format!(
-            "exec 3<>/dev/tcp/{RELAY_IP}/8443; printf 'GET /metrics HTTP/1.1\\r\\n\\r\\n' >&3; timeout 2 cat <&3"
-        ));
-    let text = output(get).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("cvlan_relay_packets_forwarded_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no forwarded counter in the relay's metrics: {text}"))
+    testkit::daemons::relay_forwarded(&mesh.agent(from).ns, RELAY_IP)
 }
 
 /// Pings `to` from `from` every 20 ms for `count` packets, in the background.
 fn ping_flood(mesh: &Mesh, from: &str, to: Ipv4Addr, count: u32) -> Child {
-    Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &mesh.agent(from).ns,
-            "ping",
-            "-q",
-            "-i",
-            "0.02",
-            "-W",
-            "1",
-        ])
-        .args(["-c", &count.to_string(), &to.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ping")
+    mesh.agent(from)
+        .ping_flood(to, count, Duration::from_millis(20))
 }
 
-/// `wg` in `name`'s namespace, on its interface.
+/// `wg` in `name`'s namespace, on its interface (`IFACE` in `args`).
 fn wg(mesh: &Mesh, name: &str, args: &[&str]) -> String {
-    let a = mesh.agent(name);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &a.ns, "wg"])
-        .args(args.iter().map(|x| x.replace("IFACE", &a.iface)));
-    output(cmd).unwrap_or_else(|e| panic!("wg {args:?}: {e}"))
+    mesh.agent(name).wg(args)
 }
 
 #[test]

@@ -7,27 +7,24 @@
 //! Needs root, iproute2, nftables, conntrack and coturn; `#[ignore]`d
 //! with that reason and run by CI with `--include-ignored`.
 
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use testkit::daemons::{relay_forwarded, start_relay, wait_for, Agent, Controller, Daemon};
+use testkit::daemons::{
+    lost, relay_forwarded, spawn_in, start_relay, wait_for, Agent, Controller, Daemon,
+};
 use testkit::nat_lab::{NatLab, NatType, Site, RELAY_IP, STUN_IP1};
 
 fn agent_bin() -> &'static str {
     env!("CARGO_BIN_EXE_cvlan-agent")
 }
 
-/// Another daemon of the workspace, built next to `cvlan-agent`.
+/// 20 pings a second.
+const FLOOD: Duration = Duration::from_millis(50);
+
 fn sibling_bin(name: &str, package: &str) -> PathBuf {
-    let bin = Path::new(agent_bin()).with_file_name(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
+    testkit::daemons::sibling_bin(agent_bin(), name, package)
 }
 
 /// The lab with its servers and the two agents, both up.
@@ -55,9 +52,9 @@ impl Nat {
         );
         // A STUN server nobody here wrote, at another address than the
         // relay's: two servers tell a symmetric NAT from a cone.
-        let coturn = spawn(
+        let coturn = spawn_in(
             &lab.ns("stun"),
-            "turnserver",
+            Path::new("turnserver"),
             &[
                 "-n",
                 "--no-cli",
@@ -70,7 +67,8 @@ impl Nat {
                 &STUN_IP1.to_string(),
                 "--listening-port",
                 "3478",
-            ],
+            ]
+            .map(String::from),
             dir.join("coturn.log"),
         );
         let controller = Controller::start(
@@ -128,48 +126,6 @@ impl Nat {
     }
 }
 
-fn spawn(ns: &str, bin: &str, args: &[&str], log: PathBuf) -> Daemon {
-    let file = std::fs::File::create(&log).expect("log");
-    let child = Command::new("ip")
-        .args(["netns", "exec", ns, bin])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("log"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
-    Daemon { child, log }
-}
-
-/// Pings `to` from `from` every 50 ms (20/s) for `count` packets, in the
-/// background; `-O` is not needed: the summary counts what came back.
-fn ping_flood(from: &Agent, to: Ipv4Addr, count: u32) -> Child {
-    Command::new("ip")
-        .args([
-            "netns", "exec", &from.ns, "ping", "-q", "-i", "0.05", "-W", "1",
-        ])
-        .args(["-c", &count.to_string(), &to.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ping")
-}
-
-/// How many of a flood's pings got no answer.
-fn lost(flood: Child) -> u32 {
-    let out = flood.wait_with_output().expect("ping");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .unwrap_or_else(|| panic!("no ping summary: {text}"));
-    let nums: Vec<u32> = line
-        .split(',')
-        .filter_map(|part| part.split_whitespace().next()?.parse().ok())
-        .collect();
-    nums[0] - nums[1]
-}
-
 #[test]
 #[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
 fn port_restricted_nats_on_both_sides_go_direct_within_five_seconds() {
@@ -184,7 +140,10 @@ fn port_restricted_nats_on_both_sides_go_direct_within_five_seconds() {
     assert!(since_join < Duration::from_secs(5));
     // Direct is what happens: the relay forwards nothing for the pair.
     let before = nat.forwarded();
-    let floods = [ping_flood(&nat.a, b_ip, 60), ping_flood(&nat.b, a_ip, 60)];
+    let floods = [
+        nat.a.ping_flood(b_ip, 60, FLOOD),
+        nat.b.ping_flood(a_ip, 60, FLOOD),
+    ];
     let lost: u32 = floods.into_iter().map(lost).sum();
     let relayed = nat.forwarded() - before;
     let peers = nat.peers();

@@ -103,6 +103,23 @@ fn check_ack(answer: &[u8]) -> io::Result<()> {
     }
 }
 
+/// A fresh rtnetlink socket (not bound to any multicast group).
+pub(crate) fn rtnetlink_socket() -> io::Result<File> {
+    // SAFETY: socket() takes no pointers; the result is checked below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 /// An rtnetlink socket.
 #[derive(Debug)]
 pub struct Routes {
@@ -114,20 +131,10 @@ pub struct Routes {
 
 impl Routes {
     pub fn open() -> io::Result<Self> {
-        // SAFETY: socket() takes no pointers; the result is checked below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor nothing else owns.
-        let sock = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        Ok(Self { sock, seq: 0 })
+        Ok(Self {
+            sock: rtnetlink_socket()?,
+            seq: 0,
+        })
     }
 
     fn call(&mut self, route: &Route, add: bool) -> io::Result<()> {

@@ -33,6 +33,31 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) -> Dur
     start.elapsed()
 }
 
+/// Polls `f` every 100 ms until it gives a value. Panics with `what`
+/// after `limit`.
+pub fn wait_for_value<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Another binary of the workspace, built next to the test's own
+/// (`bin` is its `env!("CARGO_BIN_EXE_...")`).
+pub fn sibling_bin(bin: &str, name: &str, package: &str) -> PathBuf {
+    let sibling = Path::new(bin).with_file_name(name);
+    assert!(
+        sibling.exists(),
+        "{} is missing: build it with `cargo build -p {package}` (cargo test --workspace does)",
+        sibling.display()
+    );
+    sibling
+}
+
 /// A process started in a namespace, killed on drop.
 #[derive(Debug)]
 pub struct Daemon {
@@ -51,9 +76,22 @@ impl Daemon {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Stops it the way a service manager does: SIGTERM, 5 s to exit,
+    /// then SIGKILL.
+    pub fn terminate(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .output();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
-fn spawn_in(ns: &str, bin: &Path, args: &[String], log: PathBuf) -> Daemon {
+/// Starts `bin args` in namespace `ns`, its output appended to `log`.
+pub fn spawn_in(ns: &str, bin: &Path, args: &[String], log: PathBuf) -> Daemon {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -99,20 +137,42 @@ pub fn start_relay(relay_bin: &Path, ns: &str, dir: &Path, ip: Ipv4Addr) -> (Dae
     (d, format!("{ip}:8443#{key}#{ip}:3478"))
 }
 
+/// The controller's certificate and key, when it serves only inside TLS.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// A running controller and what agents need to join it.
 #[derive(Debug)]
 pub struct Controller {
-    pub daemon: Daemon,
+    pub daemon: Option<Daemon>,
     pub url: String,
     pub key: String,
     pub auth_key: String,
     bin: PathBuf,
+    ns: String,
+    args: Vec<String>,
+    log: PathBuf,
     state: PathBuf,
 }
 
 impl Controller {
     /// `cvlan-controller serve` on `ip:7443`, announcing `relay`.
     pub fn start(bin: &Path, ns: &str, dir: &Path, ip: Ipv4Addr, relay: Option<&str>) -> Self {
+        Self::start_with(bin, ns, dir, ip, relay, None)
+    }
+
+    /// The same, serving only inside TLS when `tls` is given.
+    pub fn start_with(
+        bin: &Path,
+        ns: &str,
+        dir: &Path,
+        ip: Ipv4Addr,
+        relay: Option<&str>,
+        tls: Option<Tls>,
+    ) -> Self {
         let state = dir.join("controller");
         let mut args = vec![
             "--state-dir".to_string(),
@@ -124,18 +184,27 @@ impl Controller {
         if let Some(r) = relay {
             args.extend(["--relay".to_string(), r.to_string()]);
         }
-        let daemon = spawn_in(ns, bin, &args, dir.join("controller.log"));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        if let Some(t) = tls {
+            args.extend([
+                "--tls-cert".to_string(),
+                t.cert.to_string_lossy().into_owned(),
+                "--tls-key".into(),
+                t.key.to_string_lossy().into_owned(),
+            ]);
+        }
         let mut c = Self {
-            daemon,
-            url: format!("http://{ip}:7443"),
+            daemon: None,
+            url: format!("{scheme}://{ip}:7443"),
             key: String::new(),
             auth_key: String::new(),
             bin: bin.to_path_buf(),
+            ns: ns.into(),
+            args,
+            log: dir.join("controller.log"),
             state,
         };
-        wait_for(Duration::from_secs(10), "controller up", || {
-            c.state.join("admin.sock").exists() && c.admin(&["nodes", "list"]).is_ok()
-        });
+        c.restart();
         c.key = c.admin(&["key"]).expect("key").trim().to_string();
         c.auth_key = c
             .admin(&["keys", "create", "--reusable", "--expires", "1h"])
@@ -143,6 +212,27 @@ impl Controller {
             .trim()
             .to_string();
         c
+    }
+
+    /// Kills the controller (as a crash would).
+    pub fn kill(&mut self) {
+        self.daemon = None;
+    }
+
+    /// Starts it again (a first start too) on the same state, and waits
+    /// until it answers admin commands.
+    pub fn restart(&mut self) {
+        self.kill();
+        // A killed controller leaves its socket file behind.
+        let _ = std::fs::remove_file(self.state.join("admin.sock"));
+        self.daemon = Some(spawn_in(&self.ns, &self.bin, &self.args, self.log.clone()));
+        wait_for(Duration::from_secs(10), "controller up", || {
+            self.state.join("admin.sock").exists() && self.admin(&["nodes", "list"]).is_ok()
+        });
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state
     }
 
     /// An admin command (over the controller's local socket).
@@ -159,7 +249,10 @@ pub struct Agent {
     pub name: String,
     pub ns: String,
     pub iface: String,
+    /// Its state directory (and local API socket).
     pub dir: PathBuf,
+    /// Where its configuration and log are written.
+    lab_dir: PathBuf,
     bin: PathBuf,
     pub daemon: Option<Daemon>,
 }
@@ -167,34 +260,51 @@ pub struct Agent {
 impl Agent {
     /// Starts the daemon with `config` (TOML) and waits for its socket.
     pub fn start(bin: &Path, name: &str, ns: &str, dir: &Path, iface: &str, config: &str) -> Self {
-        let adir = dir.join(name);
-        std::fs::create_dir_all(&adir).expect("agent dir");
-        let config_file = dir.join(format!("{name}.toml"));
+        let mut a = Self {
+            name: name.into(),
+            ns: ns.into(),
+            iface: iface.into(),
+            dir: dir.join(name),
+            lab_dir: dir.to_path_buf(),
+            bin: bin.to_path_buf(),
+            daemon: None,
+        };
+        std::fs::create_dir_all(&a.dir).expect("agent dir");
+        a.restart(config);
+        a
+    }
+
+    /// Stops the daemon the way a service manager does (SIGTERM).
+    pub fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.terminate();
+        }
+    }
+
+    /// Starts the daemon (again) with `config`, on the same state.
+    pub fn restart(&mut self, config: &str) {
+        self.stop();
+        let config_file = self.lab_dir.join(format!("{}.toml", self.name));
         std::fs::write(&config_file, config).expect("agent config");
         let args: Vec<String> = vec![
             "--config".into(),
             config_file.to_string_lossy().into_owned(),
             "--state-dir".into(),
-            adir.to_string_lossy().into_owned(),
+            self.dir.to_string_lossy().into_owned(),
             "--socket".into(),
-            adir.join("agent.sock").to_string_lossy().into_owned(),
+            self.dir.join("agent.sock").to_string_lossy().into_owned(),
             "--interface".into(),
-            iface.into(),
+            self.iface.clone(),
             "daemon".into(),
         ];
-        let daemon = spawn_in(ns, bin, &args, dir.join(format!("{name}.log")));
-        let a = Self {
-            name: name.into(),
-            ns: ns.into(),
-            iface: iface.into(),
-            dir: adir,
-            bin: bin.to_path_buf(),
-            daemon: Some(daemon),
-        };
+        self.daemon = Some(spawn_in(&self.ns, &self.bin, &args, self.log_file()));
         wait_for(Duration::from_secs(10), "agent daemon up", || {
-            a.cli(&["status"]).is_ok()
+            self.cli(&["status"]).is_ok()
         });
-        a
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.lab_dir.join(format!("{}.log", self.name))
     }
 
     pub fn cli(&self, args: &[&str]) -> Result<String, String> {
@@ -209,14 +319,24 @@ impl Agent {
 
     /// `up` against `c`, under the agent's own name.
     pub fn up(&self, c: &Controller) -> Result<String, String> {
+        self.up_url(&c.url, &c.key, &c.auth_key)
+    }
+
+    /// `up` against the controller at `url` with these keys.
+    pub fn up_url(
+        &self,
+        url: &str,
+        controller_key: &str,
+        auth_key: &str,
+    ) -> Result<String, String> {
         self.cli(&[
             "up",
             "--controller",
-            &c.url,
+            url,
             "--controller-key",
-            &c.key,
+            controller_key,
             "--auth-key",
-            &c.auth_key,
+            auth_key,
             "--hostname",
             &self.name,
         ])
@@ -266,12 +386,46 @@ impl Agent {
             .is_ok_and(|o| o.status.success())
     }
 
-    pub fn log(&self) -> String {
-        self.daemon
-            .as_ref()
-            .map(Daemon::log_text)
-            .unwrap_or_default()
+    /// Pings `to` every `interval` for `count` packets in the background;
+    /// [`lost`] reads what did not come back.
+    pub fn ping_flood(&self, to: Ipv4Addr, count: u32, interval: Duration) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns, "ping", "-q", "-W", "1"])
+            .args(["-i", &format!("{}", interval.as_secs_f64())])
+            .args(["-c", &count.to_string(), &to.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ping")
     }
+
+    /// `wg` in the agent's namespace; `IFACE` in `args` is its interface.
+    pub fn wg(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "wg"])
+            .args(args.iter().map(|x| x.replace("IFACE", &self.iface)));
+        output(cmd).unwrap_or_else(|e| panic!("wg {args:?}: {e}"))
+    }
+
+    /// Its log so far (also after it stopped).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+}
+
+/// How many of a [`Agent::ping_flood`]'s pings got no answer.
+pub fn lost(flood: Child) -> u32 {
+    let out = flood.wait_with_output().expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or_else(|| panic!("no ping summary: {text}"));
+    let nums: Vec<u32> = line
+        .split(',')
+        .filter_map(|part| part.split_whitespace().next()?.parse().ok())
+        .collect();
+    nums[0] - nums[1]
 }
 
 /// The relay's count of packets it delivered, from its /metrics (read
