@@ -135,11 +135,20 @@ impl Mesh {
     }
 }
 
-fn configure_peer(p: &MeshPeer, endpoint: Option<SocketAddr>) -> PeerChange {
+/// Where the device sends a peer's packets: the endpoint the path
+/// machine chose, and the relay's entry as the fallback that data also
+/// takes while a direct endpoint is silent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerRoute {
+    pub endpoint: Option<SocketAddr>,
+    pub fallback: Option<SocketAddr>,
+}
+
+fn configure_peer(p: &MeshPeer, route: PeerRoute) -> PeerChange {
     PeerChange::Upsert(PeerConfig {
         public_key: p.node_key,
         allowed_ips: vec![IpPrefix::host(p.address.into())],
-        endpoint,
+        endpoint: route.endpoint,
         // Keeps NAT mappings open, and (being new to the device) sends a
         // keepalive at once: a restarted node handshakes with every peer
         // right away instead of waiting for the peers' rekey timeout.
@@ -148,29 +157,30 @@ fn configure_peer(p: &MeshPeer, endpoint: Option<SocketAddr>) -> PeerChange {
         // The path machine alone moves it: a relayed packet that arrives
         // after the move to a direct path must not take us back.
         endpoint_pinned: true,
+        fallback: route.fallback,
     })
 }
 
 /// Seconds, as WireGuard's own recommendation for peers behind NAT.
 const PERSISTENT_KEEPALIVE: u16 = 25;
 
-/// The device changes that carry `changes` out, with each peer's endpoint
-/// as `endpoint` picks it (the path manager's choice). A peer whose key
+/// The device changes that carry `changes` out, with each peer's route
+/// as `route` picks it (the path manager's choice). A peer whose key
 /// rotated is removed under its old key and added under the new one.
 pub fn peer_changes_with(
     changes: &[Change],
-    mut endpoint: impl FnMut(&MeshPeer) -> Option<SocketAddr>,
+    mut route: impl FnMut(&MeshPeer) -> PeerRoute,
 ) -> Vec<PeerChange> {
     let mut out = Vec::new();
     for c in changes {
         match c {
-            Change::Add(p) => out.push(configure_peer(p, endpoint(p))),
+            Change::Add(p) => out.push(configure_peer(p, route(p))),
             Change::Remove(p) => out.push(PeerChange::Remove(p.node_key)),
             Change::Update { old, new } => {
                 if old.node_key != new.node_key {
                     out.push(PeerChange::Remove(old.node_key));
                 }
-                out.push(configure_peer(new, endpoint(new)));
+                out.push(configure_peer(new, route(new)));
             }
         }
     }
@@ -179,7 +189,10 @@ pub fn peer_changes_with(
 
 /// As [`peer_changes_with`], each peer at its first reported endpoint.
 pub fn peer_changes(changes: &[Change]) -> Vec<PeerChange> {
-    peer_changes_with(changes, MeshPeer::endpoint)
+    peer_changes_with(changes, |p| PeerRoute {
+        endpoint: p.endpoint(),
+        fallback: None,
+    })
 }
 
 #[cfg(test)]
@@ -250,6 +263,7 @@ mod tests {
                     persistent_keepalive: 25,
                     preshared_key: None,
                     endpoint_pinned: true,
+                    fallback: None,
                 }),
                 PeerChange::Remove([2; 32]),
             ]

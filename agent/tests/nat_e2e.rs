@@ -158,6 +158,14 @@ fn port_restricted_nats_on_both_sides_go_direct_within_five_seconds() {
         Some(testkit::nat_lab::R2_WAN.into()),
         "{peers}"
     );
+    // debug ping: answered through the relay and directly, at beta's
+    // router, and done once the direct answer came.
+    let out = nat.a.cli(&["debug", "ping", "beta"]).expect("debug ping");
+    assert!(
+        out.contains(&format!("via {}:", testkit::nat_lab::R2_WAN))
+            && out.contains("direct path to beta is"),
+        "{out}"
+    );
     // netcheck: both STUN servers saw one mapping, the port kept.
     let check = nat.a.cli(&["netcheck"]).expect("netcheck");
     assert!(check.contains("UDP:                 yes"), "{check}");
@@ -304,6 +312,44 @@ fn mappings_flushed_on_both_routers_come_back_direct_within_ten_seconds() {
         nat.both_direct() && nat.a.ping(b_ip)
     });
     eprintln!("after conntrack -F: direct and answering within {back:?}");
+    let before = nat.forwarded();
+    assert!(nat.a.ping(b_ip));
+    assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn a_path_that_comes_back_takes_traffic_from_the_relay_without_loss() {
+    let nat = Nat::new(NatType::Prc, NatType::Prc);
+    wait_for(Duration::from_secs(10), "both direct", || nat.both_direct());
+    let b_ip = nat.b.overlay();
+    // The direct path breaks; the agents fall back to the relay.
+    nat.lab.set_direct_blocked(true);
+    wait_for(Duration::from_secs(12), "alpha on the relay", || {
+        nat.a.path_to("beta") == "relay"
+    });
+    // Blocked, debug ping hears the peer only through the relay.
+    let out = nat
+        .a
+        .cli(&["debug", "ping", "beta", "--count", "2"])
+        .expect("debug ping");
+    assert!(
+        out.contains(&format!("via relay {RELAY_IP}:8443"))
+            && out.contains("no direct path to beta after 2 tries")
+            && !out.contains("direct path to beta is"),
+        "{out}"
+    );
+    // Relay -> direct under a 20/s flood: nothing lost.
+    let flood = nat.a.ping_flood(b_ip, 400, FLOOD);
+    std::thread::sleep(Duration::from_secs(2));
+    nat.lab.set_direct_blocked(false);
+    let to_direct = wait_for(Duration::from_secs(17), "both direct again", || {
+        nat.both_direct()
+    });
+    let lost_to_direct = lost(flood);
+    eprintln!("relay -> direct after {to_direct:?}: {lost_to_direct} of 400 lost");
+    assert_eq!(lost_to_direct, 0, "{}", nat.peers());
+    // And direct it is: the relay carries nothing of a new exchange.
     let before = nat.forwarded();
     assert!(nat.a.ping(b_ip));
     assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());

@@ -134,6 +134,9 @@ pub struct Pair {
     /// The endpoints each side set for the other, in order.
     pub a_endpoints: Vec<SocketAddr>,
     pub b_endpoints: Vec<SocketAddr>,
+    /// Every other event, in order.
+    pub a_events: Vec<Event>,
+    pub b_events: Vec<Event>,
     /// What each side's first `set_peer` returned (the relay, if all is well).
     pub first: (Option<SocketAddr>, Option<SocketAddr>),
     /// Datagrams each side sent toward the other's NAT (not the relay).
@@ -157,6 +160,8 @@ impl Pair {
             relay_up: true,
             a_endpoints: vec![],
             b_endpoints: vec![],
+            a_events: vec![],
+            b_events: vec![],
             first: (first_a, first_b),
             sent: (0, 0),
         }
@@ -208,11 +213,17 @@ impl Pair {
                     self.a.handle_input(now, from, &t.contents);
                 }
             }
-            while let Some(Event::UseEndpoint { endpoint, .. }) = self.a.poll_event() {
-                self.a_endpoints.push(endpoint);
+            while let Some(e) = self.a.poll_event() {
+                match e {
+                    Event::UseEndpoint { endpoint, .. } => self.a_endpoints.push(endpoint),
+                    other => self.a_events.push(other),
+                }
             }
-            while let Some(Event::UseEndpoint { endpoint, .. }) = self.b.poll_event() {
-                self.b_endpoints.push(endpoint);
+            while let Some(e) = self.b.poll_event() {
+                match e {
+                    Event::UseEndpoint { endpoint, .. } => self.b_endpoints.push(endpoint),
+                    other => self.b_events.push(other),
+                }
             }
         }
     }

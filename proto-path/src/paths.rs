@@ -58,6 +58,8 @@ pub const MAX_CALL_INTERVAL: Duration = Duration::from_secs(120);
 pub const MAX_SEEN: usize = 4;
 /// Probes waiting for an answer, per peer.
 const MAX_OUTSTANDING: usize = 64;
+/// The operator's pings waiting for an answer, per peer.
+const MAX_DEBUG_PINGS: usize = 64;
 /// Datagrams and events not yet taken by the caller (it drains them after
 /// every call; this only bounds a caller that does not).
 const MAX_QUEUED: usize = 4096;
@@ -79,6 +81,14 @@ pub enum Event {
     /// Point the peer's WireGuard endpoint at `endpoint` (a direct
     /// address, or the relay's entry into the device).
     UseEndpoint { peer: Key, endpoint: SocketAddr },
+    /// An answer to one of [`PathManager::debug_ping`]'s pings: from
+    /// `from` (the relay's entry when `via_relay`), `rtt` after it left.
+    DebugPong {
+        peer: Key,
+        from: SocketAddr,
+        via_relay: bool,
+        rtt: Duration,
+    },
 }
 
 /// What the machine dropped or learnt, for metrics and `debug`.
@@ -112,6 +122,8 @@ struct PeerPath {
     path: Path,
     last_pong: Option<Instant>,
     outstanding: HashMap<u64, SocketAddr>,
+    /// The operator's pings: where each went and when.
+    debug: HashMap<u64, (SocketAddr, Instant)>,
     /// The end of the burst under way.
     burst_until: Option<Instant>,
     last_burst: Option<Instant>,
@@ -252,10 +264,14 @@ impl PathManager {
     }
 
     fn use_endpoint(&mut self, peer: Key, endpoint: SocketAddr) {
+        self.push_event(Event::UseEndpoint { peer, endpoint });
+    }
+
+    fn push_event(&mut self, event: Event) {
         if self.events.len() >= MAX_QUEUED {
             self.events.pop_front(); // a later choice supersedes it
         }
-        self.events.push_back(Event::UseEndpoint { peer, endpoint });
+        self.events.push_back(event);
     }
 
     fn nonce(&mut self) -> [u8; 12] {
@@ -328,6 +344,7 @@ impl PathManager {
             path: Path::None,
             last_pong: None,
             outstanding: HashMap::new(),
+            debug: HashMap::new(),
             burst_until: None,
             last_burst: None,
             next_call: now,
@@ -415,10 +432,28 @@ impl PathManager {
             return;
         };
         // Only an answer to a ping we sent to exactly that address.
-        if p.outstanding.remove(&tx) != Some(from) {
+        let debug = p.debug.remove(&tx).filter(|(to, _)| *to == from);
+        let via_relay = p.relay == Some(from);
+        let proof = !via_relay && p.outstanding.get(&tx) == Some(&from);
+        if let Some((_, sent)) = debug {
+            let rtt = now.saturating_duration_since(sent);
+            self.push_event(Event::DebugPong {
+                peer: sender,
+                from,
+                via_relay,
+                rtt,
+            });
+        } else if !proof {
             self.counters.unsolicited_pongs += 1;
+        }
+        // An answer through the relay proves no direct path.
+        let Some(p) = self.peers.get_mut(&sender) else {
+            return;
+        };
+        if !proof {
             return;
         }
+        p.outstanding.remove(&tx);
         p.last_pong = Some(now);
         if let Some(c) = p.candidates.iter_mut().find(|c| c.addr == from) {
             c.proven(now + PROBE_INTERVAL, true);
@@ -449,6 +484,41 @@ impl PathManager {
         if p.wants_call(have_local) && !recently {
             p.next_call = now;
         }
+    }
+
+    /// `cvlan-agent debug ping`: one ping at once to every candidate of
+    /// `peer` and one through the relay, each answer reported as
+    /// [`Event::DebugPong`]. A direct answer proves that path as any probe
+    /// does; the candidates' own pace is left alone. How many were sent.
+    pub fn debug_ping(&mut self, now: Instant, peer: &Key) -> usize {
+        let Some(p) = self.peers.get(peer) else {
+            return 0;
+        };
+        let direct: Vec<SocketAddr> = p.candidates.iter().map(|c| c.addr).collect();
+        let targets: Vec<SocketAddr> = direct.iter().copied().chain(p.relay).collect();
+        let mut sent = 0;
+        for to in targets {
+            let tx = self.rng.next_u64();
+            let Some(ping) = self.seal_to(peer, &Message::Ping { tx }) else {
+                return sent;
+            };
+            let Some(p) = self.peers.get_mut(peer) else {
+                return sent;
+            };
+            if p.debug.len() >= MAX_DEBUG_PINGS {
+                p.debug.clear(); // old ones will never be answered now
+            }
+            p.debug.insert(tx, (to, now));
+            if direct.contains(&to) {
+                if p.outstanding.len() >= MAX_OUTSTANDING {
+                    p.outstanding.clear();
+                }
+                p.outstanding.insert(tx, to);
+            }
+            self.send(to, ping);
+            sent += 1;
+        }
+        sent
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {

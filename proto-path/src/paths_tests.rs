@@ -142,3 +142,49 @@ fn without_a_relay_the_first_endpoint_is_used_at_once() {
     assert_eq!(e, Some(B_ADDR));
     assert!(matches!(m.path(&public(&[2; 32])), Some(Path::Unproven(_))));
 }
+
+#[test]
+fn a_debug_ping_is_answered_through_the_relay_and_directly_and_only_direct_proves_a_path() {
+    let mut now = Instant::now();
+    let mut pair = Pair::new(now);
+    let b = public(&[2; 32]);
+    pair.link_up = false;
+    pair.step(now);
+    let pongs = |pair: &mut Pair| -> Vec<(SocketAddr, bool, Duration)> {
+        let mut got: Vec<_> = std::mem::take(&mut pair.a_events)
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::DebugPong {
+                    from,
+                    via_relay,
+                    rtt,
+                    ..
+                } => Some((from, via_relay, rtt)),
+                _ => None,
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    // No direct link: only the relay answers, and that proves nothing.
+    assert_eq!(pair.a.debug_ping(now, &b), 2, "the candidate and the relay");
+    now += Duration::from_millis(5);
+    pair.step(now);
+    assert_eq!(pongs(&mut pair), [(RELAY, true, Duration::from_millis(5))]);
+    assert_eq!(pair.a.path(&b), Some(Path::Relay));
+    assert_eq!(pair.a.counters().unsolicited_pongs, 0);
+    // The link is up: both answer, and the direct answer is the path.
+    pair.link_up = true;
+    pair.a.debug_ping(now, &b);
+    now += Duration::from_millis(3);
+    pair.step(now);
+    let mut want = vec![
+        (RELAY, true, Duration::from_millis(3)),
+        (B_ADDR, false, Duration::from_millis(3)),
+    ];
+    want.sort();
+    assert_eq!(pongs(&mut pair), want);
+    assert_eq!(pair.a.path(&b), Some(Path::Direct(B_ADDR)));
+    // A key that is no peer gets nothing sent.
+    assert_eq!(pair.a.debug_ping(now, &public(&[9; 32])), 0);
+}

@@ -356,6 +356,118 @@ fn a_pinned_endpoint_does_not_follow_the_peers_packets() {
     assert_eq!(info.endpoint, Some(p.nodes[A].addr));
 }
 
+/// A and B established, both pinned, each with a relay detour to the
+/// other (what the agent sets up): A's copies reach B from `relay_a`.
+fn with_fallbacks(seed: u64) -> Pair {
+    let mut p = established(seed);
+    let relay_a: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+    let relay_b: SocketAddr = "127.0.0.1:40002".parse().expect("addr");
+    p.add_detour(relay_a, B, "127.0.0.1:50001".parse().expect("addr"));
+    p.add_detour(relay_b, A, "127.0.0.1:50002".parse().expect("addr"));
+    for (node, relay) in [(A, relay_a), (B, relay_b)] {
+        let peer = p.nodes[node].peer;
+        p.nodes[node].device.set_endpoint_pinned(peer, true);
+        p.nodes[node].device.set_fallback(peer, Some(relay));
+    }
+    p
+}
+
+/// A ping every 50 ms from A, answered by B, `n` times; how many of the
+/// pings and of the answers arrived.
+fn ping_pong(p: &mut Pair, n: u32) -> (usize, usize) {
+    let (a0, b0) = (p.nodes[A].delivered.len(), p.nodes[B].delivered.len());
+    for i in 0..n {
+        let before = p.nodes[B].delivered.len();
+        let _ = p.send(A, &payload(i));
+        p.pump();
+        if p.nodes[B].delivered.len() > before {
+            let _ = p.send(B, &payload(i));
+            p.pump();
+        }
+        p.advance(Duration::from_millis(50));
+    }
+    (
+        p.nodes[B].delivered.len() - b0,
+        p.nodes[A].delivered.len() - a0,
+    )
+}
+
+#[test]
+fn answered_traffic_is_never_copied_to_the_fallback() {
+    let mut p = with_fallbacks(103);
+    assert_eq!(ping_pong(&mut p, 100), (100, 100));
+    for node in [A, B] {
+        assert_eq!(p.nodes[node].device.stats().tx_copied_to_fallback, 0);
+    }
+}
+
+#[test]
+fn replies_interleaved_with_our_own_requests_are_not_copied() {
+    // Two 20/s ping floods 40 ms out of phase: each side's request leaves
+    // 40 ms after its last reply, with nothing heard in between. That is
+    // the peer's usual rhythm, not a broken path.
+    let mut p = with_fallbacks(106);
+    for i in 0..100u32 {
+        for (asker, offset) in [(A, 0), (B, 40)] {
+            let _ = p.send(asker, &payload(i));
+            p.pump();
+            let _ = p.send(1 - asker, &payload(i));
+            p.pump();
+            p.advance(Duration::from_millis(if offset == 0 { 40 } else { 10 }));
+        }
+    }
+    for node in [A, B] {
+        assert_eq!(p.nodes[node].device.stats().tx_copied_to_fallback, 0);
+    }
+}
+
+#[test]
+fn the_first_packet_after_a_pause_is_not_copied() {
+    // B's last act was a reply; seconds later it asks something itself.
+    let mut p = with_fallbacks(107);
+    for i in 0..20u32 {
+        ping_pong(&mut p, 1);
+        p.advance(Duration::from_secs(2));
+        let _ = p.send(B, &payload(i));
+        p.pump();
+        let _ = p.send(A, &payload(i));
+        p.pump();
+        p.advance(Duration::from_secs(2));
+    }
+    for node in [A, B] {
+        assert_eq!(p.nodes[node].device.stats().tx_copied_to_fallback, 0);
+    }
+}
+
+#[test]
+fn a_direct_path_that_breaks_under_a_stream_costs_at_most_one_packet() {
+    let mut p = with_fallbacks(104);
+    assert_eq!(ping_pong(&mut p, 20), (20, 20));
+    // The path breaks: nothing addressed to either node's own address
+    // arrives any more; the detours (the relay) still work.
+    p.link.direct_broken = true;
+    let (pings, answers) = ping_pong(&mut p, 100);
+    assert!(pings >= 99, "{pings} of 100 pings arrived");
+    assert_eq!(answers, pings, "every ping that arrived was answered");
+    let copied = p.nodes[A].device.stats().tx_copied_to_fallback;
+    assert!(copied >= 98, "copied {copied}");
+    // The path heals: answers come direct again and the copies stop.
+    p.link.direct_broken = false;
+    ping_pong(&mut p, 5);
+    let copied = p.nodes[A].device.stats().tx_copied_to_fallback;
+    assert_eq!(ping_pong(&mut p, 50), (50, 50));
+    assert_eq!(p.nodes[A].device.stats().tx_copied_to_fallback, copied);
+}
+
+#[test]
+fn without_a_fallback_nothing_is_copied_and_a_broken_path_loses_the_stream() {
+    let mut p = established(105);
+    p.link.direct_broken = true;
+    let (pings, _) = ping_pong(&mut p, 20);
+    assert_eq!(pings, 0);
+    assert_eq!(p.nodes[A].device.stats().tx_copied_to_fallback, 0);
+}
+
 #[test]
 fn a_handshake_sent_to_a_dead_endpoint_is_sent_again_when_the_endpoint_moves() {
     let mut p = Pair::new(102);
@@ -486,6 +598,7 @@ fn lossy_reordering_duplicating_link_still_delivers_intact_unique_packets() {
         loss: 20,
         duplicate: 10,
         reorder: true,
+        ..Impairments::default()
     };
     let mut sent = Vec::new();
     for i in 0..300u32 {

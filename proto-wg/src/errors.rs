@@ -105,6 +105,8 @@ pub struct Stats {
     pub tx_other: u64,
     pub staged_dropped: u64,
     pub transmits_dropped: u64,
+    /// Data packets also sent on the fallback path (not drops).
+    pub tx_copied_to_fallback: u64,
 }
 
 impl Stats {

@@ -39,6 +39,9 @@ pub struct Impairments {
     pub loss: u32,
     pub duplicate: u32,
     pub reorder: bool,
+    /// Datagrams addressed to a node's own address vanish (a broken
+    /// direct path); those sent to an [`Pair::add_detour`] still arrive.
+    pub direct_broken: bool,
 }
 
 /// Two devices, A (index 0) and B (index 1), each the other's only peer.
@@ -50,6 +53,8 @@ pub struct Pair {
     rng: ChaCha20Rng,
     /// (destination node, source address, bytes)
     in_flight: Vec<(usize, SocketAddr, Vec<u8>)>,
+    /// Other ways to a node: (address, node, the source it sees).
+    detours: Vec<(SocketAddr, usize, SocketAddr)>,
 }
 
 /// A minimal IPv4 packet (protocol 253, "experimental") carrying `payload`.
@@ -117,6 +122,7 @@ impl Pair {
             link: Impairments::default(),
             rng,
             in_flight: Vec::new(),
+            detours: Vec::new(),
         }
     }
 
@@ -133,19 +139,33 @@ impl Pair {
         let now = self.now;
         let node = &mut self.nodes[from];
         let out = node.device.encapsulate(now, &mut buf, packet.len())?;
-        if let Encapsulated::Send { to, len } = out {
+        if let Encapsulated::Send { to, also_to, len } = out {
             buf.truncate(len);
             node.sent.push(Transmit::to(to, buf.clone()));
+            if let Some(also) = also_to {
+                node.sent.push(Transmit::to(also, buf.clone()));
+                self.put_on_link(from, also, buf.clone());
+            }
             self.put_on_link(from, to, buf);
         }
         Ok(out)
     }
 
+    /// Datagrams sent to `addr` reach node `to` as if from `seen_from`
+    /// (a relay between them).
+    pub fn add_detour(&mut self, addr: SocketAddr, to: usize, seen_from: SocketAddr) {
+        self.detours.push((addr, to, seen_from));
+    }
+
     fn put_on_link(&mut self, from: usize, to: SocketAddr, bytes: Vec<u8>) {
-        let Some(dest) = self.nodes.iter().position(|n| n.addr == to) else {
-            return;
+        let direct = self.nodes.iter().position(|n| n.addr == to);
+        let detour = self.detours.iter().find(|d| d.0 == to).copied();
+        let (dest, src) = match (direct, detour) {
+            (Some(_), _) if self.link.direct_broken => return,
+            (Some(dest), _) => (dest, self.nodes[from].addr),
+            (None, Some((_, dest, seen_from))) => (dest, seen_from),
+            (None, None) => return,
         };
-        let src = self.nodes[from].addr;
         if self.chance(self.link.loss) {
             return;
         }

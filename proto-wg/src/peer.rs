@@ -25,6 +25,20 @@ pub struct PeerId(pub(crate) u64);
 /// dropped first, as in wireguard-go.
 pub const MAX_STAGED_PACKETS: usize = 128;
 
+/// How long data may go to an endpoint without a word back from it before
+/// each packet is also sent to the peer's fallback path, at the least:
+/// longer than a LAN's round trip, so answered traffic there is never
+/// copied. The silence must also be longer than the peer's usual gaps
+/// (see [`Peer::usual_silence`]), so traffic that is simply not answered
+/// at once (replies interleaved with our own requests) is not copied
+/// either.
+pub(crate) const SUSPECT_AFTER: Duration = Duration::from_millis(30);
+/// A peer that is usually this quiet is suspected after this much silence
+/// at the most.
+pub(crate) const MAX_SUSPECT_AFTER: Duration = Duration::from_secs(1);
+/// Gaps between packets heard from the endpoint that are remembered.
+const GAPS: usize = 4;
+
 /// Which slot a received packet's session occupies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -41,6 +55,22 @@ pub(crate) struct Peer {
     /// elsewhere do not move it (no roaming). For an in-process owner
     /// that chooses paths itself (the agent's path machine).
     pub(crate) endpoint_pinned: bool,
+    /// A second way to the peer (the relay's entry into the device) that
+    /// data also takes while the endpoint is not answering: see
+    /// [`Peer::also_send_to`].
+    pub(crate) fallback: Option<SocketAddr>,
+    /// When the first data packet went to the endpoint since we last
+    /// heard from it there.
+    pub(crate) unheard_since: Option<Instant>,
+    /// The last data packet sent while there was a fallback.
+    pub(crate) last_sent: Option<Instant>,
+    /// The last packet heard from the endpoint, and the latest gaps
+    /// between such packets (a ring).
+    pub(crate) last_heard: Option<Instant>,
+    pub(crate) gaps: [Duration; GAPS],
+    pub(crate) next_gap: usize,
+    /// How many of `gaps` are measured (up to `GAPS`).
+    pub(crate) gaps_known: usize,
     pub(crate) persistent_keepalive: u16,
 
     // Precomputed from the two static keys.
@@ -81,6 +111,81 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Where a copy of the data packet being sent goes too, if anywhere.
+    ///
+    /// A path that breaks (a NAT mapping dropped, a firewall rule) loses
+    /// everything sent on it until the owner notices and moves the
+    /// endpoint, seconds later. So while the endpoint has stayed silent for
+    /// [`SUSPECT_AFTER`] of our sending, and for longer than its usual
+    /// gaps, each packet also goes to the fallback: the receiver keeps
+    /// whichever copy arrives first (the second is a replay). Traffic that
+    /// gets answers, a ping or a TCP flow with its ACKs, is heard from
+    /// within a round trip and never copied; only unanswered traffic is,
+    /// at most twice.
+    pub(crate) fn also_send_to(&mut self, now: Instant) -> Option<SocketAddr> {
+        let fallback = self.fallback.filter(|f| Some(*f) != self.endpoint)?;
+        // After a pause, sending starts over: a reply we sent seconds ago
+        // and a request now are not a stream that went unanswered.
+        let paused = self
+            .last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= MAX_SUSPECT_AFTER);
+        self.last_sent = Some(now);
+        if paused {
+            self.unheard_since = Some(now);
+        }
+        let since = *self.unheard_since.get_or_insert(now);
+        let silent = self
+            .last_heard
+            .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        let suspect =
+            now.saturating_duration_since(since) >= SUSPECT_AFTER && silent >= self.usual_silence();
+        suspect.then_some(fallback)
+    }
+
+    /// Silence longer than this is unusual for the peer: half again its
+    /// longest recent gap, within [`SUSPECT_AFTER`]..[`MAX_SUSPECT_AFTER`]
+    /// (the most until the ring is full: a few gaps say little, and a path
+    /// just chosen was just proven).
+    fn usual_silence(&self) -> Duration {
+        if self.gaps_known < GAPS {
+            return MAX_SUSPECT_AFTER;
+        }
+        let longest = self.gaps.iter().max().copied().unwrap_or_default();
+        (longest * 3 / 2).clamp(SUSPECT_AFTER, MAX_SUSPECT_AFTER)
+    }
+
+    /// An authenticated packet came from `from`.
+    pub(crate) fn heard_from(&mut self, now: Instant, from: SocketAddr) {
+        if self.endpoint != Some(from) {
+            return;
+        }
+        self.unheard_since = None;
+        if let Some(last) = self.last_heard {
+            self.gaps[self.next_gap] = now.saturating_duration_since(last);
+            self.next_gap = (self.next_gap + 1) % GAPS;
+            self.gaps_known = (self.gaps_known + 1).min(GAPS);
+        }
+        self.last_heard = Some(now);
+    }
+
+    /// Copies are going to the fallback and `from` is the endpoint: a
+    /// packet from there ends them.
+    pub(crate) fn waits_for_word_from(&self, from: SocketAddr) -> bool {
+        self.fallback.is_some() && self.unheard_since.is_some() && self.endpoint == Some(from)
+    }
+
+    /// The endpoint is now `to` (the owner's choice or roaming).
+    pub(crate) fn set_endpoint(&mut self, to: SocketAddr) {
+        if self.endpoint != Some(to) {
+            self.unheard_since = None;
+            self.last_sent = None;
+            self.last_heard = None;
+            self.gaps = [Duration::ZERO; GAPS];
+            self.gaps_known = 0;
+        }
+        self.endpoint = Some(to);
+    }
+
     /// An authenticated packet came from `from`: the endpoint follows it
     /// (roaming) unless the owner pinned it. Whether it moved.
     pub(crate) fn roams_to(&mut self, from: SocketAddr) -> bool {
@@ -88,7 +193,7 @@ impl Peer {
             return false;
         }
         let moved = self.endpoint != Some(from);
-        self.endpoint = Some(from);
+        self.set_endpoint(from);
         moved
     }
 
@@ -98,6 +203,13 @@ impl Peer {
             psk: PresharedKey::default(),
             endpoint: None,
             endpoint_pinned: false,
+            fallback: None,
+            unheard_since: None,
+            last_sent: None,
+            last_heard: None,
+            gaps: [Duration::ZERO; GAPS],
+            next_gap: 0,
+            gaps_known: 0,
             persistent_keepalive: 0,
             mac_keys: MacKeys::new(&public_key),
             initial_hash: initial_hash(&public_key),

@@ -111,6 +111,13 @@ impl Session {
         Ok(self.recv.clone())
     }
 
+    /// The receive key for a packet whose counter was already seen: its
+    /// twin sent on the other path (see `Peer::also_send_to`), opened
+    /// only to learn that the path it came on works.
+    pub(crate) fn twin_key(&self, now: Instant) -> Option<Arc<AeadKey>> {
+        self.age_ok(now).then(|| self.recv.clone())
+    }
+
     /// Records an authenticated counter; `false` for a replay.
     pub(crate) fn accept_counter(&mut self, counter: u64) -> bool {
         self.replay.accept(counter)

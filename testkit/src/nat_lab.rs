@@ -399,6 +399,22 @@ impl NatLab {
             .output();
     }
 
+    /// Site A's router drops all UDP to and from site B's public address
+    /// (`false` lifts it): the direct path is gone, while the relay
+    /// (TCP) and STUN (other addresses) still work.
+    pub fn set_direct_blocked(&self, blocked: bool) {
+        if blocked {
+            let rules = format!(
+                "table inet cvlan_block {{\n  chain forward {{\n    type filter hook forward priority -10;\n    ip daddr {R2_WAN} meta l4proto udp drop\n    ip saddr {R2_WAN} meta l4proto udp drop\n  }}\n}}\n"
+            );
+            let file = self.dir.join("block.nft");
+            std::fs::write(&file, rules).expect("block rules");
+            self.exec("r1", &["nft", "-f", &file.to_string_lossy()]);
+        } else {
+            self.exec("r1", &["nft", "delete", "table", "inet", "cvlan_block"]);
+        }
+    }
+
     /// Runs a command in `node`'s namespace; its stdout, or a panic.
     pub fn exec(&self, node: &str, args: &[&str]) -> String {
         let ns = self.ns(node);

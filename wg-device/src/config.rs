@@ -25,6 +25,10 @@ pub struct PeerConfig {
     /// wherever the peer's last packet came from (for an owner that
     /// chooses paths itself; the UAPI's peers roam, as WireGuard's do).
     pub endpoint_pinned: bool,
+    /// A second path (the relay's entry) that data also takes while the
+    /// endpoint is silent, so a path that breaks loses almost nothing
+    /// before its owner moves the endpoint. `None`: no fallback.
+    pub fallback: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for PeerConfig {
@@ -35,6 +39,7 @@ impl std::fmt::Debug for PeerConfig {
             .field("endpoint", &self.endpoint)
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("endpoint_pinned", &self.endpoint_pinned)
+            .field("fallback", &self.fallback)
             .field(
                 "preshared_key",
                 &self.preshared_key.as_ref().map(|_| "<redacted>"),
@@ -95,6 +100,7 @@ fn upsert(device: &mut Device, now: Instant, peer: &PeerConfig) -> Result<(), Co
         device.move_endpoint(now, id, endpoint);
     }
     device.set_endpoint_pinned(id, peer.endpoint_pinned);
+    device.set_fallback(id, peer.fallback);
     if let Some(psk) = &peer.preshared_key {
         device.set_preshared_key(id, PresharedKey::from_bytes(**psk));
     }
@@ -137,6 +143,7 @@ mod tests {
             persistent_keepalive: 25,
             preshared_key: None,
             endpoint_pinned: false,
+            fallback: None,
         }
     }
 

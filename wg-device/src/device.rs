@@ -233,7 +233,12 @@ fn tun_loop(shared: &Shared) -> io::Result<()> {
         }
         for (i, job) in jobs.drain(..) {
             match job.seal(&mut bufs[i], lens[i]) {
-                Ok(len) => sealed.push((job.to, i, len)),
+                Ok(len) => {
+                    sealed.push((job.to, i, len));
+                    if let Some(also) = job.also_to {
+                        sealed.push((also, i, len));
+                    }
+                }
                 Err(e) => debug!(error = %e, "dropped outbound packet"),
             }
         }

@@ -65,11 +65,30 @@ enum Cmd {
     /// reflexive addresses, whether the mapping varies by destination,
     /// each STUN server's round trip, the home relay.
     Netcheck,
+    /// Looks into the node's paths.
+    Debug {
+        #[command(subcommand)]
+        what: DebugCmd,
+    },
     /// Runs the daemon in the foreground.
     Daemon {
         /// UDP port for WireGuard (0: any).
         #[arg(long)]
         listen_port: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DebugCmd {
+    /// Path probes to PEER (a name or overlay address) once a second,
+    /// directly to each of its endpoints and through the relay: each
+    /// answer, the way it came and its round trip; stops once a direct
+    /// path answers.
+    Ping {
+        peer: String,
+        /// Tries, 1 to 30.
+        #[arg(long, default_value_t = 10)]
+        count: u32,
     },
 }
 
@@ -232,6 +251,13 @@ fn run(cli: &Cli) -> Result<String, String> {
         Cmd::Status => ask(&r.socket, "status", &[]),
         Cmd::Peers => ask(&r.socket, "peers", &[]),
         Cmd::Netcheck => ask(&r.socket, "netcheck", &[]),
+        Cmd::Debug {
+            what: DebugCmd::Ping { peer, count },
+        } => ask(
+            &r.socket,
+            "debug-ping",
+            &[("peer", peer), ("count", &count.to_string())],
+        ),
         Cmd::Routes => ask(&r.socket, "routes", &[]),
     }
 }

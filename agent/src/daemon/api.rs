@@ -50,6 +50,10 @@ impl Daemon {
                 }))
             }
             "netcheck" => Reply::ok(self.netcheck()),
+            "debug-ping" => {
+                self.start_debug_ping(&req, reply);
+                return;
+            }
             "routes" => Reply::ok(crate::report::routes(
                 &self.mesh,
                 self.address,

@@ -32,6 +32,7 @@ use wg_device::DeviceHandle;
 
 mod api;
 mod control;
+mod debug_ping;
 mod network;
 mod paths;
 
@@ -113,6 +114,8 @@ struct Daemon {
     reflexive: Reflexive,
     /// The relays' STUN servers (with `opts.stun_servers`, what is asked).
     relay_stun: Vec<SocketAddr>,
+    /// `debug ping`s under way.
+    debug_pings: Vec<debug_ping::DebugPing>,
 }
 
 fn hex_key(text: &str) -> Result<[u8; 32], String> {
@@ -201,6 +204,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         relay_choice,
         reflexive,
         relay_stun: Vec::new(),
+        debug_pings: Vec::new(),
     };
     runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen))
 }
@@ -300,17 +304,22 @@ impl Daemon {
                 .lifecycle
                 .poll_timeout()
                 .map(tokio::time::Instant::from_std);
-            let probe_due = [self.paths.poll_timeout(), self.reflexive.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(tokio::time::Instant::from_std);
+            let probe_due = [
+                self.paths.poll_timeout(),
+                self.reflexive.poll_timeout(),
+                self.debug_ping_due(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(tokio::time::Instant::from_std);
             tokio::select! {
                 Some((from, datagram)) = probes.recv() => self.on_datagram(from, &datagram),
                 _ = async { tokio::time::sleep_until(probe_due.unwrap_or_else(tokio::time::Instant::now)).await }, if probe_due.is_some() => {
                     let now = std::time::Instant::now();
                     self.paths.handle_timeout(now);
                     self.reflexive.handle_timeout(now, &mut transaction_id);
+                    self.debug_ping_tick(now);
                     self.reassert_direct_paths();
                 }
                 Some(()) = address_changes.recv() => self.refresh_endpoints(),

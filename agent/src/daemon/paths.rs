@@ -65,8 +65,18 @@ impl Daemon {
             }
         }
         while let Some(event) = self.paths.poll_event() {
-            let PathEvent::UseEndpoint { peer, endpoint } = event else {
-                continue;
+            let (peer, endpoint) = match event {
+                PathEvent::UseEndpoint { peer, endpoint } => (peer, endpoint),
+                PathEvent::DebugPong {
+                    peer,
+                    from,
+                    via_relay,
+                    rtt,
+                } => {
+                    self.on_debug_pong(peer, from, via_relay, rtt);
+                    continue;
+                }
+                _ => continue,
             };
             // Only for a peer the device still has (a `public_key` line
             // would otherwise create it).

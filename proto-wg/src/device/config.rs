@@ -106,7 +106,16 @@ impl Device {
 
     pub fn set_endpoint(&mut self, id: PeerId, endpoint: SocketAddr) {
         if let Some(p) = self.peers.get_mut(&id) {
-            p.endpoint = Some(endpoint);
+            p.set_endpoint(endpoint);
+        }
+    }
+
+    /// A second path to the peer (the relay's entry into the device) that
+    /// data also takes while its endpoint is silent (see
+    /// [`SUSPECT_AFTER`](crate::peer::SUSPECT_AFTER)); `None` for none.
+    pub fn set_fallback(&mut self, id: PeerId, fallback: Option<SocketAddr>) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.fallback = fallback;
         }
     }
 
@@ -121,7 +130,7 @@ impl Device {
             return;
         };
         let moved = p.endpoint != Some(endpoint);
-        p.endpoint = Some(endpoint);
+        p.set_endpoint(endpoint);
         if moved && p.pending.is_some() && p.current.is_none() {
             p.last_initiation_sent = None;
             self.send_initiation(now, id, true);

@@ -37,6 +37,7 @@ impl Device {
                 let sealed = job.seal(buf, len)?;
                 Ok(Encapsulated::Send {
                     to: job.to,
+                    also_to: job.also_to,
                     len: sealed,
                 })
             }
@@ -77,6 +78,7 @@ impl Device {
             return Ok(Prepared::Queued);
         }
         let to = peer.endpoint.ok_or(SendError::NoEndpoint)?;
+        let also_to = peer.also_send_to(now);
         let session = peer.current.as_mut().ok_or(SendError::NoRoute)?;
         let (key, counter, receiver) = session.reserve_send(now).map_err(|_| SendError::NoRoute)?;
         let rekey = session.wants_rekey_on_send(now);
@@ -87,11 +89,15 @@ impl Device {
         if rekey {
             self.send_initiation(now, id, false);
         }
+        if also_to.is_some() {
+            self.stats.tx_copied_to_fallback += 1;
+        }
         Ok(Prepared::Seal(SealJob {
             key,
             receiver,
             counter,
             to,
+            also_to,
             mtu,
         }))
     }
@@ -148,15 +154,27 @@ impl Device {
                     .get(&h.receiver)
                     .ok_or(RecvError::UnknownIndex)?;
                 let peer = self.peers.get_mut(&id).ok_or(RecvError::UnknownIndex)?;
+                let waiting = peer.waits_for_word_from(from);
                 let (session, _) = peer
                     .session_mut(h.receiver)
                     .ok_or(RecvError::UnknownIndex)?;
-                let key = session.check_receive(now, h.counter)?;
+                let (key, twin) = match session.check_receive(now, h.counter) {
+                    Ok(key) => (key, false),
+                    // A copy arrived first on the fallback path: this twin
+                    // is still worth opening (once) while we wait for a
+                    // word from the endpoint, or copying would never end
+                    // where the fallback is the faster path.
+                    Err(crate::session::SessionError::Replayed) if waiting => {
+                        (session.twin_key(now).ok_or(RecvError::Replayed)?, true)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 Ok(Incoming::Open(OpenJob {
                     key,
                     peer: id,
                     local_index: h.receiver,
                     counter: h.counter,
+                    twin,
                 }))
             }
             Message::Initiation(msg) => {

@@ -11,6 +11,9 @@ pub struct SealJob {
     pub(super) receiver: u32,
     pub(super) counter: u64,
     pub to: SocketAddr,
+    /// The same datagram goes here too (the peer's fallback path, while
+    /// its endpoint is silent).
+    pub also_to: Option<SocketAddr>,
     pub(super) mtu: usize,
 }
 
@@ -104,6 +107,9 @@ pub struct OpenJob {
     pub(super) peer: PeerId,
     pub(super) local_index: u32,
     pub(super) counter: u64,
+    /// The second copy of a packet already received (the first came on
+    /// the fallback path): opened only as a word from the endpoint.
+    pub(super) twin: bool,
 }
 
 impl core::fmt::Debug for OpenJob {

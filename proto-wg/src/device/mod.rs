@@ -101,8 +101,13 @@ pub enum Event {
 /// What happened to a packet from the TUN side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encapsulated {
-    /// `buf[..len]` is the sealed message: send it to `to`.
-    Send { to: SocketAddr, len: usize },
+    /// `buf[..len]` is the sealed message: send it to `to`, and to
+    /// `also_to` as well when there is one.
+    Send {
+        to: SocketAddr,
+        also_to: Option<SocketAddr>,
+        len: usize,
+    },
     /// No session yet: the packet waits (bounded) while a handshake runs.
     Queued,
 }

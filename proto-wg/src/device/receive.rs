@@ -19,6 +19,10 @@ impl Device {
         let (session, slot) = peer
             .session_mut(job.local_index)
             .ok_or(RecvError::UnknownIndex)?;
+        if job.twin {
+            peer.heard_from(now, from);
+            return Err(RecvError::Replayed);
+        }
         if !session.accept_counter(job.counter) {
             return Err(RecvError::Replayed);
         }
@@ -41,6 +45,7 @@ impl Device {
         peer.timers_any_authenticated_packet_traversal(now);
         peer.timers_any_authenticated_packet_received();
         let roamed = peer.roams_to(from);
+        peer.heard_from(now, from);
         if padded > 0 {
             peer.timers_data_received(now);
         }
