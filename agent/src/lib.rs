@@ -15,3 +15,4 @@ pub mod relay_client;
 pub mod relay_path;
 pub mod report;
 pub mod settings;
+pub mod socket_demux;

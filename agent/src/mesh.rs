@@ -26,6 +26,8 @@ pub struct MeshPeer {
     pub node_key: [u8; 32],
     pub address: Ipv4Addr,
     pub endpoints: Vec<SocketAddr>,
+    /// What the peer said of its NAT (proto-control's NatKind).
+    pub nat: i32,
 }
 
 impl MeshPeer {
@@ -37,6 +39,7 @@ impl MeshPeer {
             node_key: key32(&p.node_key)?,
             address: Ipv4Addr::from(<[u8; 4]>::try_from(p.address.as_slice()).ok()?),
             endpoints: p.endpoints.iter().filter_map(|e| e.socket_addr()).collect(),
+            nat: p.nat,
         })
     }
 
@@ -48,6 +51,7 @@ impl MeshPeer {
             address: self.address.octets().to_vec(),
             endpoints: self.endpoints.iter().map(|&a| a.into()).collect(),
             tags: Vec::new(),
+            nat: self.nat,
         }
     }
 
@@ -211,6 +215,7 @@ mod tests {
                 41641,
             )))],
             tags: vec![],
+            nat: 0,
         }
     }
 

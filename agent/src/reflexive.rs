@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use proto_control::messages::NatKind;
 use stun::client::{BindingClient, ClientConfig, Event};
 use stun::wire::TransactionId;
 
@@ -50,16 +51,31 @@ pub struct Report {
     pub port_preserved: Option<bool>,
     /// Each server and its answer, if it gave one.
     pub servers: Vec<(SocketAddr, Option<Answer>)>,
+    /// A whole round has had its time to be answered.
+    pub settled: bool,
 }
 
 impl Report {
-    /// The NAT's kind in one word, for `peers` and the map.
-    pub fn nat_kind(&self) -> &'static str {
-        match (self.udp, self.mapping_varies) {
-            (false, _) => "no-udp",
-            (true, Some(true)) => "symmetric",
-            (true, Some(false)) => "cone",
-            (true, None) => "unknown",
+    /// The NAT's kind as the map carries it; `local` are our own
+    /// addresses (a reflexive address among them: no NAT).
+    pub fn nat_kind(&self, local: &[SocketAddr]) -> NatKind {
+        if self.servers.is_empty() {
+            return NatKind::NatUnknown;
+        }
+        if !self.udp {
+            return if self.settled {
+                NatKind::NatNoUdp
+            } else {
+                NatKind::NatUnknown
+            };
+        }
+        if self.addresses.iter().any(|a| local.contains(a)) {
+            return NatKind::NatNone;
+        }
+        match self.mapping_varies {
+            Some(true) => NatKind::NatSymmetric,
+            Some(false) => NatKind::NatCone,
+            None => NatKind::NatUnknown,
         }
     }
 }
@@ -71,6 +87,8 @@ pub struct Reflexive {
     answers: HashMap<SocketAddr, Answer>,
     next_round: Instant,
     listen_port: u16,
+    /// Rounds started since the servers last changed.
+    rounds: u32,
 }
 
 impl Reflexive {
@@ -86,6 +104,7 @@ impl Reflexive {
             answers: HashMap::new(),
             next_round: now,
             listen_port,
+            rounds: 0,
         }
     }
 
@@ -97,6 +116,7 @@ impl Reflexive {
             self.answers.retain(|s, _| servers.contains(s));
             self.servers = servers;
             self.next_round = now;
+            self.rounds = 0;
         }
     }
 
@@ -117,6 +137,7 @@ impl Reflexive {
             return;
         }
         self.next_round = now + REFRESH;
+        self.rounds = self.rounds.saturating_add(1);
         self.answers
             .retain(|_, a| now.saturating_duration_since(a.at) < STALE);
         for &server in &self.servers {
@@ -185,6 +206,7 @@ impl Reflexive {
                 .then(|| addresses.iter().all(|a| a.port() == self.listen_port)),
             addresses,
             servers,
+            settled: self.rounds >= 2,
         }
     }
 }
@@ -234,7 +256,8 @@ mod tests {
             (rep.udp, rep.mapping_varies, rep.port_preserved),
             (true, Some(false), Some(true))
         );
-        assert_eq!(rep.nat_kind(), "cone");
+        assert_eq!(rep.nat_kind(&[]), NatKind::NatCone);
+        assert_eq!(rep.nat_kind(&[cone]), NatKind::NatNone, "our own address");
 
         // Next round: each server sees another port.
         let later = now + REFRESH;
@@ -246,7 +269,7 @@ mod tests {
         assert_eq!(rep.addresses.len(), 2);
         assert_eq!(rep.mapping_varies, Some(true));
         assert_eq!(rep.port_preserved, Some(false));
-        assert_eq!(rep.nat_kind(), "symmetric");
+        assert_eq!(rep.nat_kind(&[]), NatKind::NatSymmetric);
     }
 
     #[test]

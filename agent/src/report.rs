@@ -23,8 +23,8 @@ pub fn peers(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}  LEARNT FROM",
-        "NAME", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX"
+        "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}  {:<9}  LEARNT FROM",
+        "NAME", "ADDRESS", "PATH", "ENDPOINT", "HANDSHAKE", "RX", "TX", "NAT"
     );
     for p in mesh.peers.values() {
         let s = stats.get(&p.node_key);
@@ -38,7 +38,7 @@ pub fn peers(
         let (path, learnt) = path(&p.node_key);
         let _ = writeln!(
             out,
-            "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}  {}",
+            "{:<24}  {:<15}  {:<7}  {:<22}  {:<14}  {:>12}  {:>12}  {:<9}  {}",
             p.name,
             p.address,
             path,
@@ -46,6 +46,7 @@ pub fn peers(
             handshake,
             s.map_or(0, |s| s.rx_bytes),
             s.map_or(0, |s| s.tx_bytes),
+            proto_control::messages::NatKind::word(p.nat),
             learnt
         );
     }
@@ -78,6 +79,7 @@ mod tests {
             node_key: [key; 32],
             address: Ipv4Addr::new(100, 64, 0, id as u8),
             endpoints: vec![],
+            nat: if id == 1 { 3 } else { 0 },
         }
     }
 
@@ -112,12 +114,23 @@ mod tests {
                 "never",
                 "0",
                 "0",
+                "symmetric",
                 "peer-reflexive"
             ]
         );
         assert_eq!(
             rows[2],
-            ["node-2", "100.64.0.2", "relay", "-", "never", "0", "0", "-"]
+            [
+                "node-2",
+                "100.64.0.2",
+                "relay",
+                "-",
+                "never",
+                "0",
+                "0",
+                "unknown",
+                "-"
+            ]
         );
     }
 }

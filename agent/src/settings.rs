@@ -48,6 +48,9 @@ pub struct ConfigFile {
     /// the relays' own.
     #[serde(default)]
     pub stun_servers: Vec<String>,
+    /// Ask the router (PCP, NAT-PMP) to forward a public port to the
+    /// WireGuard port (default: yes).
+    pub port_mapping: Option<bool>,
 }
 
 impl ConfigFile {

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use testkit::daemons::{
@@ -32,7 +33,7 @@ struct Nat {
     lab: NatLab,
     _relay: Daemon,
     _coturn: Daemon,
-    _controller: Controller,
+    controller: Controller,
     a: Agent,
     b: Agent,
     /// When b's `up` returned (both nodes joined).
@@ -41,8 +42,19 @@ struct Nat {
 
 impl Nat {
     fn new(ta: NatType, tb: NatType) -> Self {
+        Self::start(NatLab::new(ta, tb))
+    }
+
+    /// The same with miniupnpd on both routers, before the agents start.
+    fn with_port_mapping(ta: NatType, tb: NatType) -> Self {
+        let mut lab = NatLab::new(ta, tb);
+        lab.start_port_mapping(Site::A);
+        lab.start_port_mapping(Site::B);
+        Self::start(lab)
+    }
+
+    fn start(lab: NatLab) -> Self {
         testkit::host::require(&["ip", "nft", "conntrack", "turnserver", "ping"]);
-        let lab = NatLab::new(ta, tb);
         let dir = lab.dir().to_path_buf();
         let (relay, relay_arg) = start_relay(
             &sibling_bin("cvlan-relay", "relay"),
@@ -102,7 +114,7 @@ impl Nat {
             lab,
             _relay: relay,
             _coturn: coturn,
-            _controller: controller,
+            controller,
             a,
             b,
             joined,
@@ -199,6 +211,17 @@ fn a_symmetric_nat_is_named_by_netcheck_and_met_through_a_peer_reflexive_address
         "{check}"
     );
     assert!(check.contains("NAT:                 symmetric"), "{check}");
+    // Each side's peers names the NAT the other reported (through the
+    // controller's map).
+    let nat_of = |agent: &Agent, peer: &str| {
+        let row = agent.peer_row(peer);
+        row.get(row.len().wrapping_sub(2))
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for(Duration::from_secs(10), "NAT kinds in the map", || {
+        nat_of(&nat.a, "beta") == "symmetric" && nat_of(&nat.b, "alpha") == "cone"
+    });
 }
 
 /// The shared lab's own matrix (`nat-lab.sh matrix`, its Python client
@@ -319,15 +342,30 @@ fn mappings_flushed_on_both_routers_come_back_direct_within_ten_seconds() {
 
 #[test]
 #[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
-fn a_path_that_comes_back_takes_traffic_from_the_relay_without_loss() {
+fn switching_paths_under_a_ping_flood_loses_at_most_one_packet() {
     let nat = Nat::new(NatType::Prc, NatType::Prc);
     wait_for(Duration::from_secs(10), "both direct", || nat.both_direct());
     let b_ip = nat.b.overlay();
-    // The direct path breaks; the agents fall back to the relay.
+
+    // Direct -> relay: the direct path breaks under a 20/s flood. Until
+    // the path machine gives up on it (seconds later), the device copies
+    // what gets no answer to the relay.
+    let flood = nat.a.ping_flood(b_ip, 240, FLOOD);
+    std::thread::sleep(Duration::from_secs(2));
     nat.lab.set_direct_blocked(true);
-    wait_for(Duration::from_secs(12), "alpha on the relay", || {
+    let before = nat.forwarded();
+    let to_relay = wait_for(Duration::from_secs(12), "alpha on the relay", || {
         nat.a.path_to("beta") == "relay"
     });
+    let lost_to_relay = lost(flood);
+    let relayed = nat.forwarded() - before;
+    eprintln!(
+        "direct -> relay after {to_relay:?}: {lost_to_relay} of 240 lost, relay forwarded {relayed}"
+    );
+    assert!(
+        relayed > 100,
+        "the flood did not cross the relay: {relayed}"
+    );
     // Blocked, debug ping hears the peer only through the relay.
     let out = nat
         .a
@@ -339,7 +377,8 @@ fn a_path_that_comes_back_takes_traffic_from_the_relay_without_loss() {
             && !out.contains("direct path to beta is"),
         "{out}"
     );
-    // Relay -> direct under a 20/s flood: nothing lost.
+
+    // Relay -> direct: the path comes back under the flood.
     let flood = nat.a.ping_flood(b_ip, 400, FLOOD);
     std::thread::sleep(Duration::from_secs(2));
     nat.lab.set_direct_blocked(false);
@@ -348,9 +387,74 @@ fn a_path_that_comes_back_takes_traffic_from_the_relay_without_loss() {
     });
     let lost_to_direct = lost(flood);
     eprintln!("relay -> direct after {to_direct:?}: {lost_to_direct} of 400 lost");
-    assert_eq!(lost_to_direct, 0, "{}", nat.peers());
+    assert!(
+        lost_to_relay <= 1 && lost_to_direct <= 1,
+        "lost {lost_to_relay} moving to the relay, {lost_to_direct} moving back\n{}",
+        nat.peers()
+    );
     // And direct it is: the relay carries nothing of a new exchange.
     let before = nat.forwarded();
     assert!(nat.a.ping(b_ip));
     assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn a_host_whose_lan_address_changes_reports_it_and_goes_direct_again() {
+    let nat = Nat::new(NatType::Prc, NatType::Prc);
+    wait_for(Duration::from_secs(10), "both direct", || nat.both_direct());
+    let moved = Ipv4Addr::new(192, 168, 1, 77);
+    nat.lab.readdress_host(Site::A, moved);
+    // The kernel tells the agent (rtnetlink), which reports its new
+    // local endpoint to the controller at once, not at the next poll.
+    let reported = wait_for(Duration::from_secs(5), "the new address reported", || {
+        nat.controller
+            .admin(&["nodes", "list"])
+            .is_ok_and(|l| l.contains(&format!("{moved}:")))
+    });
+    eprintln!("new address reported {reported:?} after the change");
+    // And the pair is direct again, traffic flowing.
+    let b_ip = nat.b.overlay();
+    wait_for(Duration::from_secs(10), "direct again", || {
+        nat.both_direct() && nat.a.ping(b_ip)
+    });
+    let before = nat.forwarded();
+    assert!(nat.a.ping(b_ip) && nat.b.ping(nat.a.overlay()));
+    assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn, miniupnpd (CI runs it)"]
+fn symmetric_nats_on_both_sides_go_direct_through_the_ports_their_routers_map() {
+    // Without port mapping this pair stays on the relay (the matrix).
+    let nat = Nat::with_port_mapping(NatType::Sym, NatType::Sym);
+    let went = wait_for(Duration::from_secs(15), "both direct", || nat.both_direct());
+    eprintln!("sym+sym with port mapping: direct {went:?} after the routers mapped");
+    // Each sends to the other's router: to the port it maps (learnt from
+    // the map), or to where the peer's probes through that port came
+    // from (peer-reflexive; the mapping opened that way too).
+    let a_mapped = std::net::SocketAddr::from((testkit::nat_lab::R1_WAN, 41641));
+    let ip = |e: Option<std::net::SocketAddr>| e.map(|e| e.ip());
+    assert_eq!(
+        ip(nat.a.endpoint_of("beta")),
+        Some(testkit::nat_lab::R2_WAN.into()),
+        "{}",
+        nat.peers()
+    );
+    assert_eq!(
+        ip(nat.b.endpoint_of("alpha")),
+        Some(testkit::nat_lab::R1_WAN.into()),
+        "{}",
+        nat.peers()
+    );
+    let before = nat.forwarded();
+    assert!(nat.a.ping(nat.b.overlay()) && nat.b.ping(nat.a.overlay()));
+    assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
+    let check = nat.a.cli(&["netcheck"]).expect("netcheck");
+    eprintln!("{check}{}", nat.peers());
+    assert!(
+        check.contains(&format!("by 192.168.1.1: {a_mapped}")),
+        "{check}\n{}",
+        nat.lab.port_mapping_log(Site::A)
+    );
 }

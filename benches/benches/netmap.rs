@@ -28,6 +28,7 @@ fn nodes(n: u64) -> BTreeMap<u64, NodeRecord> {
                 )))],
                 created_unix: 1_800_000_000,
                 auth_key_id: 1,
+                nat: 2,
             };
             (id, node)
         })

@@ -64,6 +64,7 @@ pub fn peer(n: &NodeRecord) -> Peer {
         address: n.address.to_be_bytes().to_vec(),
         endpoints: n.endpoints.clone(),
         tags: n.tags.clone(),
+        nat: n.nat,
     }
 }
 

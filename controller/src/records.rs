@@ -28,6 +28,9 @@ pub struct NodeRecord {
     /// The pre-auth key it joined with.
     #[prost(uint64, tag = "9")]
     pub auth_key_id: u64,
+    /// What the node last said of its NAT (proto-control's NatKind).
+    #[prost(int32, tag = "10")]
+    pub nat: i32,
 }
 
 /// A pre-auth key. Only a hash of its secret is kept.

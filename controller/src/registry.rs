@@ -391,6 +391,7 @@ impl Registry {
             let mut updated = current.clone();
             updated.node_key = node_key.to_vec();
             updated.endpoints = endpoints;
+            updated.nat = hello.nat;
             if updated != current {
                 self.commit_nodes(vec![updated.clone()], vec![], |_| Ok(()))?;
             }
@@ -442,6 +443,7 @@ impl Registry {
             endpoints,
             created_unix: now_unix,
             auth_key_id: key.id,
+            nat: hello.nat,
         };
         self.next_node_id += 1;
         let stored_key = key.clone();
@@ -456,10 +458,12 @@ impl Registry {
         Ok(node)
     }
 
+    /// The node's endpoints and NAT kind, as it reports them.
     pub fn update_endpoints(
         &mut self,
         id: u64,
         endpoints: &[Endpoint],
+        nat: i32,
     ) -> Result<(), RegistryError> {
         let endpoints = Self::validate_endpoints(endpoints)?;
         let mut n = self
@@ -467,10 +471,11 @@ impl Registry {
             .get(&id)
             .cloned()
             .ok_or_else(|| RegistryError::UnknownNode(id.to_string()))?;
-        if n.endpoints == endpoints {
+        if n.endpoints == endpoints && n.nat == nat {
             return Ok(());
         }
         n.endpoints = endpoints;
+        n.nat = nat;
         self.commit_nodes(vec![n], vec![], |_| Ok(()))
     }
 

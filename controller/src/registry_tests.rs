@@ -1,7 +1,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proto_control::messages::{ClientHello, Endpoint, PROTOCOL_VERSION};
+use proto_control::messages::{ClientHello, Endpoint, NatKind, PROTOCOL_VERSION};
 
 use crate::registry::{NewAuthKey, Registry, RegistryError};
 
@@ -19,6 +19,7 @@ fn hello(node_key: u8, host: &str, auth: &str) -> ClientHello {
         )))],
         map_version: 0,
         relay_feed: false,
+        nat: 0,
     }
 }
 
@@ -137,18 +138,37 @@ fn rotation_endpoints_rename_and_removal_are_versioned_changes() {
     assert_eq!(d.upserts.len(), 1);
     assert_eq!(d.upserts[0].node_key, vec![9; 32]);
 
+    let v = reg.version();
     reg.update_endpoints(
         b.id,
         &[Endpoint::from(SocketAddr::from(([192, 0, 2, 7], 1)))],
+        NatKind::NatCone as i32,
     )
     .unwrap();
+    // The NAT kind the node reports reaches its peers in the map.
+    let d = reg.delta_since(a.id, v).unwrap();
+    assert_eq!(d.upserts.len(), 1);
+    assert_eq!(d.upserts[0].nat, NatKind::NatCone as i32);
+    let v = reg.version();
+    reg.update_endpoints(
+        b.id,
+        &[Endpoint::from(SocketAddr::from(([192, 0, 2, 7], 1)))],
+        NatKind::NatSymmetric as i32,
+    )
+    .unwrap();
+    assert_eq!(
+        reg.delta_since(a.id, v).unwrap().upserts[0].nat,
+        NatKind::NatSymmetric as i32,
+        "a new NAT kind alone is a change"
+    );
     assert!(reg
         .update_endpoints(
             b.id,
             &[Endpoint {
                 ip: vec![1],
                 port: 1
-            }]
+            }],
+            0,
         )
         .is_err());
     reg.rename_node("b", "bee").unwrap();

@@ -16,7 +16,8 @@ use prost::Message;
 use proto_control::http::{self, Request};
 use proto_control::messages::{
     decode_client, encode_server, split_map_update, split_relay_keys, ClientBody, ClientHello,
-    Pong, Refused, RefusedReason, Registered, RelayInfo, ServerBody, ServerHello, PROTOCOL_VERSION,
+    Pong, Refused, RefusedReason, Registered, RelayInfo, ServerBody, ServerHello, UpdateEndpoints,
+    PROTOCOL_VERSION,
 };
 use proto_control::{Channel, ChannelEvent};
 use thiserror::Error;
@@ -188,6 +189,7 @@ pub async fn serve_with(
                 node: None,
                 limits,
                 last_endpoint_update: None,
+                pending_endpoints: None,
                 relays,
                 handshaking: Some(handshaking),
                 refusals,
@@ -277,6 +279,9 @@ struct Connection {
     node: Option<u64>,
     limits: Limits,
     last_endpoint_update: Option<tokio::time::Instant>,
+    /// An update that came too soon after the last: applied (the newest
+    /// one) once the interval has passed, never dropped.
+    pending_endpoints: Option<UpdateEndpoints>,
     relays: Arc<Vec<RelayInfo>>,
     /// Held until the handshake completes.
     handshaking: Option<PendingSlot>,
@@ -452,6 +457,11 @@ impl Connection {
     ) -> Result<(), ConnError> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            let pending_due = self
+                .pending_endpoints
+                .as_ref()
+                .and(self.last_endpoint_update)
+                .map(|t| t + self.limits.endpoint_update_interval);
             tokio::select! {
                 read = timeout(self.limits.idle, self.stream.read(&mut buf)) => {
                     let n = read??;
@@ -463,6 +473,11 @@ impl Connection {
                         self.handle_message(ch, id, &m)?;
                     }
                     self.flush(ch).await?;
+                }
+                _ = async { tokio::time::sleep_until(pending_due.unwrap_or_else(tokio::time::Instant::now)).await }, if pending_due.is_some() => {
+                    if let Some(e) = self.pending_endpoints.take() {
+                        self.apply_endpoints(id, &e);
+                    }
                 }
                 changed = versions.changed() => {
                     if changed.is_err() {
@@ -562,15 +577,25 @@ impl Connection {
                     .last_endpoint_update
                     .is_some_and(|t| now - t < self.limits.endpoint_update_interval)
                 {
-                    debug!(node = id, "endpoint update too soon, ignored");
+                    // Too soon: kept (the newest replaces an older one)
+                    // and applied when the interval has passed, so a node
+                    // whose addresses change twice in a second is not
+                    // left with the first.
+                    debug!(node = id, "endpoint update too soon, deferred");
+                    self.pending_endpoints = Some(e);
                     return Ok(());
                 }
-                self.last_endpoint_update = Some(now);
-                if let Err(err) = lock(&self.registry).update_endpoints(id, &e.endpoints) {
-                    debug!(node = id, error = %err, "endpoint update refused");
-                }
+                self.apply_endpoints(id, &e);
             }
         }
         Ok(())
+    }
+
+    fn apply_endpoints(&mut self, id: u64, e: &UpdateEndpoints) {
+        self.last_endpoint_update = Some(tokio::time::Instant::now());
+        self.pending_endpoints = None;
+        if let Err(err) = lock(&self.registry).update_endpoints(id, &e.endpoints, e.nat) {
+            debug!(node = id, error = %err, "endpoint update refused");
+        }
     }
 }

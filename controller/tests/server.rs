@@ -12,7 +12,8 @@ use controller::server::{lock, serve_with, Limits, ServeOptions, SharedRegistry}
 use prost::Message;
 use proto_control::http;
 use proto_control::messages::{
-    decode_server, ClientHello, MapUpdate, ServerBody, PROTOCOL_VERSION,
+    decode_server, ClientBody, ClientHello, ClientMessage, Endpoint, MapUpdate, NatKind,
+    ServerBody, UpdateEndpoints, PROTOCOL_VERSION,
 };
 use proto_control::{public_key, Channel, ChannelEvent};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -127,6 +128,7 @@ impl Node {
             endpoints: vec![],
             map_version: 0,
             relay_feed: false,
+            nat: 0,
         };
         let ch = Channel::client(
             &[id; 32],
@@ -274,6 +276,7 @@ async fn bad_peers_lose_only_their_own_connection() {
                 endpoints: vec![],
                 map_version: 0,
                 relay_feed: false,
+                nat: 0,
             };
             let mut machine = [7u8; 32];
             machine[..4].copy_from_slice(&i.to_be_bytes());
@@ -412,4 +415,44 @@ async fn one_address_cannot_hold_more_pending_handshakes_than_its_share() {
     let _a = TcpStream::connect(server.addr).await.expect("connect");
     let (_node2, first) = Node::join(&server, 2, &server.auth_key, None).await;
     assert!(matches!(first, ServerBody::Registered(_)), "{first:?}");
+}
+
+#[tokio::test]
+async fn endpoint_updates_sent_too_close_together_are_deferred_not_lost() {
+    let server = start_with(Limits {
+        endpoint_update_interval: Duration::from_millis(500),
+        ..Limits::default()
+    })
+    .await;
+    let (mut a, _) = Node::join(&server, 1, &server.auth_key, None).await;
+    let (mut b, _) = Node::join(&server, 2, &server.auth_key, None).await;
+    // a's addresses change three times within a few milliseconds (a
+    // readdressed host, then its reflexive address, then its NAT kind).
+    for (port, nat) in [(1u16, 0), (2, 0), (3, NatKind::NatCone as i32)] {
+        let update = ClientMessage {
+            body: Some(ClientBody::Endpoints(UpdateEndpoints {
+                endpoints: vec![Endpoint::from(SocketAddr::from(([192, 0, 2, 1], port)))],
+                nat,
+            })),
+        };
+        a.ch.send(&update.encode_to_vec()).expect("send");
+        a.flush().await;
+    }
+    // b's map ends up with the last one, once the interval has passed.
+    let want = Endpoint::from(SocketAddr::from(([192, 0, 2, 1], 3)));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last update never reached the map"
+        );
+        if let Some(ServerBody::Map(m)) = b.next().await {
+            if m.upserts
+                .iter()
+                .any(|p| p.endpoints == [want.clone()] && p.nat == NatKind::NatCone as i32)
+            {
+                break;
+            }
+        }
+    }
 }

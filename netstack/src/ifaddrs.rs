@@ -71,3 +71,55 @@ mod tests {
         );
     }
 }
+
+/// The IPv4 default route's gateway (the router port mapping is asked
+/// of), from `/proc/net/route`; the route with the lowest metric wins.
+pub fn default_gateway_v4() -> Option<std::net::Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    default_gateway_in(&table)
+}
+
+/// Parses `/proc/net/route`: addresses are hex in host (little-endian)
+/// order; flag 0x2 is RTF_GATEWAY; a default route has destination and
+/// mask 0.
+fn default_gateway_in(table: &str) -> Option<std::net::Ipv4Addr> {
+    let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (dest, gw, flags, metric, mask) = (
+                hex(f.get(1)?)?,
+                hex(f.get(2)?)?,
+                hex(f.get(3)?)?,
+                f.get(6)?.parse::<u32>().ok()?,
+                hex(f.get(7)?)?,
+            );
+            (dest == 0 && mask == 0 && flags & 0x2 != 0 && gw != 0)
+                .then(|| (metric, std::net::Ipv4Addr::from(gw.swap_bytes())))
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, gw)| gw)
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_routes_gateway_with_the_lowest_metric() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+            eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
+            wlan0\t00000000\t0102A8C0\t0003\t0\t0\t50\t00000000\t0\t0\t0\n\
+            eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            default_gateway_in(table),
+            Some(std::net::Ipv4Addr::new(192, 168, 2, 1))
+        );
+        let no_default = "Iface\tDestination\tGateway\n eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(default_gateway_in(no_default), None);
+        assert_eq!(default_gateway_in(""), None);
+    }
+}

@@ -23,6 +23,7 @@ fn main() -> std::io::Result<()> {
             41641,
         )))],
         tags: vec!["tag:a".into()],
+        nat: 2,
     };
     let full = MapUpdate {
         version: 3,
@@ -46,6 +47,7 @@ fn main() -> std::io::Result<()> {
             endpoints: vec![],
             map_version: 2,
             relay_feed: false,
+            nat: 0,
         }
         .encode_to_vec(),
         encode_client(ClientBody::Ping(Ping { nonce: 5 })),

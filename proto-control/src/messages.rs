@@ -19,9 +19,23 @@ pub use generated::client_message::Body as ClientBody;
 pub use generated::refused::Reason as RefusedReason;
 pub use generated::server_message::Body as ServerBody;
 pub use generated::{
-    ClientHello, ClientMessage, Endpoint, MapUpdate, Peer, Ping, Pong, Refused, Registered,
-    RelayInfo, RelayKeys, ServerHello, ServerMessage, UpdateEndpoints,
+    ClientHello, ClientMessage, Endpoint, MapUpdate, NatKind, Peer, Ping, Pong, Refused,
+    Registered, RelayInfo, RelayKeys, ServerHello, ServerMessage, UpdateEndpoints,
 };
+
+impl NatKind {
+    /// One word for `cvlan-agent peers` and `netcheck`; a value this
+    /// version does not know (a newer node's) is "unknown".
+    pub fn word(raw: i32) -> &'static str {
+        match NatKind::try_from(raw).unwrap_or(NatKind::NatUnknown) {
+            NatKind::NatUnknown => "unknown",
+            NatKind::NatNone => "none",
+            NatKind::NatCone => "cone",
+            NatKind::NatSymmetric => "symmetric",
+            NatKind::NatNoUdp => "no-udp",
+        }
+    }
+}
 
 /// Bumped on any change an older peer would misread.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -273,6 +287,7 @@ mod tests {
             address: vec![100, 64, 0, 1],
             endpoints: vec![Endpoint::from(SocketAddr::from(([192, 0, 2, 1], 51820)))],
             tags: vec!["tag:server".into()],
+            nat: 0,
         }
     }
 

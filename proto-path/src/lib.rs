@@ -8,6 +8,7 @@
 //!   peer's calls and its pings; bursts, backoff, relay fallback, timers) behind the driver surface every protocol crate has:
 //!   `handle_input`, `handle_timeout`, `poll_transmit`, `poll_event`,
 //!   `poll_timeout`;
+//! - [`portmap`]: port mapping (PCP, NAT-PMP) asked of the local router;
 //! - `harness` (feature `harness`, and in tests): two nodes in fake time.
 #![forbid(unsafe_code)]
 
@@ -16,12 +17,15 @@ pub mod crypto;
 #[cfg(any(test, feature = "harness"))]
 pub mod harness;
 pub mod paths;
+pub mod portmap;
 pub mod wire;
 
 #[cfg(test)]
 mod nat_tests;
 #[cfg(test)]
 mod paths_tests;
+#[cfg(test)]
+mod portmap_tests;
 
 pub use paths::{Counters, Event, Path, PathManager, Source, Winner};
 pub use wire::Key;

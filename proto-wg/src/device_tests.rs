@@ -422,6 +422,18 @@ fn replies_interleaved_with_our_own_requests_are_not_copied() {
 }
 
 #[test]
+fn a_path_just_chosen_is_not_copied_while_the_peer_answers_through_the_relay() {
+    // A has moved to the direct path; B still sends through the relay, so
+    // A hears nothing on its endpoint for a while. That is the moment of
+    // a switch, not a broken path: no copies within the first second.
+    let mut p = with_fallbacks(108);
+    let (peer_of_a, relay_b) = (p.nodes[B].peer, "127.0.0.1:40002".parse().expect("addr"));
+    p.nodes[B].device.set_endpoint(peer_of_a, relay_b);
+    assert_eq!(ping_pong(&mut p, 15), (15, 15));
+    assert_eq!(p.nodes[A].device.stats().tx_copied_to_fallback, 0);
+}
+
+#[test]
 fn the_first_packet_after_a_pause_is_not_copied() {
     // B's last act was a reply; seconds later it asks something itself.
     let mut p = with_fallbacks(107);

@@ -134,9 +134,9 @@ impl Peer {
             self.unheard_since = Some(now);
         }
         let since = *self.unheard_since.get_or_insert(now);
-        let silent = self
-            .last_heard
-            .map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        // Nothing heard yet on this endpoint (just chosen, the peer may
+        // still answer through the relay): silent since we began sending.
+        let silent = now.saturating_duration_since(self.last_heard.unwrap_or(since));
         let suspect =
             now.saturating_duration_since(since) >= SUSPECT_AFTER && silent >= self.usual_silence();
         suspect.then_some(fallback)

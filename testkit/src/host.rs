@@ -48,7 +48,7 @@ pub fn require(tools: &[&str]) {
     for t in tools {
         assert!(
             tool_exists(t),
-            "this test needs `{t}` (apt-get install wireguard-go wireguard-tools iproute2)"
+            "this test needs `{t}`: `bash .ci/install-deps` installs every package the tests use"
         );
     }
 }

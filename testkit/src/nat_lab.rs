@@ -5,13 +5,19 @@
 //!
 //! ```text
 //!                      inet (router: two bridges)
-//!   br0 203.0.113.1/24                         br1 198.51.100.1/25
+//!   br0 203.0.113.1/24                         br1 11.0.0.1/25
 //!   stun .10 + .11   relay .20   ctl .30       r1 wan .11        r2 wan .12
 //!                                               lan 192.168.1.1   lan 192.168.2.1
 //!                                               a   192.168.1.10  b   192.168.2.10
 //!   NAT none/fw: the site LAN is a routed public /28 instead
-//!   (a 198.51.100.130 behind .129, b 198.51.100.146 behind .145).
+//!   (a 11.0.0.130 behind .129, b 11.0.0.146 behind .145).
 //! ```
+//!
+//! The routers' side is 11.0.0.0/24, not a documentation range like
+//! the rest: miniupnpd (the router's port mapping) refuses to forward
+//! anything on an external interface whose address is reserved, and
+//! TEST-NET-2 is. Nothing leaves the lab's namespaces, so no real host
+//! of that range is ever reached.
 //!
 //! Every namespace name is unique per process and per lab; interfaces
 //! are made inside the namespaces, so nothing lands in the host's own.
@@ -31,8 +37,8 @@ pub const STUN_IP1: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const STUN_IP2: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 11);
 pub const RELAY_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 pub const CTL_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 30);
-pub const R1_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
-pub const R2_WAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
+pub const R1_WAN: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 11);
+pub const R2_WAN: Ipv4Addr = Ipv4Addr::new(11, 0, 0, 12);
 
 /// A site router's behaviour (RFC 4787 terms), as the shared lab's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +145,8 @@ pub struct NatLab {
     namespaces: Vec<String>,
     dir: std::path::PathBuf,
     types: [NatType; 2],
+    /// Servers the lab runs itself (miniupnpd), ended on drop.
+    children: Vec<std::process::Child>,
 }
 
 impl NatLab {
@@ -155,6 +163,7 @@ impl NatLab {
             namespaces: Vec::new(),
             dir,
             types: [a, b],
+            children: Vec::new(),
         };
         lab.build();
         lab.set_nat(Site::A, a);
@@ -181,8 +190,8 @@ impl NatLab {
         match (site, self.nat(site).public_lan()) {
             (Site::A, false) => Ipv4Addr::new(192, 168, 1, 10),
             (Site::B, false) => Ipv4Addr::new(192, 168, 2, 10),
-            (Site::A, true) => Ipv4Addr::new(198, 51, 100, 130),
-            (Site::B, true) => Ipv4Addr::new(198, 51, 100, 146),
+            (Site::A, true) => Ipv4Addr::new(11, 0, 0, 130),
+            (Site::B, true) => Ipv4Addr::new(11, 0, 0, 146),
         }
     }
 
@@ -273,7 +282,7 @@ impl NatLab {
             &inet,
             "addr",
             "add",
-            "198.51.100.1/25",
+            "11.0.0.1/25",
             "dev",
             "br1",
         ]);
@@ -296,14 +305,7 @@ impl NatLab {
                 "wan",
             ]);
             run(&[
-                "ip",
-                "-n",
-                &ns,
-                "route",
-                "add",
-                "default",
-                "via",
-                "198.51.100.1",
+                "ip", "-n", &ns, "route", "add", "default", "via", "11.0.0.1",
             ]);
             run(&[
                 "ip",
@@ -323,7 +325,7 @@ impl NatLab {
             &inet,
             "route",
             "add",
-            "198.51.100.128/28",
+            "11.0.0.128/28",
             "via",
             &R1_WAN.to_string(),
         ]);
@@ -333,7 +335,7 @@ impl NatLab {
             &inet,
             "route",
             "add",
-            "198.51.100.144/28",
+            "11.0.0.144/28",
             "via",
             &R2_WAN.to_string(),
         ]);
@@ -360,9 +362,8 @@ impl NatLab {
             &rules.to_string_lossy(),
         ]);
         run(&["ip", "-n", &router, "addr", "flush", "dev", "lan"]);
-        run(&["ip", "-n", &host, "addr", "flush", "dev", "eth0"]);
         let (gw, len) = if t.public_lan() {
-            (format!("198.51.100.{}", if n == 1 { 129 } else { 145 }), 28)
+            (format!("11.0.0.{}", if n == 1 { 129 } else { 145 }), 28)
         } else {
             (format!("192.168.{n}.1"), 24)
         };
@@ -376,19 +377,119 @@ impl NatLab {
             "dev",
             "lan",
         ]);
-        let host_ip = self.host_ip(site);
+        Self::address_host(&host, self.host_ip(site), len, &gw);
+        self.flush_conntrack(site);
+    }
+
+    /// The host's only address `ip/len` and its default route via `gw`.
+    fn address_host(host: &str, ip: Ipv4Addr, len: u8, gw: &str) {
+        run(&["ip", "-n", host, "addr", "flush", "dev", "eth0"]);
         run(&[
             "ip",
             "-n",
-            &host,
+            host,
             "addr",
             "add",
-            &format!("{host_ip}/{len}"),
+            &format!("{ip}/{len}"),
             "dev",
             "eth0",
         ]);
-        run(&["ip", "-n", &host, "route", "add", "default", "via", &gw]);
+        run(&["ip", "-n", host, "route", "add", "default", "via", gw]);
+    }
+
+    /// Moves `site`'s host to `ip` on its LAN (the DHCP lease changed):
+    /// the old address goes, the new one and the default route come, and
+    /// the router forgets the old mappings.
+    pub fn readdress_host(&self, site: Site, ip: Ipv4Addr) {
+        let (host, gw) = match site {
+            Site::A => (self.ns("a"), "192.168.1.1"),
+            Site::B => (self.ns("b"), "192.168.2.1"),
+        };
+        assert!(
+            !self.nat(site).public_lan(),
+            "readdressing is for a private LAN"
+        );
+        Self::address_host(&host, ip, 24, gw);
         self.flush_conntrack(site);
+    }
+
+    /// Starts miniupnpd (Debian's, nftables backend) on `site`'s router:
+    /// NAT-PMP and PCP on the LAN side, mappings only for the LAN host's
+    /// own address and unprivileged ports; the router's filter lets
+    /// forwarded ports through, as a home router's does. Waits until it
+    /// listens; its log is `miniupnpd-{n}.log`. Call after `set_nat` (a
+    /// new NAT type flushes the router's rules, these too).
+    pub fn start_port_mapping(&mut self, site: Site) {
+        crate::host::require(&["miniupnpd"]);
+        let (router, n) = match site {
+            Site::A => ("r1", 1),
+            Site::B => ("r2", 2),
+        };
+        assert!(
+            !self.nat(site).public_lan(),
+            "port mapping is for a NAT router"
+        );
+        // The chains miniupnpd fills (its nft_init.sh's layout, in the
+        // table it uses by default).
+        let chains = "table inet filter {\n  chain miniupnpd {\n  }\n  chain prerouting_miniupnpd {\n  }\n  chain postrouting_miniupnpd {\n  }\n  chain forward {\n    type filter hook forward priority 0; policy accept;\n    jump miniupnpd\n  }\n  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n    jump prerouting_miniupnpd\n  }\n  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n    jump postrouting_miniupnpd\n  }\n}\n";
+        let file = self.dir.join(format!("miniupnpd-{n}.nft"));
+        std::fs::write(&file, chains).expect("miniupnpd chains");
+        self.exec(router, &["nft", "-f", &file.to_string_lossy()]);
+        self.exec(
+            router,
+            &[
+                "nft",
+                "insert",
+                "rule",
+                "ip",
+                "natlab",
+                "forward_f",
+                "ct",
+                "status",
+                "dnat",
+                "accept",
+            ],
+        );
+        let conf = self.dir.join(format!("miniupnpd-{n}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "ext_ifname=wan\nlistening_ip=lan\nenable_natpmp=yes\nenable_upnp=no\nsecure_mode=yes\nsystem_uptime=yes\nlease_file={}\nallow 1024-65535 192.168.{n}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                self.dir.join(format!("miniupnpd-{n}.leases")).display()
+            ),
+        )
+        .expect("miniupnpd config");
+        let log_path = self.dir.join(format!("miniupnpd-{n}.log"));
+        let log = std::fs::File::create(&log_path).expect("log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(router), "miniupnpd", "-d", "-f"])
+            .arg(&conf)
+            .arg("-P")
+            .arg(self.dir.join(format!("miniupnpd-{n}.pid")))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("miniupnpd");
+        self.children.push(child);
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("Listening for NAT-PMP/PCP traffic")
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "miniupnpd did not start: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// miniupnpd's log on `site`'s router.
+    pub fn port_mapping_log(&self, site: Site) -> String {
+        let n = if site == Site::A { 1 } else { 2 };
+        std::fs::read_to_string(self.dir.join(format!("miniupnpd-{n}.log"))).unwrap_or_default()
     }
 
     /// Forgets every mapping `site`'s router holds (as when they expire).
@@ -426,6 +527,10 @@ impl NatLab {
 
 impl Drop for NatLab {
     fn drop(&mut self) {
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         for ns in self.namespaces.iter().rev() {
             // Whatever still runs in one of our namespaces was started by
             // the test: end it by PID.

@@ -210,6 +210,7 @@ fn run(cli: &Cli) -> Result<String, String> {
                 },
                 controller_ca: r.config.controller_ca_file.clone(),
                 stun_servers: r.config.stun_servers()?,
+                port_mapping: r.config.port_mapping.unwrap_or(true),
                 defaults,
                 state_dir: r.state_dir,
                 socket: r.socket,

@@ -7,6 +7,8 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
+use proto_control::messages::NatKind;
+
 use crate::control_client::controller_address;
 use crate::lifecycle::Input;
 use crate::local_api::{Reply, Request};
@@ -204,17 +206,15 @@ impl Daemon {
                 None => "unknown",
             }
         );
-        let _ = writeln!(out, "NAT:                 {}", r.nat_kind());
+        let kind = r.nat_kind(&self.local) as i32;
+        let _ = writeln!(out, "NAT:                 {}", NatKind::word(kind));
         let home = self
             .relay
             .as_ref()
             .map(|r| r.address.as_str())
             .unwrap_or("-");
         let _ = writeln!(out, "home relay:          {home}");
-        let _ = writeln!(
-            out,
-            "port mapping:        none found (UPnP/NAT-PMP/PCP not yet asked)"
-        );
+        let _ = writeln!(out, "port mapping:        {}", self.port_mapping_line());
         for (server, answer) in &r.servers {
             match answer {
                 Some(a) => {

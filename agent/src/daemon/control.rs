@@ -49,7 +49,9 @@ impl Daemon {
             endpoints: self.endpoints.iter().map(|&e| Endpoint::from(e)).collect(),
             map_version: if same_network { self.mesh.version } else { 0 },
             relay_feed: false,
+            nat: self.nat_kind() as i32,
         };
+        self.reported_nat = hello.nat;
         let tls = self.controller_tls(&controller);
         let params = ConnectParams {
             controller,
@@ -105,7 +107,13 @@ impl Daemon {
                     }
                     self.apply_changes(&changes);
                     self.save_cache();
+                    let was_running = self.lifecycle.phase() == Phase::Running;
                     self.lifecycle.handle(now, Input::MapApplied);
+                    if !was_running {
+                        // What changed since the hello (a STUN answer, the
+                        // NAT kind, a port mapping) was held back until now.
+                        self.refresh_endpoints();
+                    }
                 }
                 Err(e) => {
                     warn!(error = %e, "map out of sequence, asking for a full one");

@@ -35,6 +35,7 @@ mod control;
 mod debug_ping;
 mod network;
 mod paths;
+mod port_mapping;
 
 #[derive(Clone)]
 pub struct DaemonOptions {
@@ -52,6 +53,8 @@ pub struct DaemonOptions {
     /// STUN servers asked besides the relays' (two at different addresses
     /// tell a symmetric NAT from a cone).
     pub stun_servers: Vec<SocketAddr>,
+    /// Ask the gateway for a port mapping (PCP, NAT-PMP).
+    pub port_mapping: bool,
 }
 
 impl std::fmt::Debug for DaemonOptions {
@@ -116,6 +119,10 @@ struct Daemon {
     relay_stun: Vec<SocketAddr>,
     /// `debug ping`s under way.
     debug_pings: Vec<debug_ping::DebugPing>,
+    /// The NAT kind last reported (proto-control's NatKind).
+    reported_nat: i32,
+    /// The port mapping asked of the gateway, when there is one.
+    portmap: Option<proto_path::portmap::PortMapper>,
 }
 
 fn hex_key(text: &str) -> Result<[u8; 32], String> {
@@ -205,6 +212,8 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         reflexive,
         relay_stun: Vec::new(),
         debug_pings: Vec::new(),
+        reported_nat: 0,
+        portmap: None,
     };
     runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen))
 }
@@ -308,6 +317,7 @@ impl Daemon {
                 self.paths.poll_timeout(),
                 self.reflexive.poll_timeout(),
                 self.debug_ping_due(),
+                self.portmap.as_ref().and_then(|m| m.poll_timeout()),
             ]
             .into_iter()
             .flatten()
@@ -320,6 +330,7 @@ impl Daemon {
                     self.paths.handle_timeout(now);
                     self.reflexive.handle_timeout(now, &mut transaction_id);
                     self.debug_ping_tick(now);
+                    self.port_mapping_tick(now);
                     self.reassert_direct_paths();
                 }
                 Some(()) = address_changes.recv() => self.refresh_endpoints(),
@@ -340,6 +351,7 @@ impl Daemon {
             }
         };
         info!(%reason, "cvlan-agent stopping");
+        self.release_port_mapping();
         if let Some(c) = self.conn.take() {
             c.task.abort();
         }

@@ -4,13 +4,14 @@
 use super::*;
 use std::net::{IpAddr, SocketAddr};
 
-use proto_control::messages::{ClientBody, Endpoint, RelayInfo, UpdateEndpoints};
+use proto_control::messages::{ClientBody, Endpoint, NatKind, RelayInfo, UpdateEndpoints};
 use tracing::{debug, info};
 
 use crate::control_client::controller_address;
 use crate::lifecycle::Phase;
 use crate::mesh::Change;
 use crate::relay_path::{choose_home, RelayLink};
+use crate::socket_demux::{classify, SocketDatagram};
 use proto_path::Event as PathEvent;
 
 impl Daemon {
@@ -41,13 +42,22 @@ impl Daemon {
     /// dropped by the path machine).
     pub(super) fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = std::time::Instant::now();
-        if stun::wire::is_stun(datagram) {
-            if self.reflexive.handle_input(now, from, datagram) {
-                info!(reflexive = ?self.reflexive.report().addresses, "reflexive addresses changed");
-                self.refresh_endpoints();
+        let gateway = self.portmap.as_ref().map(|m| m.gateway().ip());
+        match classify(from, datagram, gateway) {
+            SocketDatagram::Stun => {
+                let nat = self.nat_kind();
+                if self.reflexive.handle_input(now, from, datagram) {
+                    info!(reflexive = ?self.reflexive.report().addresses, "reflexive addresses changed");
+                    self.refresh_endpoints();
+                } else if self.nat_kind() != nat {
+                    self.refresh_endpoints();
+                }
             }
-        } else {
-            self.paths.handle_input(now, from, datagram);
+            SocketDatagram::PathProbe => self.paths.handle_input(now, from, datagram),
+            SocketDatagram::PortMapping => self.on_port_mapping(from, datagram),
+            // WireGuard's never reaches us (the device keeps it); the
+            // rest is nothing of ours.
+            SocketDatagram::WireGuard | SocketDatagram::Other => {}
         }
     }
 
@@ -203,16 +213,26 @@ impl Daemon {
             .collect()
     }
 
-    /// Our endpoints: the local ones, then the reflexive ones STUN learnt
-    /// on the WireGuard socket.
+    /// Our endpoints: the local ones, the one our gateway maps for us,
+    /// then the reflexive ones STUN learnt on the WireGuard socket.
     pub(super) fn all_endpoints(&mut self) -> Vec<SocketAddr> {
         let local = self.local_endpoints();
         if local != self.local {
             // Moved: the NAT in front may be another one now.
+            let gone = self.local.iter().any(|a| !local.contains(a));
             self.local = local.clone();
             self.reflexive.refresh(std::time::Instant::now());
+            if gone {
+                self.reconnect_after_move();
+            }
         }
+        self.update_port_mapping();
         let mut all = local;
+        if let Some(mapped) = self.mapped_endpoint() {
+            if !all.contains(&mapped) {
+                all.push(mapped);
+            }
+        }
         for r in self.reflexive.report().addresses {
             if !all.contains(&r) {
                 all.push(r);
@@ -222,6 +242,32 @@ impl Daemon {
         all
     }
 
+    /// What our STUN answers say of the NAT in front of us.
+    pub(super) fn nat_kind(&self) -> NatKind {
+        self.reflexive.report().nat_kind(&self.local)
+    }
+
+    /// An address of ours went away: TCP connections from it (to the
+    /// controller, to the relay) are dead without knowing it, and what we
+    /// send on them is lost. Both start over at once (the control
+    /// connection after the lifecycle's first short backoff, from
+    /// whatever address we have by then) instead of waiting for their
+    /// timeouts.
+    fn reconnect_after_move(&mut self) {
+        if self.lifecycle.phase() != Phase::Running || self.conn.is_none() {
+            return;
+        }
+        info!("an address of ours went away: reconnecting to the controller and the relay");
+        self.lifecycle.handle(
+            std::time::Instant::now(),
+            crate::lifecycle::Input::Lost("local address changed".into()),
+        );
+        if self.relay.take().is_some() {
+            let relays = std::mem::take(&mut self.relays);
+            self.on_relays(&relays);
+        }
+    }
+
     pub(super) fn refresh_endpoints(&mut self) {
         let now = self.all_endpoints();
         self.paths
@@ -229,12 +275,15 @@ impl Daemon {
         if self.lifecycle.phase() != Phase::Running {
             return;
         }
-        if now != self.endpoints {
-            info!(endpoints = ?now, "endpoints changed");
+        let nat = self.nat_kind() as i32;
+        if now != self.endpoints || nat != self.reported_nat {
+            info!(endpoints = ?now, nat = NatKind::word(nat), "endpoints changed");
             self.endpoints = now.clone();
+            self.reported_nat = nat;
             if let Some(c) = &self.conn {
                 let body = ClientBody::Endpoints(UpdateEndpoints {
                     endpoints: now.into_iter().map(Endpoint::from).collect(),
+                    nat,
                 });
                 let _ = c.outgoing.try_send(body);
             }
