@@ -16,3 +16,4 @@ pub mod relay_path;
 pub mod report;
 pub mod settings;
 pub mod socket_demux;
+pub mod upnp;

@@ -458,3 +458,25 @@ fn symmetric_nats_on_both_sides_go_direct_through_the_ports_their_routers_map() 
         nat.lab.port_mapping_log(Site::A)
     );
 }
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn, miniupnpd (CI runs it)"]
+fn routers_that_speak_only_upnp_map_ports_too() {
+    let mut lab = NatLab::new(NatType::Sym, NatType::Sym);
+    lab.start_port_mapping_with(Site::A, testkit::nat_lab::PortMapping::Upnp);
+    lab.start_port_mapping_with(Site::B, testkit::nat_lab::PortMapping::Upnp);
+    let nat = Nat::start(lab);
+    // PCP and NAT-PMP go unanswered first (1.75 s each), then UPnP maps.
+    let went = wait_for(Duration::from_secs(20), "both direct", || nat.both_direct());
+    eprintln!("sym+sym with UPnP: direct {went:?} after the join");
+    let check = nat.a.cli(&["netcheck"]).expect("netcheck");
+    eprintln!("{check}{}", nat.peers());
+    assert!(
+        check.contains("port mapping:        UPnP by 192.168.1.1: 11.0.0.11:"),
+        "{check}\n{}",
+        nat.lab.port_mapping_log(Site::A)
+    );
+    let before = nat.forwarded();
+    assert!(nat.a.ping(nat.b.overlay()) && nat.b.ping(nat.a.overlay()));
+    assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
+}

@@ -1,16 +1,30 @@
-//! The port-mapping codecs (NAT-PMP, PCP) and the client fed arbitrary
-//! answers from the gateway, while it asks by PCP and while it asks by
-//! NAT-PMP: no panic, no more than a round's requests queued, and a PCP
-//! mapping only from an answer that repeats our nonce.
+//! The port-mapping codecs (NAT-PMP, PCP, UPnP's SSDP, description and
+//! SOAP parsers) and the PCP/NAT-PMP client fed arbitrary answers from
+//! the gateway, while it asks by PCP and while it asks by NAT-PMP: no
+//! panic, no more than a round's requests queued, a PCP mapping only from
+//! an answer that repeats our nonce, and no UPnP location that points
+//! anywhere but the sender.
 #![no_main]
 use std::net::{Ipv4Addr, SocketAddr};
 
 use libfuzzer_sys::fuzz_target;
-use proto_path::portmap::{natpmp, pcp, Event, PortMapper, Protocol};
+use proto_path::portmap::{natpmp, pcp, upnp, Event, PortMapper, Protocol};
 
 fuzz_target!(|data: &[u8]| {
     let _ = natpmp::parse(data);
     let _ = pcp::parse(data);
+    let sender: SocketAddr = "192.168.1.1:1900".parse().expect("addr");
+    if let Some(location) = upnp::parse_search_response(sender, data) {
+        assert_eq!(std::net::IpAddr::V4(*location.addr.ip()), sender.ip());
+        let text = String::from_utf8_lossy(data);
+        if let Some((_, control)) = upnp::control_url(&location, &text) {
+            let _ = upnp::add_port_mapping(&control, "s", 1, Ipv4Addr::LOCALHOST, 1, 1);
+        }
+    }
+    if let Some(answer) = upnp::parse_soap(data) {
+        let _ = upnp::external_ip(&answer);
+    }
+    let _ = upnp::Url::parse(&String::from_utf8_lossy(data));
     #[allow(clippy::disallowed_methods)]
     let now = std::time::Instant::now();
     let gateway = Ipv4Addr::new(192, 168, 1, 1);

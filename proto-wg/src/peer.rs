@@ -156,7 +156,9 @@ impl Peer {
 
     /// An authenticated packet came from `from`.
     pub(crate) fn heard_from(&mut self, now: Instant, from: SocketAddr) {
-        if self.endpoint != Some(from) {
+        // Only a peer with a fallback needs to know (nothing per packet
+        // for the others).
+        if self.fallback.is_none() || self.endpoint != Some(from) {
             return;
         }
         self.unheard_since = None;

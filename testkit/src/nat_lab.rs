@@ -139,6 +139,13 @@ pub fn router_rules(t: NatType) -> String {
     r
 }
 
+/// What a lab router's miniupnpd speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortMapping {
+    PcpAndNatPmp,
+    Upnp,
+}
+
 #[derive(Debug)]
 pub struct NatLab {
     tag: String,
@@ -413,13 +420,19 @@ impl NatLab {
         self.flush_conntrack(site);
     }
 
-    /// Starts miniupnpd (Debian's, nftables backend) on `site`'s router:
-    /// NAT-PMP and PCP on the LAN side, mappings only for the LAN host's
-    /// own address and unprivileged ports; the router's filter lets
-    /// forwarded ports through, as a home router's does. Waits until it
-    /// listens; its log is `miniupnpd-{n}.log`. Call after `set_nat` (a
-    /// new NAT type flushes the router's rules, these too).
+    /// Starts miniupnpd (Debian's, nftables backend) on `site`'s router
+    /// speaking NAT-PMP and PCP: see [`NatLab::start_port_mapping_with`].
     pub fn start_port_mapping(&mut self, site: Site) {
+        self.start_port_mapping_with(site, PortMapping::PcpAndNatPmp);
+    }
+
+    /// Starts miniupnpd on `site`'s router speaking `protocols` on the
+    /// LAN side, mappings only for the LAN host's own address and
+    /// unprivileged ports; the router's filter lets forwarded ports
+    /// through, as a home router's does. Waits until it listens; its log
+    /// is `miniupnpd-{n}.log`. Call after `set_nat` (a new NAT type
+    /// flushes the router's rules, these too).
+    pub fn start_port_mapping_with(&mut self, site: Site, protocols: PortMapping) {
         crate::host::require(&["miniupnpd"]);
         let (router, n) = match site {
             Site::A => ("r1", 1),
@@ -454,7 +467,9 @@ impl NatLab {
         std::fs::write(
             &conf,
             format!(
-                "ext_ifname=wan\nlistening_ip=lan\nenable_natpmp=yes\nenable_upnp=no\nsecure_mode=yes\nsystem_uptime=yes\nlease_file={}\nallow 1024-65535 192.168.{n}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                "ext_ifname=wan\nlistening_ip=lan\nenable_natpmp={}\nenable_upnp={}\nuuid=3b7c1e5a-0000-4000-8000-00000000000{n}\nsecure_mode=yes\nsystem_uptime=yes\nlease_file={}\nallow 1024-65535 192.168.{n}.0/24 1024-65535\ndeny 0-65535 0.0.0.0/0 0-65535\n",
+                if protocols == PortMapping::PcpAndNatPmp { "yes" } else { "no" },
+                if protocols == PortMapping::Upnp { "yes" } else { "no" },
                 self.dir.join(format!("miniupnpd-{n}.leases")).display()
             ),
         )
@@ -472,10 +487,14 @@ impl NatLab {
             .spawn()
             .expect("miniupnpd");
         self.children.push(child);
+        let ready = match protocols {
+            PortMapping::PcpAndNatPmp => "Listening for NAT-PMP/PCP traffic",
+            PortMapping::Upnp => "HTTP listening on port",
+        };
         let start = std::time::Instant::now();
         while !std::fs::read_to_string(&log_path)
             .unwrap_or_default()
-            .contains("Listening for NAT-PMP/PCP traffic")
+            .contains(ready)
         {
             assert!(
                 start.elapsed() < std::time::Duration::from_secs(5),

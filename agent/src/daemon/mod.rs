@@ -123,6 +123,8 @@ struct Daemon {
     reported_nat: i32,
     /// The port mapping asked of the gateway, when there is one.
     portmap: Option<proto_path::portmap::PortMapper>,
+    /// UPnP, for a gateway that speaks neither PCP nor NAT-PMP.
+    upnp: port_mapping::Upnp,
 }
 
 fn hex_key(text: &str) -> Result<[u8; 32], String> {
@@ -179,6 +181,7 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
     let saved = state.saved()?;
     let (events_tx, events_rx) = mpsc::channel(64);
     let (relay_choice, relay_chosen) = mpsc::channel(4);
+    let (upnp_tx, upnp_rx) = mpsc::channel(2);
     let jitter_seed = u64::from_le_bytes(os_seed()?[..8].try_into().unwrap_or_default());
     let paths = new_path_manager(&node_key, node_public)?;
     let listen_port = device.listen_port().unwrap_or(opts.listen_port);
@@ -214,8 +217,9 @@ pub fn run(opts: DaemonOptions) -> Result<(), String> {
         debug_pings: Vec::new(),
         reported_nat: 0,
         portmap: None,
+        upnp: port_mapping::Upnp::new(upnp_tx),
     };
-    runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen))
+    runtime.block_on(daemon.run(events_rx, probes_async_rx, relay_chosen, upnp_rx))
 }
 
 /// A STUN transaction id: 96 bits from the OS.
@@ -267,6 +271,7 @@ impl Daemon {
         mut events: mpsc::Receiver<(u64, ControlEvent)>,
         mut probes: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
         mut relay_chosen: mpsc::Receiver<RelayChoice>,
+        mut upnp_done: mpsc::Receiver<port_mapping::UpnpResult>,
     ) -> Result<(), String> {
         let socket = &self.opts.socket.clone();
         if local_api::call(socket, "status", &[])
@@ -318,6 +323,7 @@ impl Daemon {
                 self.reflexive.poll_timeout(),
                 self.debug_ping_due(),
                 self.portmap.as_ref().and_then(|m| m.poll_timeout()),
+                self.upnp.next,
             ]
             .into_iter()
             .flatten()
@@ -335,6 +341,7 @@ impl Daemon {
                 }
                 Some(()) = address_changes.recv() => self.refresh_endpoints(),
                 Some((relays, home, stun)) = relay_chosen.recv() => self.start_relay(&relays, home, stun),
+                Some(result) = upnp_done.recv() => self.on_upnp(result),
                 Some((generation, event)) = events.recv() => {
                     if generation == self.generation {
                         self.on_control(event);
@@ -352,6 +359,9 @@ impl Daemon {
         };
         info!(%reason, "cvlan-agent stopping");
         self.release_port_mapping();
+        if let Some(m) = self.upnp.mapping.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), crate::upnp::unmap(&m)).await;
+        }
         if let Some(c) = self.conn.take() {
             c.task.abort();
         }

@@ -7,9 +7,38 @@ use super::*;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use proto_path::portmap::client::Status;
+use proto_path::portmap::client::{Status, RETRY_LATER};
 use proto_path::portmap::{Event as MapEvent, PortMapper};
+use tokio::sync::mpsc;
 use tracing::{debug, info};
+
+use crate::upnp::{UpnpError, UpnpMapping, LEASE};
+
+/// A UPnP attempt's outcome, for the gateway it was made for.
+pub(super) type UpnpResult = (Ipv4Addr, Result<UpnpMapping, UpnpError>);
+
+/// UPnP IGD, asked (in a task: it takes HTTP round trips) only once the
+/// gateway has answered neither PCP nor NAT-PMP.
+pub(super) struct Upnp {
+    pub(super) mapping: Option<UpnpMapping>,
+    /// When to ask next (again after a failure, or to renew the lease).
+    pub(super) next: Option<Instant>,
+    running: bool,
+    last_error: Option<String>,
+    done: mpsc::Sender<UpnpResult>,
+}
+
+impl Upnp {
+    pub(super) fn new(done: mpsc::Sender<UpnpResult>) -> Self {
+        Self {
+            mapping: None,
+            next: None,
+            running: false,
+            last_error: None,
+            done,
+        }
+    }
+}
 
 impl Daemon {
     /// Our gateway and our address toward it, if port mapping is on and
@@ -40,6 +69,10 @@ impl Daemon {
             return;
         }
         self.release_port_mapping();
+        self.upnp.next = None;
+        if let Some(old) = self.upnp.mapping.take() {
+            tokio::spawn(async move { crate::upnp::unmap(&old).await });
+        }
         let Some((gateway, client)) = wanted else {
             return;
         };
@@ -63,6 +96,61 @@ impl Daemon {
         let Some(m) = &mut self.portmap else { return };
         m.handle_timeout(now);
         self.port_mapping_actions();
+        self.upnp_if_due(now);
+    }
+
+    /// Starts a UPnP attempt when PCP and NAT-PMP got nothing and one is
+    /// due (the first, a retry, or the lease's renewal).
+    fn upnp_if_due(&mut self, now: Instant) {
+        let Some(m) = &self.portmap else { return };
+        let neither = matches!(m.status(), Status::Unavailable { .. });
+        if !neither || self.upnp.running || self.upnp.next.is_some_and(|t| now < t) {
+            return;
+        }
+        let (gateway, client, port) = (
+            match m.gateway().ip() {
+                std::net::IpAddr::V4(g) => g,
+                std::net::IpAddr::V6(_) => return,
+            },
+            m.client(),
+            m.internal_port(),
+        );
+        self.upnp.running = true;
+        self.upnp.next = None;
+        let done = self.upnp.done.clone();
+        tokio::spawn(async move {
+            let result = crate::upnp::map(gateway, client, port).await;
+            let _ = done.send((gateway, result)).await;
+        });
+    }
+
+    pub(super) fn on_upnp(&mut self, (gateway, result): UpnpResult) {
+        self.upnp.running = false;
+        let now = Instant::now();
+        let current = self.portmap.as_ref().map(|m| m.gateway().ip());
+        if current != Some(std::net::IpAddr::V4(gateway)) {
+            return; // for a gateway we have left
+        }
+        let before = self.upnp.mapping.as_ref().map(|m| m.external);
+        match result {
+            Ok(m) => {
+                if before != Some(m.external) {
+                    info!(external = %m.external, "port mapped by the gateway (UPnP)");
+                }
+                self.upnp.mapping = Some(m);
+                self.upnp.last_error = None;
+                self.upnp.next = Some(now + std::time::Duration::from_secs(u64::from(LEASE / 2)));
+            }
+            Err(e) => {
+                debug!(error = %e, "no UPnP port mapping");
+                self.upnp.mapping = None;
+                self.upnp.last_error = Some(e.to_string());
+                self.upnp.next = Some(now + RETRY_LATER);
+            }
+        }
+        if before != self.upnp.mapping.as_ref().map(|m| m.external) {
+            self.refresh_endpoints();
+        }
     }
 
     pub(super) fn on_port_mapping(&mut self, from: SocketAddr, datagram: &[u8]) {
@@ -109,8 +197,12 @@ impl Daemon {
 
     /// The mapped public address, if the gateway gave one.
     pub(super) fn mapped_endpoint(&self) -> Option<SocketAddr> {
-        let m = self.portmap.as_ref()?.mapping()?;
-        Some(SocketAddr::V4(m.external))
+        let by_pcp_or_pmp = self.portmap.as_ref().and_then(|m| m.mapping());
+        let external =
+            by_pcp_or_pmp
+                .map(|m| m.external)
+                .or(self.upnp.mapping.as_ref().map(|m| m.external))?;
+        Some(SocketAddr::V4(external))
     }
 
     /// `netcheck`'s line.
@@ -123,6 +215,9 @@ impl Daemon {
             };
         };
         let gw = m.gateway().ip();
+        if let Some(u) = &self.upnp.mapping {
+            return format!("UPnP by {gw}: {} (lease {LEASE} s)", u.external);
+        }
         match m.status() {
             Status::Asking => format!("asking {gw} (PCP, NAT-PMP)"),
             Status::Mapped(mapping) => format!(
@@ -132,9 +227,10 @@ impl Daemon {
                 mapping.lifetime.as_secs()
             ),
             Status::Unavailable { refused: true } => format!("refused by {gw}"),
-            Status::Unavailable { refused: false } => {
-                format!("none ({gw} answers neither PCP nor NAT-PMP)")
-            }
+            Status::Unavailable { refused: false } => match &self.upnp.last_error {
+                Some(e) => format!("none ({gw} answers neither PCP nor NAT-PMP; {e})"),
+                None => format!("none by PCP or NAT-PMP from {gw}; asking UPnP"),
+            },
         }
     }
 }

@@ -17,9 +17,10 @@ pub const LIFETIME: u32 = 7200;
 /// The first retransmission wait; it doubles (RFC 6886 §3.1, RFC 6887
 /// §8.1.1 both start at 250 ms)...
 const FIRST_WAIT: Duration = Duration::from_millis(250);
-/// ...for this many sends per protocol (2 s in all: a router that
-/// answers, answers at once; the next round comes later anyway).
-const TRIES: u32 = 4;
+/// ...for this many sends per protocol (1.75 s in all: a router on the
+/// LAN that answers, answers at once; UPnP is asked after both, and the
+/// next round comes later anyway).
+const TRIES: u32 = 3;
 /// After neither protocol answered, or the router refused, ask again
 /// this much later (a router may get port mapping switched on).
 pub const RETRY_LATER: Duration = Duration::from_secs(300);
@@ -144,6 +145,15 @@ impl PortMapper {
 
     pub fn gateway(&self) -> SocketAddr {
         self.gateway
+    }
+
+    /// Our address toward the gateway, and the port mapped.
+    pub fn client(&self) -> Ipv4Addr {
+        self.client
+    }
+
+    pub fn internal_port(&self) -> u16 {
+        self.internal_port
     }
 
     pub fn mapping(&self) -> Option<Mapping> {

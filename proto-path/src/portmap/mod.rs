@@ -14,6 +14,7 @@
 pub mod client;
 pub mod natpmp;
 pub mod pcp;
+pub mod upnp;
 
 pub use client::{Event, Mapping, PortMapper, Protocol};
 
