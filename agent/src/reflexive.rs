@@ -89,6 +89,8 @@ pub struct Reflexive {
     listen_port: u16,
     /// Rounds started since the servers last changed.
     rounds: u32,
+    /// STUN datagrams that answered nothing we asked (or from elsewhere).
+    pub unsolicited: u64,
 }
 
 impl Reflexive {
@@ -105,6 +107,7 @@ impl Reflexive {
             next_round: now,
             listen_port,
             rounds: 0,
+            unsolicited: 0,
         }
     }
 
@@ -155,6 +158,7 @@ impl Reflexive {
     pub fn handle_input(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
         let before = self.report().addresses;
         if self.client.handle_input(now, from, datagram).is_err() {
+            self.unsolicited += 1;
             return false;
         }
         while let Some(event) = self.client.poll_event() {

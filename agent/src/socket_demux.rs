@@ -1,10 +1,11 @@
 //! What a datagram on the WireGuard socket is. One UDP port carries
 //! WireGuard, STUN answers to our reflexive queries, path probes and
-//! (from the gateway) port-mapping answers; each goes to exactly one
-//! machine, told apart by its first bytes (and, for port mapping, by who
-//! sent it). The order matters only for bytes no honest sender produces.
+//! port-mapping answers; each goes to exactly one machine, told apart by
+//! its first bytes (and, for port mapping, by the port it came from: the
+//! port-mapping client itself accepts only its gateway, and counts the
+//! rest). The order matters only for bytes no honest sender produces.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// The port NAT-PMP and PCP servers answer from (RFC 6886, RFC 6887).
 pub const PORT_MAPPING_PORT: u16 = 5351;
@@ -15,25 +16,25 @@ pub enum SocketDatagram {
     WireGuard,
     /// A STUN message (the magic cookie and a consistent length).
     Stun,
-    /// From the gateway's port-mapping port.
-    PortMapping,
     /// A path probe (`\xffCVP`).
     PathProbe,
+    /// From a port-mapping port (5351); the client checks the sender.
+    PortMapping,
     /// Nothing of ours: dropped.
     Other,
 }
 
-/// Classifies `datagram` from `from`; `gateway` is the router that port
-/// mapping is asked of (answers from anyone else are not port mapping).
-pub fn classify(from: SocketAddr, datagram: &[u8], gateway: Option<IpAddr>) -> SocketDatagram {
+/// Classifies `datagram` from `from`. A probe (its first byte 0xff is
+/// no NAT-PMP or PCP version) stays a probe whatever port a peer uses.
+pub fn classify(from: SocketAddr, datagram: &[u8]) -> SocketDatagram {
     if proto_wg::wire::is_wireguard(datagram) {
         SocketDatagram::WireGuard
     } else if stun::wire::is_stun(datagram) {
         SocketDatagram::Stun
-    } else if Some(from.ip()) == gateway && from.port() == PORT_MAPPING_PORT {
-        SocketDatagram::PortMapping
     } else if proto_path::wire::is_probe(datagram) {
         SocketDatagram::PathProbe
+    } else if from.port() == PORT_MAPPING_PORT {
+        SocketDatagram::PortMapping
     } else {
         SocketDatagram::Other
     }
@@ -44,10 +45,9 @@ mod tests {
     use super::*;
 
     const PEER: &str = "198.51.100.7:41641";
-    const GATEWAY: &str = "192.168.1.1";
 
     fn of(from: &str, bytes: &[u8]) -> SocketDatagram {
-        classify(from.parse().unwrap(), bytes, Some(GATEWAY.parse().unwrap()))
+        classify(from.parse().unwrap(), bytes)
     }
 
     #[test]
@@ -62,12 +62,14 @@ mod tests {
         assert_eq!(of("203.0.113.10:3478", &stun), SocketDatagram::Stun);
         let natpmp = [0, 128, 0, 0, 0, 0, 0, 1, 198, 51, 100, 11];
         assert_eq!(of("192.168.1.1:5351", &natpmp), SocketDatagram::PortMapping);
-        // The same bytes from anyone else are nothing of ours.
-        assert_eq!(of("192.168.1.9:5351", &natpmp), SocketDatagram::Other);
+        // From another port it is nothing of ours (from another host on
+        // 5351 the client counts and drops it).
         assert_eq!(of("192.168.1.1:5352", &natpmp), SocketDatagram::Other);
         let mut probe = b"\xffCVP".to_vec();
         probe.resize(80, 0);
         assert_eq!(of(PEER, &probe), SocketDatagram::PathProbe);
+        // A peer whose WireGuard port is 5351 still gets its probes.
+        assert_eq!(of("198.51.100.7:5351", &probe), SocketDatagram::PathProbe);
         assert_eq!(of(PEER, b""), SocketDatagram::Other);
         assert_eq!(of(PEER, b"hello, world"), SocketDatagram::Other);
     }

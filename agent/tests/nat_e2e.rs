@@ -480,3 +480,69 @@ fn routers_that_speak_only_upnp_map_ports_too() {
     assert!(nat.a.ping(nat.b.overlay()) && nat.b.ping(nat.a.overlay()));
     assert_eq!(nat.forwarded() - before, 0, "{}", nat.peers());
 }
+
+/// `name` of `debug counters`'s line, as a number.
+fn counter(agent: &Agent, name: &str) -> u64 {
+    let text = agent.cli(&["debug", "counters"]).expect("counters");
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name:?} in\n{text}"))
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn junk_forgeries_and_answers_to_nothing_from_the_internet_are_dropped_and_counted() {
+    // Alpha has a public address: anyone on the internet reaches its
+    // WireGuard port.
+    let nat = Nat::new(NatType::None, NatType::Prc);
+    wait_for(Duration::from_secs(10), "both direct", || nat.both_direct());
+    let before = nat.a.cli(&["netcheck"]).expect("netcheck");
+    let learnt = counter(&nat.a, "peer-reflexive addresses learnt");
+    let beta_key = nat.a.wg(&["show", "IFACE", "peers"]).trim().to_string();
+    // From the STUN host (its second address, where no server runs): a
+    // Binding success for a transaction alpha never started, a probe
+    // from a key nobody has, a probe in beta's name it did not seal, and
+    // NAT-PMP and PCP answers from a host that is not alpha's gateway.
+    let script = format!(
+        r#"
+import base64, socket, os
+def send(src_port, data):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("{stun}", src_port)); s.sendto(data, ("{host}", 41641)); s.close()
+stun = bytes([1, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42]) + os.urandom(12) + bytes([0, 0x20, 0, 8, 0, 1, 0xa2, 0xa9, 1, 2, 3, 4])
+send(3478, stun)
+send(40000, b"\xffCVP" + os.urandom(32) + os.urandom(60))
+send(40001, b"\xffCVP" + base64.b64decode("{beta}") + os.urandom(60))
+send(5351, bytes([0, 129, 0, 0, 0, 0, 0, 9, 0xa2, 0xa9, 0xa2, 0xa9, 0, 0, 0x1c, 0x20]))
+send(5351, bytes([2, 0x81, 0, 0]) + bytes(56))
+"#,
+        stun = testkit::nat_lab::STUN_IP2,
+        host = nat.lab.host_ip(Site::A),
+        beta = beta_key,
+    );
+    nat.lab.exec("stun", &["python3", "-c", &script]);
+    wait_for(Duration::from_secs(3), "all five counted", || {
+        counter(&nat.a, "STUN answers to nothing we asked") >= 1
+            && counter(&nat.a, "probes from unknown keys") >= 1
+            && counter(&nat.a, "probes not sealed by their sender") >= 1
+            && counter(&nat.a, "port mapping: not from the gateway") >= 2
+    });
+    eprintln!("{}", nat.a.cli(&["debug", "counters"]).unwrap_or_default());
+    // Nothing changed: the same reflexive view, the same direct path and
+    // candidates (no address learnt from a forgery).
+    let after = nat.a.cli(&["netcheck"]).expect("netcheck");
+    let reflexive = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("reflexive addresses:"))
+            .map(str::to_string)
+    };
+    assert_eq!(reflexive(&after), reflexive(&before), "{before}\n{after}");
+    assert!(nat.both_direct(), "{}", nat.peers());
+    assert_eq!(
+        counter(&nat.a, "peer-reflexive addresses learnt"),
+        learnt,
+        "a forgery taught an address"
+    );
+}

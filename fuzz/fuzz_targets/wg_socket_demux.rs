@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         _ => (0, data),
     };
     let from = SocketAddr::from(([192, 168, 1, 1], port));
-    let kind = classify(from, datagram, Some(from.ip()));
+    let kind = classify(from, datagram);
     let wg = proto_wg::wire::is_wireguard(datagram);
     let stun = stun::wire::is_stun(datagram);
     let probe = proto_path::wire::is_probe(datagram);
@@ -30,8 +30,8 @@ fuzz_target!(|data: &[u8]| {
     match kind {
         SocketDatagram::WireGuard => assert!(wg),
         SocketDatagram::Stun => assert!(stun && !wg),
-        SocketDatagram::PortMapping => assert!(!wg && !stun && port == 5351),
-        SocketDatagram::PathProbe => assert!(probe && port != 5351),
+        SocketDatagram::PortMapping => assert!(!wg && !stun && !probe && port == 5351),
+        SocketDatagram::PathProbe => assert!(probe && !wg && !stun),
         SocketDatagram::Other => assert!(!wg && !stun && !probe),
     }
 

@@ -592,6 +592,11 @@ impl DeviceHandle {
         out
     }
 
+    /// The device's drop counters and totals.
+    pub fn stats(&self) -> proto_wg::Stats {
+        self.shared.device().stats().clone()
+    }
+
     pub fn tun(&self) -> &Tun {
         &self.shared.tun
     }

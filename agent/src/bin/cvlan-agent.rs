@@ -90,6 +90,9 @@ enum DebugCmd {
         #[arg(long, default_value_t = 10)]
         count: u32,
     },
+    /// What arrived and was dropped (strangers, forgeries, answers to
+    /// nothing we asked), and what the path machine learnt.
+    Counters,
 }
 
 struct Resolved {
@@ -259,6 +262,9 @@ fn run(cli: &Cli) -> Result<String, String> {
             "debug-ping",
             &[("peer", peer), ("count", &count.to_string())],
         ),
+        Cmd::Debug {
+            what: DebugCmd::Counters,
+        } => ask(&r.socket, "debug-counters", &[]),
         Cmd::Routes => ask(&r.socket, "routes", &[]),
     }
 }

@@ -52,6 +52,7 @@ impl Daemon {
                 }))
             }
             "netcheck" => Reply::ok(self.netcheck()),
+            "debug-counters" => Reply::ok(self.counters()),
             "debug-ping" => {
                 self.start_debug_ping(&req, reply);
                 return;
@@ -165,6 +166,52 @@ impl Daemon {
             return Reply::error(e);
         }
         Reply::ok("down\n")
+    }
+
+    /// `cvlan-agent debug counters`: what arrived and was dropped, by
+    /// whom it was dropped and why, and what the path machine learnt.
+    pub(super) fn counters(&self) -> String {
+        let p = self.paths.counters();
+        let d = self.device.stats();
+        let mut rows: Vec<(&str, u64)> = vec![
+            ("probes from unknown keys", p.unknown_sender),
+            ("probes not sealed by their sender", p.not_sealed),
+            ("pongs to no ping of ours", p.unsolicited_pongs),
+            ("calls received", p.calls_received),
+            ("calls sent", p.calls_sent),
+            ("peer-reflexive addresses learnt", p.seen_learnt),
+            (
+                "STUN answers to nothing we asked",
+                self.reflexive.unsolicited,
+            ),
+        ];
+        if let Some(m) = &self.portmap {
+            let c = m.counters();
+            rows.extend([
+                ("port mapping: not from the gateway", c.not_from_gateway),
+                ("port mapping: malformed", c.malformed),
+                ("port mapping: answers to nothing", c.unexpected),
+                ("port mapping: refused", c.refused),
+            ]);
+        }
+        rows.extend([
+            ("wireguard: malformed", d.rx_malformed),
+            ("wireguard: bad mac1", d.rx_bad_mac1),
+            ("wireguard: handshakes rejected", d.rx_handshake_rejected),
+            ("wireguard: rate limited", d.rx_rate_limited),
+            ("wireguard: unknown index", d.rx_unknown_index),
+            ("wireguard: replayed (copies included)", d.rx_replayed),
+            ("wireguard: failed to decrypt", d.rx_decrypt_failed),
+            (
+                "wireguard: packets also sent to the relay",
+                d.tx_copied_to_fallback,
+            ),
+        ]);
+        let mut out = String::new();
+        for (name, n) in rows {
+            let _ = writeln!(out, "{name:<42} {n}");
+        }
+        out
     }
 
     /// What `cvlan-agent netcheck` prints: what STUN on the WireGuard

@@ -42,8 +42,7 @@ impl Daemon {
     /// dropped by the path machine).
     pub(super) fn on_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
         let now = std::time::Instant::now();
-        let gateway = self.portmap.as_ref().map(|m| m.gateway().ip());
-        match classify(from, datagram, gateway) {
+        match classify(from, datagram) {
             SocketDatagram::Stun => {
                 let nat = self.nat_kind();
                 if self.reflexive.handle_input(now, from, datagram) {
