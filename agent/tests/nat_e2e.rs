@@ -546,3 +546,91 @@ send(5351, bytes([2, 0x81, 0, 0]) + bytes(56))
         "a forgery taught an address"
     );
 }
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, coturn (CI runs it)"]
+fn port_guesses_toward_the_labs_random_symmetric_nat_stay_within_budget_and_are_measured() {
+    // Site B hands out random ports (masquerade random): guessing the
+    // next ports past those its STUN servers saw finds nothing, as the
+    // matrix says; what it costs is bounded and counted.
+    let nat = Nat::new(NatType::Prc, NatType::Sym);
+    std::thread::sleep(Duration::from_secs(20));
+    let sent = counter(&nat.a, "port guesses sent (hard NATs)");
+    let answered = counter(&nat.a, "port guesses answered");
+    let calls = counter(&nat.a, "calls sent") + counter(&nat.a, "calls received");
+    eprintln!(
+        "prc facing the lab's sym: {sent} port guesses in {calls} bursts, {answered} answered"
+    );
+    assert!(sent > 0, "no guesses toward a symmetric peer");
+    assert!(sent <= 16 * calls, "{sent} guesses in {calls} bursts");
+    assert_eq!(answered, 0);
+    assert_eq!(nat.a.path_to("beta"), "relay");
+}
+
+#[test]
+#[ignore = "needs root, iproute2, nftables, conntrack, miniupnpd (CI runs it)"]
+fn the_nat_pmp_client_maps_a_port_on_miniupnpd_that_the_internet_reaches() {
+    use proto_path::portmap::{Event, PortMapper, Protocol};
+    // miniupnpd answers PCP first, which is what agents use; here the
+    // client speaks NAT-PMP alone, as it does with a router without PCP.
+    let mut lab = NatLab::new(NatType::Sym, NatType::Prc);
+    lab.start_port_mapping(Site::A);
+    let (host_ns, port) = (lab.ns("a"), 41700u16);
+    let mapped = std::thread::spawn(move || {
+        netstack::netns::enter(&host_ns).expect("enter the host's namespace");
+        let sock = std::net::UdpSocket::bind(("0.0.0.0", port)).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let gateway = std::net::Ipv4Addr::new(192, 168, 1, 1);
+        let client = std::net::Ipv4Addr::new(192, 168, 1, 10);
+        let mut m = PortMapper::new(Instant::now(), gateway, client, port, [9; 12]).without_pcp();
+        let start = Instant::now();
+        let mut buf = [0u8; 1500];
+        let mapping = loop {
+            assert!(start.elapsed() < Duration::from_secs(5), "no mapping");
+            m.handle_timeout(Instant::now());
+            while let Some(t) = m.poll_transmit() {
+                sock.send_to(&t.contents, t.destination).expect("send");
+            }
+            if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                m.handle_input(Instant::now(), from, &buf[..n]);
+            }
+            if let Some(Event::Mapped(mapping)) = m.poll_event() {
+                break mapping;
+            }
+        };
+        // The internet's datagram to the mapped port reaches this socket.
+        let (n, from) = loop {
+            assert!(start.elapsed() < Duration::from_secs(10), "nothing came");
+            if let Ok(got) = sock.recv_from(&mut buf) {
+                break got;
+            }
+        };
+        (mapping, buf[..n].to_vec(), from)
+    });
+    // Send from the public side until it arrives (the mapping comes first).
+    let sent = std::thread::spawn({
+        let ns = lab.ns("stun");
+        move || {
+            netstack::netns::enter(&ns).expect("enter");
+            let sock = std::net::UdpSocket::bind("203.0.113.11:0").expect("bind");
+            for _ in 0..100 {
+                let _ = sock.send_to(b"through the mapping", (testkit::nat_lab::R1_WAN, 41700));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    });
+    let (mapping, bytes, from) = mapped.join().expect("mapper");
+    let _ = sent.join();
+    assert_eq!(mapping.protocol, Protocol::NatPmp);
+    assert_eq!(*mapping.external.ip(), testkit::nat_lab::R1_WAN);
+    assert_eq!(mapping.external.port(), 41700);
+    assert_eq!(bytes, b"through the mapping");
+    assert_eq!(from.ip(), std::net::IpAddr::from([203, 0, 113, 11]));
+    assert!(
+        lab.port_mapping_log(Site::A)
+            .contains("NAT-PMP port mapping request"),
+        "{}",
+        lab.port_mapping_log(Site::A)
+    );
+}

@@ -32,6 +32,9 @@ pub enum Source {
     /// endpoint-dependent (symmetric) NAT this is the only address that
     /// reaches it.
     Seen,
+    /// A port guessed past the ones a symmetric NAT showed for the peer,
+    /// that answered (NATs that hand out ports in order).
+    Guessed,
 }
 
 impl Source {
@@ -40,6 +43,7 @@ impl Source {
             Self::Map => "map",
             Self::Call => "call",
             Self::Seen => "peer-reflexive",
+            Self::Guessed => "port-guess",
         }
     }
 }

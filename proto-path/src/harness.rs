@@ -21,6 +21,7 @@ pub const A_NAT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 pub const B_NAT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 /// Where the nodes' STUN queries go (what their reflexive address is for).
 pub const STUN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10)), 3478);
+pub const STUN2: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 11)), 3478);
 pub const RELAY: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
 /// The two nodes' private keys.
 pub const A_SECRET: [u8; 32] = [1; 32];
@@ -44,8 +45,12 @@ pub enum NatKind {
     /// Endpoint-independent mapping (the port kept), address-and-port
     /// dependent filtering: plain Linux masquerade, most home routers.
     PortRestricted,
-    /// A new port for every destination, filtered the same way.
+    /// A new port for every destination, the next one each time (as
+    /// many CGNATs), filtered the same way.
     Symmetric,
+    /// A new, random port for every destination (Linux `masquerade
+    /// random`, the lab's symmetric NAT).
+    SymmetricRandom,
 }
 
 #[derive(Debug)]
@@ -72,7 +77,7 @@ impl Nat {
         if self.kind == NatKind::Open {
             return inside;
         }
-        let independent = self.kind != NatKind::Symmetric;
+        let independent = !matches!(self.kind, NatKind::Symmetric | NatKind::SymmetricRandom);
         let existing = self
             .flows
             .iter()
@@ -80,9 +85,14 @@ impl Nat {
         let port = match existing {
             Some(&(_, _, port)) => port,
             None if independent => inside.port(),
-            None => {
+            None if self.kind == NatKind::Symmetric => {
                 self.next_port += 1;
                 self.next_port
+            }
+            None => {
+                // A fixed LCG: random-looking, the same every run.
+                self.next_port = self.next_port.wrapping_mul(25_173).wrapping_add(13_849);
+                1024 + self.next_port % 64_000
             }
         };
         if !self.flows.contains(&(inside, remote, port)) {
@@ -251,12 +261,15 @@ impl Pair {
 }
 
 /// What a node behind `nat` reports: its own address and, behind a NAT,
-/// the reflexive one STUN saw.
+/// the reflexive ones its two STUN servers saw (one for a cone, two
+/// ports for a symmetric NAT).
 fn endpoints(nat: &mut Nat, own: SocketAddr) -> Vec<SocketAddr> {
-    let reflexive = nat.outbound(own, STUN);
-    if reflexive == own {
-        vec![own]
-    } else {
-        vec![own, reflexive]
+    let mut out = vec![own];
+    for server in [STUN, STUN2] {
+        let reflexive = nat.outbound(own, server);
+        if !out.contains(&reflexive) {
+            out.push(reflexive);
+        }
     }
+    out
 }

@@ -57,7 +57,13 @@ pub const MAX_CALL_INTERVAL: Duration = Duration::from_secs(120);
 /// Peer-reflexive candidates kept per peer (the newest).
 pub const MAX_SEEN: usize = 4;
 /// Probes waiting for an answer, per peer.
-const MAX_OUTSTANDING: usize = 64;
+const MAX_OUTSTANDING: usize = 128;
+/// Ports guessed past the highest one a symmetric NAT showed for a peer,
+/// per address and burst: a NAT that hands out ports in order gives the
+/// mapping toward us one of the next few. At most two addresses a burst,
+/// and bursts come only after calls (backed off to one per 2 min).
+pub const PORT_GUESSES: u16 = 16;
+const GUESSED_ADDRESSES: usize = 2;
 /// The operator's pings waiting for an answer, per peer.
 const MAX_DEBUG_PINGS: usize = 64;
 /// Datagrams and events not yet taken by the caller (it drains them after
@@ -104,6 +110,9 @@ pub struct Counters {
     pub calls_sent: u64,
     /// Peer-reflexive candidates learnt.
     pub seen_learnt: u64,
+    /// Probes to guessed ports (hard NATs), and guesses that answered.
+    pub guesses_sent: u64,
+    pub guesses_answered: u64,
 }
 
 /// The direct path of a peer in use, and how we learnt its address.
@@ -286,6 +295,12 @@ impl PathManager {
         Some(crypto::seal(&p.shared, &self.our_public, nonce, message))
     }
 
+    /// A fresh ping to `peer` and its transaction id.
+    fn new_ping(&mut self, peer: &Key) -> Option<(u64, Vec<u8>)> {
+        let tx = self.rng.next_u64();
+        Some((tx, self.seal_to(peer, &Message::Ping { tx })?))
+    }
+
     pub fn path(&self, peer: &Key) -> Option<Path> {
         self.peers.get(peer).map(|p| p.path)
     }
@@ -457,6 +472,12 @@ impl PathManager {
         p.last_pong = Some(now);
         if let Some(c) = p.candidates.iter_mut().find(|c| c.addr == from) {
             c.proven(now + PROBE_INTERVAL, true);
+        } else {
+            // A guessed port answered: it is a candidate from now on.
+            let mut c = Candidate::new(from, Source::Guessed, now);
+            c.proven(now + PROBE_INTERVAL, true);
+            p.candidates.push(c);
+            self.counters.guesses_answered += 1;
         }
         if !p.is_direct() {
             p.path = Path::Direct(from);
@@ -473,7 +494,8 @@ impl PathManager {
             return;
         };
         p.take_called(now, called);
-        if p.may_burst(now) {
+        let burst = p.may_burst(now);
+        if burst {
             p.start_burst(now);
         }
         // Call back with our endpoints (once per cooldown): the caller
@@ -483,6 +505,55 @@ impl PathManager {
             .is_some_and(|t| now.saturating_duration_since(t) < BURST_COOLDOWN);
         if p.wants_call(have_local) && !recently {
             p.next_call = now;
+        }
+        if burst {
+            self.guess_ports(now, sender);
+        }
+    }
+
+    /// Behind a symmetric NAT (its candidates show one address with
+    /// several ports) the peer's mapping toward us is a port we were
+    /// never told: probe the next few past the highest, once a burst.
+    fn guess_ports(&mut self, _now: Instant, key: Key) {
+        let Some(p) = self.peers.get(&key) else {
+            return;
+        };
+        if p.is_direct() {
+            return;
+        }
+        let mut ips: Vec<(std::net::IpAddr, u16, usize)> = Vec::new();
+        for c in p.candidates.iter().filter(|c| c.source != Source::Guessed) {
+            match ips.iter_mut().find(|(ip, _, _)| *ip == c.addr.ip()) {
+                Some((_, max, n)) => {
+                    *max = (*max).max(c.addr.port());
+                    *n += 1;
+                }
+                None => ips.push((c.addr.ip(), c.addr.port(), 1)),
+            }
+        }
+        let targets: Vec<SocketAddr> = ips
+            .into_iter()
+            .filter(|(_, _, n)| *n >= 2)
+            .take(GUESSED_ADDRESSES)
+            .flat_map(|(ip, max, _)| {
+                (1..=PORT_GUESSES)
+                    .filter_map(move |d| max.checked_add(d).map(|port| SocketAddr::new(ip, port)))
+            })
+            .filter(|a| !p.candidates.iter().any(|c| c.addr == *a))
+            .collect();
+        for to in targets {
+            let Some((tx, ping)) = self.new_ping(&key) else {
+                return;
+            };
+            let Some(p) = self.peers.get_mut(&key) else {
+                return;
+            };
+            if p.outstanding.len() >= MAX_OUTSTANDING {
+                return; // the budget is what is in flight
+            }
+            p.outstanding.insert(tx, to);
+            self.counters.guesses_sent += 1;
+            self.send(to, ping);
         }
     }
 
@@ -498,8 +569,7 @@ impl PathManager {
         let targets: Vec<SocketAddr> = direct.iter().copied().chain(p.relay).collect();
         let mut sent = 0;
         for to in targets {
-            let tx = self.rng.next_u64();
-            let Some(ping) = self.seal_to(peer, &Message::Ping { tx }) else {
+            let Some((tx, ping)) = self.new_ping(peer) else {
                 return sent;
             };
             let Some(p) = self.peers.get_mut(peer) else {
@@ -561,13 +631,17 @@ impl PathManager {
         p.next_call = now + p.call_interval;
         p.call_interval = (p.call_interval * 2).min(MAX_CALL_INTERVAL);
         p.last_call_sent = Some(now);
-        if p.may_burst(now) {
+        let burst = p.may_burst(now);
+        if burst {
             p.start_burst(now);
         }
         let (tx, candidates) = (self.rng.next_u64(), self.local.clone());
         if let Some(call) = self.seal_to(&key, &Message::Call { tx, candidates }) {
             self.counters.calls_sent += 1;
             self.send(relay, call);
+        }
+        if burst {
+            self.guess_ports(now, key);
         }
     }
 
@@ -592,8 +666,7 @@ impl PathManager {
             None => return,
         };
         for to in due {
-            let tx = self.rng.next_u64();
-            let Some(ping) = self.seal_to(&key, &Message::Ping { tx }) else {
+            let Some((tx, ping)) = self.new_ping(&key) else {
                 return;
             };
             let Some(p) = self.peers.get_mut(&key) else {

@@ -180,6 +180,8 @@ impl Daemon {
             ("calls received", p.calls_received),
             ("calls sent", p.calls_sent),
             ("peer-reflexive addresses learnt", p.seen_learnt),
+            ("port guesses sent (hard NATs)", p.guesses_sent),
+            ("port guesses answered", p.guesses_answered),
             (
                 "STUN answers to nothing we asked",
                 self.reflexive.unsolicited,

@@ -113,6 +113,8 @@ pub struct PortMapper {
     state: State,
     mapping: Option<(Mapping, Instant)>,
     unavailable: Option<bool>,
+    /// The protocol each round starts with.
+    first: Protocol,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -137,10 +139,17 @@ impl PortMapper {
             state: State::Idle { next: now },
             mapping: None,
             unavailable: None,
+            first: Protocol::Pcp,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),
         }
+    }
+
+    /// Asks by NAT-PMP alone (for a router whose PCP misbehaves).
+    pub fn without_pcp(mut self) -> Self {
+        self.first = Protocol::NatPmp;
+        self
     }
 
     pub fn gateway(&self) -> SocketAddr {
@@ -385,7 +394,7 @@ impl PortMapper {
             }
         }
         match self.state {
-            State::Idle { next } if now >= next => self.ask(now, Protocol::Pcp),
+            State::Idle { next } if now >= next => self.ask(now, self.first),
             State::Asking {
                 protocol,
                 sent,
