@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use testkit::daemons::{output, wait_for, wait_for_value, Agent, Controller, Daemon, Tls};
@@ -68,11 +68,7 @@ impl Mesh {
 
     fn build(with_relay: bool, tls: bool) -> Self {
         require(&["ip", "ping"]);
-        let n = NEXT_MESH.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{}{n}", std::process::id() % 100_000);
-        let dir = std::env::temp_dir().join(format!("cvlan-mesh-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mesh dir");
+        let (tag, dir) = testkit::host::fresh_dir("cvlan-mesh", &NEXT_MESH);
         let mut mesh = Self {
             namespaces: Vec::new(),
             dir,

@@ -57,3 +57,18 @@ pub fn require(tools: &[&str]) {
 pub fn sh(args: &[&str]) {
     run(args);
 }
+
+/// A tag unique to this process and call (for namespace and interface
+/// names: the process id and `counter`'s next value) and a fresh, empty
+/// directory `{prefix}-{tag}` under the temporary directory.
+pub fn fresh_dir(
+    prefix: &str,
+    counter: &std::sync::atomic::AtomicU32,
+) -> (String, std::path::PathBuf) {
+    let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = format!("{}{n}", std::process::id() % 100_000);
+    let dir = std::env::temp_dir().join(format!("{prefix}-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test directory");
+    (tag, dir)
+}

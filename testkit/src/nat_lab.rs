@@ -27,7 +27,7 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 
 use crate::host::run;
 
@@ -139,6 +139,11 @@ pub fn router_rules(t: NatType) -> String {
     r
 }
 
+/// Sets a kernel parameter inside namespace `ns`.
+fn sysctl(ns: &str, setting: &str) {
+    run(&["ip", "netns", "exec", ns, "sysctl", "-qw", setting]);
+}
+
 /// What a lab router's miniupnpd speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PortMapping {
@@ -160,11 +165,7 @@ impl NatLab {
     /// The whole lab, site A behind `a`, site B behind `b`.
     pub fn new(a: NatType, b: NatType) -> Self {
         crate::host::require(&["ip", "nft", "conntrack"]);
-        let n = NEXT_LAB.fetch_add(1, Ordering::Relaxed);
-        let tag = format!("{}{n}", std::process::id() % 100_000);
-        let dir = std::env::temp_dir().join(format!("cvlan-natlab-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("lab dir");
+        let (tag, dir) = crate::host::fresh_dir("cvlan-natlab", &NEXT_LAB);
         let mut lab = Self {
             tag,
             namespaces: Vec::new(),
@@ -208,15 +209,7 @@ impl NatLab {
         run(&["ip", "netns", "add", &ns]);
         self.namespaces.push(ns.clone());
         run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-        ]);
+        sysctl(&ns, "net.ipv6.conf.all.disable_ipv6=1");
         ns
     }
 
@@ -260,15 +253,7 @@ impl NatLab {
 
     fn build(&mut self) {
         let inet = self.add_ns("inet");
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &inet,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]);
+        sysctl(&inet, "net.ipv4.ip_forward=1");
         for br in ["br0", "br1"] {
             run(&["ip", "-n", &inet, "link", "add", br, "type", "bridge"]);
             run(&["ip", "-n", &inet, "link", "set", br, "up"]);
@@ -314,15 +299,7 @@ impl NatLab {
             run(&[
                 "ip", "-n", &ns, "route", "add", "default", "via", "11.0.0.1",
             ]);
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &ns,
-                "sysctl",
-                "-qw",
-                "net.ipv4.ip_forward=1",
-            ]);
+            sysctl(&ns, "net.ipv4.ip_forward=1");
             let h = self.add_ns(host);
             Self::veth(&ns, "lan", &h, "eth0");
         }
